@@ -1,1 +1,14 @@
-// placeholder
+//! The Accordion VMM: configuration, the VM and its lifecycle, devices, and the control loop.
+
+pub mod bus;
+pub mod config;
+pub mod devices;
+pub mod logger;
+pub mod memory_manager;
+pub mod vcpu_manager;
+pub mod vm;
+pub mod vm_event;
+pub mod vmm;
+
+pub use config::VmConfig;
+pub use vmm::{run_vm, ExitStatus, VmmError};

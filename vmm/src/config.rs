@@ -1,0 +1,376 @@
+//! The VM configuration: one model for the command line and (later) the REST API, in Cloud
+//! Hypervisor's shapes, and the parsers for its `key=value,...` option strings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the option at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{option}: {reason}")]
+pub struct ConfigError {
+    pub option: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(option: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            option: option.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The most vCPUs we offer: APIC ids must fit the 8-bit xAPIC id.
+pub const MAX_VCPUS: u32 = 254;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpusConfig {
+    pub boot_vcpus: u32,
+    #[serde(default)]
+    pub max_vcpus: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Boot RAM in bytes.
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadConfig {
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub initramfs: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleMode {
+    Off,
+    Tty,
+    File,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub mode: ConsoleMode,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl ConsoleConfig {
+    pub fn off() -> Self {
+        ConsoleConfig {
+            mode: ConsoleMode::Off,
+            file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub cpus: CpusConfig,
+    pub memory: MemoryConfig,
+    pub payload: PayloadConfig,
+    pub serial: ConsoleConfig,
+    pub console: ConsoleConfig,
+}
+
+/// `key=value,key=value` as Cloud Hypervisor writes its options. A bare word is a key with
+/// an empty value (`--serial tty`).
+pub struct OptionParser<'a> {
+    option: &'a str,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> OptionParser<'a> {
+    /// Parses `value` of `option`, accepting only `known` keys.
+    pub fn parse(option: &'a str, value: &'a str, known: &[&str]) -> Result<Self> {
+        let mut pairs = Vec::new();
+        for item in value.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, ""));
+            if !known.contains(&k) {
+                return Err(ConfigError::new(
+                    option,
+                    format!(
+                        "unknown parameter '{k}' (expected one of: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(ConfigError::new(
+                    option,
+                    format!("parameter '{k}' given twice"),
+                ));
+            }
+            pairs.push((k, v));
+        }
+        Ok(OptionParser { option, pairs })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn get_u32(&self, key: &str) -> Result<Option<u32>> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    ConfigError::new(self.option, format!("{key}={v} is not a whole number"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn get_size(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key)
+            .map(|v| {
+                parse_size(v)
+                    .map_err(|reason| ConfigError::new(self.option, format!("{key}: {reason}")))
+            })
+            .transpose()
+    }
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G suffix)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+impl CpusConfig {
+    pub fn parse(value: &str) -> Result<Self> {
+        let p = OptionParser::parse("--cpus", value, &["boot"])?;
+        let boot_vcpus = p.get_u32("boot")?.unwrap_or(1);
+        Ok(CpusConfig {
+            boot_vcpus,
+            max_vcpus: None,
+        })
+    }
+}
+
+impl MemoryConfig {
+    pub fn parse(value: &str) -> Result<Self> {
+        let p = OptionParser::parse("--memory", value, &["size"])?;
+        let size = p.get_size("size")?.unwrap_or(DEFAULT_MEMORY_SIZE);
+        Ok(MemoryConfig { size })
+    }
+}
+
+/// 512 MiB, as Cloud Hypervisor.
+pub const DEFAULT_MEMORY_SIZE: u64 = 512 << 20;
+
+impl ConsoleConfig {
+    /// `off`, `tty` or `file=PATH`.
+    pub fn parse(option: &str, value: &str) -> Result<Self> {
+        let p = OptionParser::parse(option, value, &["off", "tty", "file"])?;
+        let modes = ["off", "tty", "file"].iter().filter(|k| p.has(k)).count();
+        if modes != 1 {
+            return Err(ConfigError::new(
+                option,
+                "give exactly one of off, tty, file=PATH",
+            ));
+        }
+        if p.has("off") {
+            return Ok(ConsoleConfig::off());
+        }
+        if p.has("tty") {
+            return Ok(ConsoleConfig {
+                mode: ConsoleMode::Tty,
+                file: None,
+            });
+        }
+        match p.get("file") {
+            Some(path) if !path.is_empty() => Ok(ConsoleConfig {
+                mode: ConsoleMode::File,
+                file: Some(PathBuf::from(path)),
+            }),
+            _ => Err(ConfigError::new(option, "file= needs a path")),
+        }
+    }
+}
+
+impl VmConfig {
+    /// Checks everything that can be checked before a VM exists.
+    pub fn validate(&self) -> Result<()> {
+        let boot = self.cpus.boot_vcpus;
+        if boot == 0 {
+            return Err(ConfigError::new(
+                "--cpus",
+                "boot=0: a VM needs at least one vCPU",
+            ));
+        }
+        if boot > MAX_VCPUS {
+            return Err(ConfigError::new(
+                "--cpus",
+                format!("boot={boot} is more than the {MAX_VCPUS} vCPUs supported"),
+            ));
+        }
+        if let Some(max) = self.cpus.max_vcpus {
+            if max != boot {
+                return Err(ConfigError::new(
+                    "--cpus",
+                    "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
+                ));
+            }
+        }
+        let min = arch::layout::MIN_RAM_SIZE;
+        if self.memory.size < min {
+            return Err(ConfigError::new(
+                "--memory",
+                format!(
+                    "size={} is below the minimum of {} MiB",
+                    self.memory.size,
+                    min >> 20
+                ),
+            ));
+        }
+        if self.memory.size % 4096 != 0 {
+            return Err(ConfigError::new(
+                "--memory",
+                "size must be a multiple of 4 KiB",
+            ));
+        }
+        check_readable("--kernel", &self.payload.kernel)?;
+        if let Some(initramfs) = &self.payload.initramfs {
+            check_readable("--initramfs", initramfs)?;
+        }
+        if self.console.mode != ConsoleMode::Off {
+            return Err(ConfigError::new(
+                "--console",
+                "only 'off' is supported: Accordion has no virtio-console device (use --serial)",
+            ));
+        }
+        if self.serial.mode == ConsoleMode::File && self.serial.file.is_none() {
+            return Err(ConfigError::new("--serial", "file mode needs a path"));
+        }
+        Ok(())
+    }
+}
+
+fn check_readable(option: &str, path: &std::path::Path) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::new(option, format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ConfigError::new(
+            option,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(option, format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn cpus_and_memory() {
+        assert_eq!(CpusConfig::parse("boot=2").unwrap().boot_vcpus, 2);
+        assert_eq!(MemoryConfig::parse("size=1G").unwrap().size, 1 << 30);
+        let e = CpusConfig::parse("boot=two").unwrap_err();
+        assert_eq!(e.option, "--cpus");
+        let e = MemoryConfig::parse("sise=1G").unwrap_err();
+        assert!(e.to_string().contains("unknown parameter 'sise'"), "{e}");
+        assert!(CpusConfig::parse("boot=1,boot=2").is_err());
+    }
+
+    #[test]
+    fn serial_modes() {
+        assert_eq!(
+            ConsoleConfig::parse("--serial", "tty").unwrap().mode,
+            ConsoleMode::Tty
+        );
+        assert_eq!(
+            ConsoleConfig::parse("--serial", "off").unwrap().mode,
+            ConsoleMode::Off
+        );
+        let f = ConsoleConfig::parse("--serial", "file=/tmp/x").unwrap();
+        assert_eq!(f.file.as_deref(), Some(std::path::Path::new("/tmp/x")));
+        assert!(ConsoleConfig::parse("--serial", "tty,off").is_err());
+        assert!(ConsoleConfig::parse("--serial", "file=").is_err());
+        assert!(ConsoleConfig::parse("--serial", "pty").is_err());
+    }
+
+    fn config() -> VmConfig {
+        VmConfig {
+            cpus: CpusConfig {
+                boot_vcpus: 1,
+                max_vcpus: None,
+            },
+            memory: MemoryConfig { size: 512 << 20 },
+            payload: PayloadConfig {
+                kernel: PathBuf::from("/proc/self/exe"),
+                initramfs: None,
+                cmdline: None,
+            },
+            serial: ConsoleConfig::off(),
+            console: ConsoleConfig::off(),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        assert_eq!(config().validate(), Ok(()));
+        let mut c = config();
+        c.cpus.boot_vcpus = 0;
+        assert_eq!(c.validate().unwrap_err().option, "--cpus");
+        let mut c = config();
+        c.memory.size = 1 << 20;
+        assert_eq!(c.validate().unwrap_err().option, "--memory");
+        let mut c = config();
+        c.payload.kernel = PathBuf::from("/nonexistent/vmlinux");
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.option, "--kernel");
+        assert!(e.reason.contains("/nonexistent/vmlinux"));
+        let mut c = config();
+        c.payload.kernel = PathBuf::from("/tmp");
+        assert_eq!(c.validate().unwrap_err().option, "--kernel");
+    }
+
+    #[test]
+    fn json_round_trip_rejects_unknown_fields() {
+        let json = serde_json::to_string(&config()).unwrap();
+        let back: VmConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config());
+        let bad = json.replacen("\"boot_vcpus\"", "\"bogus\":1,\"boot_vcpus\"", 1);
+        assert!(serde_json::from_str::<VmConfig>(&bad).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! The 16550A UART on COM1 (vm-superio), its interrupt delivered through an irqfd.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::BusDevice;
+
+/// Raises the UART's interrupt by writing its irqfd.
+pub struct IrqfdTrigger(pub EventFd);
+
+impl Trigger for IrqfdTrigger {
+    type E = io::Error;
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Where the guest's serial output goes.
+pub enum SerialOutput {
+    /// The VMM's standard output, written unbuffered so prompts show at once.
+    Stdout,
+    File(File),
+    Off,
+}
+
+impl SerialOutput {
+    fn into_writer(self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(match self {
+            SerialOutput::Stdout => {
+                // SAFETY: dup() returns a new descriptor that nothing else owns, or -1.
+                let fd = unsafe { libc::dup(libc::STDOUT_FILENO) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` is a fresh, valid descriptor owned from here on.
+                Box::new(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+            }
+            SerialOutput::File(f) => Box::new(f),
+            SerialOutput::Off => Box::new(io::sink()),
+        })
+    }
+}
+
+/// COM1 on the port I/O bus.
+pub struct SerialDevice {
+    uart: Serial<IrqfdTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
+}
+
+impl SerialDevice {
+    pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
+        Ok(SerialDevice {
+            uart: Serial::new(IrqfdTrigger(irqfd), output.into_writer()?),
+        })
+    }
+
+    /// Feeds host input to the guest; returns how many bytes the FIFO took.
+    pub fn queue_input(&mut self, bytes: &[u8]) -> usize {
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("serial input dropped: {e:?}");
+                0
+            }
+        }
+    }
+
+    /// Free room in the receive FIFO.
+    pub fn input_room(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let Some(first) = data.first_mut() {
+            *first = self.uart.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(&value) = data.first() {
+            if let Err(e) = self.uart.write(offset as u8, value) {
+                log::warn!("serial write failed: {e:?}");
+            }
+        }
+    }
+}

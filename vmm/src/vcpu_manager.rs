@@ -1,0 +1,195 @@
+//! vCPU threads: each runs `KVM_RUN` and dispatches port and MMIO exits to the buses on its
+//! own thread. Exits the guest cannot recover from are reported with the registers and the
+//! instruction bytes at RIP.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hypervisor::{Vcpu, VmExit};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::bus::Buses;
+use crate::vm_event::{VmEvent, VmEventSignal};
+
+/// Signal used to knock a vCPU thread out of `KVM_RUN`.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: interrupting KVM_RUN is the point.
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// What a vCPU thread needs besides its vCPU.
+#[derive(Clone)]
+pub struct VcpuContext {
+    pub buses: Arc<Buses>,
+    pub events: Arc<VmEventSignal>,
+    pub memory: GuestMemoryMmap,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The running vCPU threads of one VM.
+pub struct VcpuManager {
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl VcpuManager {
+    /// Starts one thread per vCPU; they run until `stop`.
+    pub fn start(vcpus: Vec<Box<dyn Vcpu>>, ctx: VcpuContext) -> std::io::Result<Self> {
+        let stop = ctx.stop.clone();
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for (id, vcpu) in vcpus.into_iter().enumerate() {
+            let ctx = ctx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || run_vcpu(id, vcpu, ctx));
+            match handle {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    let mut partial = VcpuManager { threads, stop };
+                    partial.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(VcpuManager { threads, stop })
+    }
+
+    /// Stops every vCPU thread and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.threads.drain(..) {
+            // A kick can land just before the thread enters KVM_RUN and be lost; repeat it
+            // until the thread is gone.
+            let started = Instant::now();
+            while !handle.is_finished() {
+                if let Err(e) = handle.kill(kick_signal()) {
+                    log::debug!("kicking a vCPU thread: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                if started.elapsed() > Duration::from_secs(10) {
+                    log::error!("a vCPU thread did not stop within 10 s");
+                    break;
+                }
+            }
+            if handle.is_finished() && handle.join().is_err() {
+                log::error!("a vCPU thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for VcpuManager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Outcome of one exit, decided while the exit still borrows the vCPU.
+enum Step {
+    Continue,
+    Fail(String),
+}
+
+fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let step = match vcpu.run() {
+            Ok(VmExit::IoIn(port, data)) => {
+                if !ctx.buses.pio.read(u64::from(port), data) {
+                    data.fill(0xff);
+                }
+                Step::Continue
+            }
+            Ok(VmExit::IoOut(port, data)) => {
+                ctx.buses.pio.write(u64::from(port), data);
+                Step::Continue
+            }
+            Ok(VmExit::MmioRead(addr, data)) => {
+                if !ctx.buses.mmio.read(addr, data) {
+                    data.fill(0xff);
+                }
+                Step::Continue
+            }
+            Ok(VmExit::MmioWrite(addr, data)) => {
+                ctx.buses.mmio.write(addr, data);
+                Step::Continue
+            }
+            Ok(VmExit::Interrupted | VmExit::Hlt) => Step::Continue,
+            Ok(VmExit::Shutdown) => Step::Fail("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+            Ok(VmExit::InternalError { suberror }) => Step::Fail(format!(
+                "KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {suberror}{})",
+                if suberror == 1 {
+                    ": emulation failure"
+                } else {
+                    ""
+                }
+            )),
+            Ok(VmExit::FailEntry { reason }) => Step::Fail(format!(
+                "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})"
+            )),
+            Ok(VmExit::Unexpected(what)) => Step::Fail(format!("unexpected exit {what}")),
+            Err(e) => Step::Fail(format!("KVM_RUN failed: {e}")),
+        };
+        if let Step::Fail(reason) = step {
+            let message = format!(
+                "guest stopped on vcpu{id}: {reason}; {}",
+                describe_cpu(vcpu.as_ref(), &ctx.memory)
+            );
+            log::error!("{message}");
+            ctx.events.raise(VmEvent::GuestFailure(message));
+            return;
+        }
+    }
+}
+
+/// RIP, the mode, and up to 16 instruction bytes at RIP, for the log.
+fn describe_cpu(vcpu: &dyn Vcpu, memory: &GuestMemoryMmap) -> String {
+    let (regs, sregs) = match (vcpu.regs(), vcpu.sregs()) {
+        (Ok(r), Ok(s)) => (r, s),
+        _ => return "registers unavailable".into(),
+    };
+    let linear = sregs.cs.base.wrapping_add(regs.rip);
+    let bytes = match vcpu.translate(linear) {
+        Ok(Some(gpa)) => {
+            let mut buf = [0u8; 16];
+            let n = (0..buf.len())
+                .take_while(|&i| {
+                    memory
+                        .read_slice(&mut buf[i..=i], GuestAddress(gpa + i as u64))
+                        .is_ok()
+                })
+                .count();
+            if n == 0 {
+                format!("not in guest RAM (GPA {gpa:#x})")
+            } else {
+                buf[..n]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        }
+        Ok(None) => "RIP is not mapped".into(),
+        Err(e) => format!("cannot translate RIP: {e}"),
+    };
+    format!(
+        "RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x}; instruction bytes at RIP: {bytes}",
+        regs.rip, regs.rsp, regs.rflags, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer
+    )
+}
