@@ -109,7 +109,6 @@ fn main() -> ExitCode {
     if let Err(e) = vmm::logger::init(level, log_file) {
         return fail(format!("cannot install the logger: {e}"));
     }
-    std::thread::current();
 
     let config = match config_from(&matches) {
         Ok(c) => c,
