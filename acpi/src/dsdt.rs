@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! DSDT ("differentiated system description table").
+//!
+//! The DSDT carries the AML namespace: the devices the guest cannot discover by itself and the
+//! objects its ACPI interpreter evaluates. Ours holds:
+//!
+//! - `\_SB_.COM1`: the 16550 UART (PNP0501) with its I/O ports and interrupt, so the guest's
+//!   serial driver binds to it through ACPI.
+//! - `\_SB_.PCI0` (only with a PCI host bridge): the PCI Express host bridge (PNP0A08, also
+//!   PNP0A03 for older code) on segment 0, with the bus range, the 0xCF8..0xCFF config ports and
+//!   the I/O and memory windows that BARs may be placed in.
+//! - `\_SB_.MBRD` (only with a PCI host bridge): a PNP0C02 "motherboard resources" device
+//!   reserving the ECAM window. Linux uses the MCFG region only if firmware reserves it like this
+//!   (or in the e820 map).
+//! - `\_S5_`: the soft-off sleep type; see [`crate::S5_SLEEP_TYPE`].
+
+use acpi_tables::aml::{
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package,
+    ResourceTemplate, Scope, IO,
+};
+use acpi_tables::sdt::Sdt;
+use acpi_tables::{Aml, AmlSink};
+
+use crate::{AcpiConfig, PciHostBridge, OEM_ID, OEM_REVISION, OEM_TABLE_ID, S5_SLEEP_TYPE};
+
+/// DSDT revision; 2 or more makes AML integers 64 bits wide.
+const DSDT_REVISION: u8 = 6;
+
+/// First of the legacy PCI configuration ports (CONFIG_ADDRESS at 0xCF8, CONFIG_DATA at 0xCFC).
+const PCI_CONFIG_IO_PORT: u16 = 0xcf8;
+/// Number of ports from `PCI_CONFIG_IO_PORT` the host bridge decodes.
+const PCI_CONFIG_IO_PORT_COUNT: u8 = 8;
+
+/// The COM1 UART: `\_SB_.COM1`.
+struct Com1 {
+    port: u16,
+    irq: u8,
+}
+
+impl Aml for Com1 {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        Device::new(
+            "COM1".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0501")),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new(
+                    "_CRS".into(),
+                    &ResourceTemplate::new(vec![
+                        // 8 registers, one port each.
+                        &IO::new(self.port, self.port, 1, 8),
+                        // Consumer, edge triggered, active high, exclusive: an ISA interrupt.
+                        &Interrupt::new(true, true, false, false, self.irq.into()),
+                    ]),
+                ),
+            ],
+        )
+        .to_aml_bytes(sink)
+    }
+}
+
+/// The PCI host bridge: `\_SB_.PCI0`.
+struct Pci0<'a>(&'a PciHostBridge);
+
+impl Aml for Pci0<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let pci = self.0;
+        let bus_range = AddressSpace::new_bus_number(u16::from(pci.bus_start), pci.bus_end.into());
+        let config_ports = IO::new(
+            PCI_CONFIG_IO_PORT,
+            PCI_CONFIG_IO_PORT,
+            1,
+            PCI_CONFIG_IO_PORT_COUNT,
+        );
+        // All I/O ports but the config ports are forwarded to PCI.
+        let io_below_config = AddressSpace::new_io(0u16, PCI_CONFIG_IO_PORT - 1, None);
+        let io_above_config = AddressSpace::new_io(
+            PCI_CONFIG_IO_PORT + u16::from(PCI_CONFIG_IO_PORT_COUNT),
+            u16::MAX,
+            None,
+        );
+        // The sizes are non-zero and the ranges do not wrap (`check_pci_host_bridge`).
+        let mmio32 = AddressSpace::new_memory(
+            AddressSpaceCacheable::NotCacheable,
+            true,
+            pci.mmio32_base,
+            pci.mmio32_base
+                .wrapping_add(pci.mmio32_size)
+                .wrapping_sub(1),
+            None,
+        );
+        let mmio64 = AddressSpace::new_memory(
+            AddressSpaceCacheable::NotCacheable,
+            true,
+            pci.mmio64_base,
+            pci.mmio64_base
+                .wrapping_add(pci.mmio64_size)
+                .wrapping_sub(1),
+            None,
+        );
+
+        let mut resources: Vec<&dyn Aml> = vec![
+            &bus_range,
+            &config_ports,
+            &io_below_config,
+            &io_above_config,
+        ];
+        if pci.mmio32_size > 0 {
+            resources.push(&mmio32);
+        }
+        if pci.mmio64_size > 0 {
+            resources.push(&mmio64);
+        }
+
+        Device::new(
+            "PCI0".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+                &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+                &Name::new("_SEG".into(), &0u8),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new("_BBN".into(), &pci.bus_start),
+                &Name::new("_CRS".into(), &ResourceTemplate::new(resources)),
+            ],
+        )
+        .to_aml_bytes(sink)
+    }
+}
+
+/// The reservation of the ECAM window: `\_SB_.MBRD`.
+struct EcamReservation<'a>(&'a PciHostBridge);
+
+impl Aml for EcamReservation<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let pci = self.0;
+        // The whole ECAM window; `check_pci_host_bridge` made sure it does not wrap.
+        let (base, size) = (pci.ecam_base, pci.ecam_size);
+        let last = base.wrapping_add(size).wrapping_sub(1);
+        let fixed32 = match (
+            u32::try_from(base),
+            u32::try_from(size),
+            u32::try_from(last),
+        ) {
+            (Ok(base), Ok(size), Ok(_)) => Some(Memory32Fixed::new(true, base, size)),
+            _ => None,
+        };
+        let anywhere =
+            AddressSpace::new_memory(AddressSpaceCacheable::NotCacheable, true, base, last, None);
+        let window: &dyn Aml = match &fixed32 {
+            Some(fixed32) => fixed32,
+            None => &anywhere,
+        };
+
+        Device::new(
+            "MBRD".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new("_CRS".into(), &ResourceTemplate::new(vec![window])),
+            ],
+        )
+        .to_aml_bytes(sink)
+    }
+}
+
+/// Builds the DSDT for `cfg` (whose PCI host bridge, if any, has been checked).
+pub(crate) fn build(cfg: &AcpiConfig) -> Vec<u8> {
+    let com1 = Com1 {
+        port: cfg.com1_port,
+        irq: cfg.com1_irq,
+    };
+    let pci = cfg
+        .pci
+        .as_ref()
+        .map(|pci| (Pci0(pci), EcamReservation(pci)));
+
+    let mut system_bus: Vec<&dyn Aml> = vec![&com1];
+    if let Some((pci0, ecam)) = &pci {
+        system_bus.push(pci0);
+        system_bus.push(ecam);
+    }
+
+    // \_S5_ = Package { SLP_TYPa, SLP_TYPb, reserved, reserved }.
+    let s5 = Name::new(
+        "_S5_".into(),
+        &Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &0u8, &0u8]),
+    );
+
+    let mut aml = Vec::new();
+    Scope::new("\\_SB_".into(), system_bus).to_aml_bytes(&mut aml);
+    s5.to_aml_bytes(&mut aml);
+
+    let mut dsdt = Sdt::new(
+        *b"DSDT",
+        36,
+        DSDT_REVISION,
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+    );
+    dsdt.append_slice(&aml);
+    dsdt.as_slice().to_vec()
+}
