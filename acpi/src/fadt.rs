@@ -27,6 +27,10 @@ pub(crate) const HYPERVISOR_VENDOR_ID: [u8; 8] = *b"ACCORDIO";
 /// The other flags stay clear: no legacy devices, no 8042 (the guest skips the i8042 probe),
 /// MSI is supported, ASPM may be used, and a CMOS RTC is not ruled out.
 pub(crate) const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
+/// IA-PC boot architecture flag "CMOS RTC Not Present": there is no MC146818 at ports
+/// 0x70/0x71, so Linux neither registers rtc_cmos nor spins on its update-in-progress bit;
+/// wall-clock time comes from kvmclock.
+pub(crate) const IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 
 /// An 8-bit, byte-accessed register in system I/O space.
 fn io_port_register(port: u16) -> GAS {
@@ -58,7 +62,8 @@ pub(crate) fn build(cfg: &AcpiConfig, dsdt: GuestAddress) -> Result<Vec<u8>, Err
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::ResetRegSup)
         .preferred_pm_profile(PmProfile::Unspecified);
-    fadt.iapc_boot_arch = IAPC_BOOT_ARCH_VGA_NOT_PRESENT.into();
+    fadt.iapc_boot_arch =
+        (IAPC_BOOT_ARCH_VGA_NOT_PRESENT | IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT).into();
     fadt.reset_reg = io_port_register(cfg.reset_port);
     fadt.reset_value = cfg.reset_value;
     fadt.sleep_control_reg = io_port_register(cfg.sleep_control_port);

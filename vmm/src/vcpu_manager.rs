@@ -112,12 +112,15 @@ fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
         let step = match vcpu.run() {
             Ok(VmExit::IoIn(port, data)) => {
                 if !ctx.buses.pio.read(u64::from(port), data) {
+                    log::trace!("unhandled port read {port:#x} ({} bytes)", data.len());
                     data.fill(0xff);
                 }
                 Step::Continue
             }
             Ok(VmExit::IoOut(port, data)) => {
-                ctx.buses.pio.write(u64::from(port), data);
+                if !ctx.buses.pio.write(u64::from(port), data) {
+                    log::trace!("unhandled port write {port:#x} {data:02x?}");
+                }
                 Step::Continue
             }
             Ok(VmExit::MmioRead(addr, data)) => {

@@ -39,6 +39,7 @@ impl BusDevice for AcpiPowerDevice {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        log::debug!("ACPI power write at offset {offset}: {data:02x?}");
         let Some(&value) = data.first() else { return };
         match offset {
             SLEEP_CONTROL_OFFSET if value & SLP_EN != 0 => {

@@ -27,6 +27,7 @@ impl BusDevice for I8042Device {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        log::debug!("i8042 write at offset {offset}: {data:02x?}");
         if offset == COMMAND_PORT_OFFSET && data.first() == Some(&CMD_PULSE_RESET) {
             log::info!("guest reset through the i8042");
             self.events.raise(VmEvent::Reset);
