@@ -16,6 +16,7 @@
 #   ACCORDION_TEST_HOST=nested|direct  force a path (default: detect)
 #   ACCORDION_TEST_HOST_MEM            test host memory, QEMU -m syntax (default 8G)
 #   ACCORDION_TEST_HOST_CPUS           test host vCPUs (default 2)
+#   ACCORDION_TEST_HOST_CPU            QEMU -cpu of the test host (default max,-cx16)
 #   ACCORDION_TEST_HOST_TIMEOUT        seconds before the test host is killed (default 3600)
 #   ACCORDION_TEST_HOST_RW             colon-separated host directories that CMD may write
 #                                      to for real (default none; everything else is the
@@ -23,14 +24,15 @@
 #   ACCORDION_TEST_HOST_ENV            more variable names to pass through, space separated
 # Passed into the test host: PATH, HOME, USER, TERM, LANG, LC_ALL, TMPDIR, CI, NO_COLOR and
 # all RUST_*, CARGO_*, RUSTUP_* and ACCORDION_* variables; inside, ACCORDION_TEST_HOST is
-# direct and ACCORDION_IN_TEST_HOST=1. The (empty) directory $ACCORDION_TEST_HOST_SHARE
-# is a writable share whose content the caller could inspect; it is removed afterwards.
+# direct and ACCORDION_IN_TEST_HOST=1. Results that must outlive the test host go to an
+# ACCORDION_TEST_HOST_RW directory.
 set -euo pipefail
 
 LOG_TAG=test-host
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+QEMU_JOB=
 PASS_NAMES=(PATH HOME USER LOGNAME TERM LANG LC_ALL TMPDIR CI NO_COLOR)
 PASS_PREFIXES=(RUST_ CARGO_ RUSTUP_ ACCORDION_)
 
@@ -124,7 +126,7 @@ run_nested() {
     -accel tcg,thread=multi -machine q35
     # An AMD model, since TCG emulates SVM but not VMX; without cx16 because 6.12 kernels
     # double-fault in SLUB under TCG when it is present.
-    -cpu max,-cx16
+    -cpu "${ACCORDION_TEST_HOST_CPU:-max,-cx16}"
     -smp "${ACCORDION_TEST_HOST_CPUS:-2}" -m "${ACCORDION_TEST_HOST_MEM:-8G}"
     -nodefaults -display none -no-reboot -serial stdio
     -kernel "$image/bzImage" -initrd "$image/initramfs.cpio.gz"
@@ -137,9 +139,29 @@ run_nested() {
 
   log "booting the test host ($(basename "$image"), -m ${ACCORDION_TEST_HOST_MEM:-8G}, timeout ${timeout} s)"
   local t0=$SECONDS qemu_rc=0
-  # --foreground keeps QEMU in our process group so that ^C reaches it.
-  timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null || qemu_rc=$?
+  # QEMU runs in the background so that a signal to this script is handled at once (bash
+  # defers traps while a foreground child runs) and stops QEMU instead of orphaning it.
+  timeout -k 10 "$timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null &
+  QEMU_JOB=$!
+  trap 'stop_test_host INT 130' INT
+  trap 'stop_test_host TERM 143' TERM
+  trap 'stop_test_host HUP 129' HUP
+  wait "$QEMU_JOB" || qemu_rc=$?
+  QEMU_JOB=
   report_status "$share" "$qemu_rc" "$((SECONDS - t0))"
+}
+
+# stop_test_host SIGNAL STATUS — forward a signal to QEMU (timeout passes it on), wait for
+# it to end, and exit with STATUS.
+# shellcheck disable=SC2317  # called from a trap
+stop_test_host() {
+  trap - INT TERM HUP
+  if [ -n "$QEMU_JOB" ]; then
+    log "got SIG$1, stopping the test host"
+    kill -s "$1" "$QEMU_JOB" 2>/dev/null || true
+    wait "$QEMU_JOB" 2>/dev/null || true
+  fi
+  exit "$2"
 }
 
 # ACCORDION_TEST_HOST_RW=dir1:dir2 — each becomes a writable 9p share mounted in the test
