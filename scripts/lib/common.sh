@@ -156,7 +156,7 @@ deb_fetch() {
   mkdir -p "$dir"
   # apt names files pkg_version_arch.deb with ':' in the version escaped as %3a.
   for f in "$dir/${pkg}_${ver//:/%3a}_"*.deb; do
-    [ -s "$f" ] && { echo "$f"; return 0; }
+    [ -s "$f" ] && { touch "$f"; echo "$f"; return 0; }
   done
   log "downloading $spec"
   (cd "$dir" && apt-get "${APT_OPTS[@]}" -q download "$spec" >&2) || die "download of $spec failed"
@@ -177,6 +177,7 @@ deb_unpack() {
     touch "$dir.tmp/.complete"
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
+  touch "$dir"
   echo "$dir"
 }
 
@@ -214,7 +215,9 @@ build_boot_image() {
   IMG_DIR=${IMG_DIR/linux-image-/}
   if [ -e "$IMG_DIR/info.txt" ]; then
     log "cached: $IMG_DIR"
+    touch "$IMG_DIR"  # its mtime says when it was last used (see prune_cache)
     link_current "$IMG_DIR"
+    prune_cache
     return 0
   fi
 
@@ -271,6 +274,22 @@ build_boot_image() {
   fi
   log "built: $IMG_DIR"
   link_current "$IMG_DIR"
+  prune_cache
+}
+
+# prune_cache — every changed input makes a new image directory (~70 MB for the guest);
+# drop images, unpacked trees and .debs unused for ACCORDION_CACHE_KEEP_DAYS (default 14).
+# `current` and what it points to are never removed.
+prune_cache() {
+  local days=${ACCORDION_CACHE_KEEP_DAYS:-14} dir old
+  for dir in "$ACCORDION_CACHE/$IMG_KIND" "$ACCORDION_CACHE/unpacked" "$ACCORDION_CACHE/debs"; do
+    [ -d "$dir" ] || continue
+    while IFS= read -r old; do
+      [ "$old" = "$(readlink -f "$dir/current" 2>/dev/null)" ] && continue
+      log "pruning $old (unused for $days days)"
+      rm -rf "$old"
+    done < <(find "$dir" -mindepth 1 -maxdepth 1 ! -name current ! -name '.*' -mtime "+$days")
+  done
 }
 
 # link_current DIR — point the `current` symlink beside DIR at it (atomically).
