@@ -96,7 +96,6 @@ write_run_script() {
     [ -z "${CARGO_HOME:-}" ] && [ -d "$HOME/.cargo" ] && echo "export CARGO_HOME=$(shquote "$HOME/.cargo")"
     [ -z "${RUSTUP_HOME:-}" ] && [ -d "$HOME/.rustup" ] && echo "export RUSTUP_HOME=$(shquote "$HOME/.rustup")"
     echo "export ACCORDION_TEST_HOST=direct ACCORDION_IN_TEST_HOST=1"
-    echo "export ACCORDION_TEST_HOST_SHARE=$(shquote "$share")"
     # Without the overlay the root is read-only: give HOME and TMPDIR a tmpfs.
     cat <<'EOF'
 if [ "$ACCORDION_TEST_HOST_ROOT" = ro ]; then

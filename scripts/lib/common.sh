@@ -290,6 +290,9 @@ prune_cache() {
       rm -rf "$old"
     done < <(find "$dir" -mindepth 1 -maxdepth 1 ! -name current ! -name '.*' -mtime "+$days")
   done
+  # Leftovers of builds that failed or were interrupted.
+  find "$ACCORDION_CACHE/$IMG_KIND" "$ACCORDION_CACHE/unpacked" -mindepth 1 -maxdepth 1 \
+    \( -name '.build.*' -o -name '*.tmp' \) -mtime +0 -exec rm -rf {} + 2>/dev/null || true
 }
 
 # link_current DIR — point the `current` symlink beside DIR at it (atomically).
