@@ -10,7 +10,8 @@
 #            where kvm_amd gives a real /dev/kvm. The test host sees this machine's root
 #            (9p, read-only, with a throw-away RAM overlay so it is writable) and runs CMD
 #            by chroot in the same working directory, so CMD and its paths must exist here.
-#            CMD's stdout and stderr both arrive on stdout (the serial console), live.
+#            CMD's stdout and stderr both arrive on stdout (the serial console), live;
+#            its stdin is /dev/null.
 #
 # Environment:
 #   ACCORDION_TEST_HOST=nested|direct  force a path (default: detect)
