@@ -1,0 +1,91 @@
+#!/bin/busybox sh
+# shellcheck shell=sh
+# /init (PID 1) of Accordion's test guest, run by busybox sh from the initramfs.
+#
+# Console protocol (the integration tests parse it; keep it stable):
+#   ACCORDION_GUEST_READY cpus=<online CPUs> memtotal_kb=<kB> kernel=<release> uptime=<s>
+#       once, when the guest is up and the modules are loaded;
+#   MEMTOTAL <kB> kB
+#       from then on, in the background, whenever MemTotal changes (polled every 50 ms;
+#       the first one right after the READY line);
+#   then, per kernel command line option accordion.action=:
+#       poweroff  -> `poweroff -f` right away
+#       reboot    -> `reboot -f` right away
+#       (absent)  -> a command loop: each non-blank line read from the console runs as
+#                    `sh -c "$line"` (stdin /dev/null, output to the console), followed by
+#                    ACCORDION_CMD_DONE rc=<exit status>
+
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# devtmpfs is not mounted automatically when the root is an initramfs.
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+say() { echo "accordion-init: $*"; }
+
+# `quiet` keeps the boot short; raise the console level again so that driver messages
+# printed from now on (virtio_mem probing, plug and unplug) are visible to the tests.
+echo "7 4 1 7" > /proc/sys/kernel/printk
+
+# Hot-added memory must come online by itself (there is no udev): the kernel command line
+# normally says memhp_default_state=online_movable; cover a kernel that ignores it.
+aob=/sys/devices/system/memory/auto_online_blocks
+if [ -w "$aob" ] && [ "$(cat "$aob")" = offline ]; then
+  echo online_movable > "$aob"
+fi
+
+# Modules that are not built in (virtio_mem and its dependencies), in dependency order.
+while read -r mod; do
+  [ -n "$mod" ] && { insmod "/lib/modules/$mod.ko" || say "insmod $mod failed"; }
+done < /etc/modules.load
+
+cmdline_arg() {  # cmdline_arg NAME -> value of NAME=value on the kernel command line
+  # shellcheck disable=SC2013  # the command line is one line of words
+  for word in $(cat /proc/cmdline); do
+    case "$word" in "$1"=*) echo "${word#*=}"; return 0 ;; esac
+  done
+}
+
+memtotal_kb() {
+  while read -r key value _; do
+    if [ "$key" = MemTotal: ]; then echo "$value"; return 0; fi
+  done < /proc/meminfo
+}
+
+# Reads /proc/meminfo in the shell itself rather than through $(memtotal_kb): a command
+# substitution forks, and this runs 20 times a second for the guest's whole life.
+memtotal_watch() {
+  last=
+  while :; do
+    while read -r key value _; do
+      [ "$key" = MemTotal: ] && break
+    done < /proc/meminfo
+    if [ "$value" != "$last" ]; then
+      echo "MEMTOTAL $value kB"
+      last=$value
+    fi
+    usleep 50000
+  done
+}
+
+read -r uptime _ < /proc/uptime
+cpus=$(grep -c '^processor' /proc/cpuinfo)
+echo "ACCORDION_GUEST_READY cpus=$cpus memtotal_kb=$(memtotal_kb) kernel=$(uname -r) uptime=$uptime"
+memtotal_watch > /dev/console 2>&1 &
+
+case "$(cmdline_arg accordion.action)" in
+  poweroff) poweroff -f ;;
+  reboot) reboot -f ;;
+esac
+
+# Command loop. Without echo the console output holds only what the commands print.
+stty -echo < /dev/console 2>/dev/null || true
+while :; do
+  while IFS= read -r line; do
+    case "$line" in *[![:space:]]*) ;; *) continue ;; esac
+    sh -c "$line" < /dev/null > /dev/console 2>&1
+    echo "ACCORDION_CMD_DONE rc=$?"
+  done < /dev/console
+  # read returns at end of file (a ^D on the console); PID 1 must not exit, so listen again.
+done
