@@ -1,7 +1,7 @@
 //! The e820 memory map handed to the guest: boot RAM only. Device memory (virtio-mem
 //! regions) is deliberately absent; the SRAT announces it instead.
 
-use crate::layout::{ram_ranges, ACPI_END, EBDA_START, HIGH_RAM_START, RSDP_POINTER};
+use crate::layout::{ram_ranges, EBDA_START, FIRMWARE_END, HIGH_RAM_START, RSDP_POINTER};
 
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
@@ -22,10 +22,10 @@ pub fn e820_table(ram_size: u64) -> Vec<E820Entry> {
             size: EBDA_START,
             kind: E820_RAM,
         },
-        // The ACPI tables live here; keep the kernel from treating it as free.
+        // The ACPI tables and the reset vector stub live here.
         E820Entry {
             addr: RSDP_POINTER,
-            size: ACPI_END - RSDP_POINTER,
+            size: FIRMWARE_END - RSDP_POINTER,
             kind: E820_RESERVED,
         },
     ];

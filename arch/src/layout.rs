@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0        .. 640 KiB   RAM: GDT, PVH start info, zero page, page tables, command line
-//! 640 KiB  .. 1 MiB     legacy hole; ACPI tables at 0xe0000
+//! 640 KiB  .. 1 MiB     legacy hole; ACPI tables at 0xe0000, reset vector stub at 0xffff0
 //! 1 MiB    .. min(ram, 3 GiB)  RAM: kernel and initramfs
 //! 3 GiB    .. 4 GiB     32-bit MMIO: PCI, IOAPIC, LAPIC
 //! 4 GiB    .. 4 GiB + the rest of boot RAM
@@ -36,7 +36,9 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// RSDP, followed by the other ACPI tables, up to `ACPI_END`.
 pub const RSDP_POINTER: u64 = 0xe0000;
-pub const ACPI_END: u64 = 0x10_0000;
+pub const ACPI_END: u64 = 0xf_0000;
+/// End of the reserved firmware area (ACPI tables and the reset vector stub).
+pub const FIRMWARE_END: u64 = 0x10_0000;
 /// First byte of RAM above the legacy hole.
 pub const HIGH_RAM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole; RAM below 4 GiB stops here.

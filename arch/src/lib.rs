@@ -9,6 +9,7 @@ pub mod loader;
 pub mod msrs;
 pub mod paging;
 pub mod regs;
+pub mod reset_vector;
 
 pub use loader::{load_kernel, BootEntry, BootProtocol, KernelPayload};
 

@@ -132,6 +132,11 @@ impl Vm {
             GuestAddress(arch::layout::ACPI_END),
             &self.acpi_config(),
         )?;
+        arch::reset_vector::write_reset_vector(
+            mem,
+            ACPI_POWER_PORT + acpi_power::RESET_OFFSET as u16,
+            acpi_power::RESET_VALUE,
+        )?;
         let payload = &self.config.payload;
         let entry = arch::load_kernel(
             mem,
