@@ -68,6 +68,18 @@ pub fn low_ram_end(ram_size: u64) -> u64 {
     ram_size.min(MEM_32BIT_GAP_START)
 }
 
+// The boot structures must not overlap; checked when the crate compiles.
+const _: () = {
+    assert!(BOOT_IDT_START >= BOOT_GDT_START + 4 * 8);
+    assert!(PVH_MODLIST_START >= PVH_INFO_START + 56);
+    assert!(PVH_MEMMAP_START + (PVH_MEMMAP_MAX_ENTRIES as u64) * 24 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PDE_START + 4 * 4096 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(ACPI_END <= FIRMWARE_END);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,16 +95,5 @@ mod tests {
         let r = ram_ranges(4 << 30);
         assert_eq!(r, vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
         assert_eq!(low_ram_end(4 << 30), 3 << 30);
-    }
-
-    #[test]
-    fn boot_structures_do_not_overlap() {
-        assert!(BOOT_IDT_START >= BOOT_GDT_START + 4 * 8);
-        assert!(PVH_MODLIST_START >= PVH_INFO_START + 56);
-        assert!(PVH_MEMMAP_START + (PVH_MEMMAP_MAX_ENTRIES as u64) * 24 <= ZERO_PAGE_START);
-        assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
-        assert!(BOOT_STACK_POINTER < PML4_START);
-        assert!(PDE_START + 4 * 4096 <= CMDLINE_START);
-        assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     }
 }

@@ -249,7 +249,7 @@ impl VmConfig {
                 ),
             ));
         }
-        if self.memory.size % 4096 != 0 {
+        if !self.memory.size.is_multiple_of(4096) {
             return Err(ConfigError::new(
                 "--memory",
                 "size must be a multiple of 4 KiB",
