@@ -67,6 +67,7 @@ trap 'rm -f "$RUNNER"' EXIT
     printf '%q --include-ignored --nocapture --test-threads=%q || status=1\n' \
       "$bin" "${ACCORDION_TEST_THREADS:-2}"
   done
+  # shellcheck disable=SC2016 # $status belongs to the generated script
   echo 'exit $status'
 } > "$RUNNER"
 chmod +x "$RUNNER"

@@ -34,7 +34,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("guest memory too small: the {what} needs up to {needed:#x} but RAM below 3 GiB ends at {available:#x}")]
+    #[error("guest memory too small: the {what} would end at {needed:#x} but RAM below 3 GiB ends at {available:#x}; give more --memory")]
     MemoryTooSmall {
         what: &'static str,
         needed: u64,

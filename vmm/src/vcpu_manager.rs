@@ -161,12 +161,24 @@ fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
     }
 }
 
+/// RIP and CS base of an x86 CPU after RESET or INIT.
+const RESET_RIP: u64 = 0xfff0;
+const RESET_CS_BASE: u64 = 0xffff_0000;
+
 /// RIP, the mode, and up to 16 instruction bytes at RIP, for the log.
 fn describe_cpu(vcpu: &dyn Vcpu, memory: &GuestMemoryMmap) -> String {
     let (regs, sregs) = match (vcpu.regs(), vcpu.sregs()) {
         (Ok(r), Ok(s)) => (r, s),
         _ => return "registers unavailable".into(),
     };
+    // KVM on AMD SVM re-initialises a vCPU when it intercepts a shutdown (triple fault), so
+    // what we read back is the architectural reset state, not where the guest died.
+    if regs.rip == RESET_RIP && sregs.cs.base == RESET_CS_BASE {
+        return format!(
+            "RIP unavailable: the vCPU is in its reset state (RIP={RESET_RIP:#x}, CS base \
+             {RESET_CS_BASE:#x}); KVM on AMD resets a vCPU on shutdown, so the faulting RIP is lost"
+        );
+    }
     let linear = sregs.cs.base.wrapping_add(regs.rip);
     let bytes = match vcpu.translate(linear) {
         Ok(Some(gpa)) => {

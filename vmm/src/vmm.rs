@@ -156,6 +156,14 @@ fn wait_for_event(
             epoll::Event::new(epoll::Events::EPOLLIN, token),
         )
     };
+    let remove = |fd: i32| {
+        let _ = epoll::ctl(
+            epoll_fd,
+            epoll::ControlOptions::EPOLL_CTL_DEL,
+            fd,
+            epoll::Event::new(epoll::Events::empty(), 0),
+        );
+    };
     let result = (|| {
         add(events.eventfd().as_raw_fd(), TOKEN_VM_EVENT).map_err(epoll_err)?;
         let stdin_fd = std::io::stdin().as_raw_fd();
@@ -195,12 +203,7 @@ fn wait_for_event(
                         let room = serial.input_room();
                         if room == 0 {
                             // Hold input back until the guest reads; stop polling stdin.
-                            let _ = epoll::ctl(
-                                epoll_fd,
-                                epoll::ControlOptions::EPOLL_CTL_DEL,
-                                stdin_fd,
-                                epoll::Event::new(epoll::Events::empty(), 0),
-                            );
+                            remove(stdin_fd);
                             stdin_watched = false;
                             continue;
                         }
@@ -208,12 +211,7 @@ fn wait_for_event(
                         match std::io::stdin().lock().read(&mut buf) {
                             Ok(0) => {
                                 // End of input: the guest keeps running without it.
-                                let _ = epoll::ctl(
-                                    epoll_fd,
-                                    epoll::ControlOptions::EPOLL_CTL_DEL,
-                                    stdin_fd,
-                                    epoll::Event::new(epoll::Events::empty(), 0),
-                                );
+                                remove(stdin_fd);
                                 *stdin_open = false;
                                 stdin_watched = false;
                             }
@@ -223,6 +221,7 @@ fn wait_for_event(
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => {
                                 log::warn!("stdin: {e}; no more serial input");
+                                remove(stdin_fd);
                                 *stdin_open = false;
                                 stdin_watched = false;
                             }
