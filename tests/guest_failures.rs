@@ -31,11 +31,17 @@ fn triple_fault_is_reported_with_rip_and_bytes() {
     let (status, stderr) = run_tiny("triple-fault", &[0x0f, 0x0b]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("triple fault"), "{stderr}");
-    assert!(stderr.contains("RIP=0x100000"), "{stderr}");
-    assert!(
-        stderr.contains("instruction bytes at RIP: 0f 0b"),
-        "{stderr}"
-    );
+    // Intel VMX and KVM-PVM keep the faulting state; KVM on AMD SVM resets the vCPU on a
+    // shutdown intercept, and then the log must say so rather than print the reset RIP.
+    if stderr.contains("KVM on AMD resets a vCPU on shutdown") {
+        assert!(!stderr.contains("instruction bytes at RIP"), "{stderr}");
+    } else {
+        assert!(stderr.contains("RIP=0x100000"), "{stderr}");
+        assert!(
+            stderr.contains("instruction bytes at RIP: 0f 0b"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
