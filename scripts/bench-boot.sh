@@ -14,15 +14,17 @@
 # work on the machine spreads over all cases; a first warm-up round is not counted (the
 # first start of a binary in the test host reads it over 9p, seconds for QEMU).
 # Prints a markdown table of the medians on stdout, with the ratio of each row to QEMU
-# (the QEMU row with the same kernel file, else the first QEMU row); progress and the
-# individual runs go to stderr.
+# q35 with the same kernel file (PVH vmlinux or bzImage), the individual runs and the
+# machine's load average (other work on the machine adds noise); progress goes to stderr.
+# Takes ~8 minutes with the defaults on a 2-core machine (nested test host).
 #
 # Environment:
 #   BENCH_RUNS          counted runs per case (default 5)
 #   BENCH_WARMUP        uncounted warm-up rounds (default 1)
 #   BENCH_CASES         space separated VMM:KERNEL cases, VMM one of accordion, qemu
 #                       (-machine q35), qemu-microvm; KERNEL one of vmlinux, bzImage
-#                       (default "accordion:vmlinux accordion:bzImage qemu:bzImage")
+#                       (default "accordion:vmlinux accordion:bzImage qemu:vmlinux
+#                       qemu:bzImage qemu-microvm:bzImage")
 #   BENCH_TIMEOUT       seconds allowed per boot, READY to exit included (default 180)
 #   BENCH_PROFILE       cargo profile of the accordion binary: release or debug
 #                       (default release)
@@ -136,9 +138,11 @@ for c in cases:
     res[c] = (len(ok), len(runs), wall, up, [r[2] for r in runs], [r[3] for r in runs])
 
 def base(c):
+    """The QEMU row to compare with: q35 with the same kernel file, else any QEMU."""
     qemus = [q for q in cases if q.split(":")[0].startswith("qemu") and res[q][2] is not None]
     same = [q for q in qemus if q.split(":")[1] == c.split(":")[1]]
-    return (same or qemus or [None])[0]
+    q35 = [q for q in same if q.split(":")[0] == "qemu"]
+    return (q35 or same or qemus or [None])[0]
 
 f = lambda v: "-" if v is None else f"{v:.2f}"
 ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}"
@@ -158,6 +162,13 @@ for c in cases:
             rw, ru = rw + f" (vs {b.split(':')[1]})", ru + f" (vs {b.split(':')[1]})"
     runs = str(n) if ok == n else f"{ok} of {n} ok"
     print(f"| {names.get(vmm, vmm)} | {kernel} | {runs} | {f(wall)} | {f(up)} | {rw} | {ru} |")
+print()
+print("Ratios are to the QEMU q35 row with the same kernel file (PVH vmlinux or bzImage);"
+      " below 1 is faster than QEMU.")
+print("Wall is measured inside the test host, from just before the VMM process starts to"
+      " the READY line on its serial output; uptime is the guest's /proc/uptime in that line.")
+print()
+print("Individual runs (s):")
 print()
 for c in cases:
     print(f"- {c}: wall {' '.join(res[c][4])}; uptime {' '.join(res[c][5])}")
@@ -209,7 +220,7 @@ outer() {
 main() {
   BENCH_RUNS=${BENCH_RUNS:-5}
   BENCH_WARMUP=${BENCH_WARMUP:-1}
-  BENCH_CASES=${BENCH_CASES:-accordion:vmlinux accordion:bzImage qemu:bzImage}
+  BENCH_CASES=${BENCH_CASES:-accordion:vmlinux accordion:bzImage qemu:vmlinux qemu:bzImage qemu-microvm:bzImage}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-180}
   BENCH_PROFILE=${BENCH_PROFILE:-release}
   case "${1:-}" in
