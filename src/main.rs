@@ -1,11 +1,16 @@
-//! `accordion`: boot a Linux guest on KVM.
+//! `accordion`: boot a Linux guest on KVM, and serve the REST API.
 
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use vmm::config::{ConsoleConfig, CpusConfig, MemoryConfig, PayloadConfig, VmConfig};
-use vmm::{ExitStatus, VmmError};
+use vmm::api::socket::ApiSocketConfig;
+use vmm::config::{
+    ConfigError, ConsoleConfig, CpusConfig, MemoryConfig, OptionParser, PayloadConfig, VmConfig,
+};
+use vmm::{ExitStatus, VmmOptions};
 
 fn cli() -> Command {
     Command::new("accordion")
@@ -15,8 +20,11 @@ fn cli() -> Command {
             Arg::new("kernel")
                 .long("kernel")
                 .value_name("PATH")
-                .required(true)
-                .help("Kernel to boot: an ELF vmlinux with a PVH entry point, or a bzImage"),
+                .required_unless_present("api-socket")
+                .help(
+                    "Kernel to boot: an ELF vmlinux with a PVH entry point, or a bzImage. \
+                     Without it (and with --api-socket) the VMM waits for vm.create",
+                ),
         )
         .arg(
             Arg::new("initramfs")
@@ -59,6 +67,18 @@ fn cli() -> Command {
                 .help("virtio-console; only 'off' (Accordion's console is the serial port)"),
         )
         .arg(
+            Arg::new("api-socket")
+                .long("api-socket")
+                .value_name("path=PATH|fd=N")
+                .help("Serve the REST API on this unix socket (created with mode 0600)"),
+        )
+        .arg(
+            Arg::new("event-monitor")
+                .long("event-monitor")
+                .value_name("path=PATH|fd=N")
+                .help("Write lifecycle events here, one JSON object a line"),
+        )
+        .arg(
             Arg::new("log-file")
                 .long("log-file")
                 .value_name("PATH")
@@ -76,7 +96,55 @@ fn string(m: &ArgMatches, id: &str) -> String {
     m.get_one::<String>(id).cloned().unwrap_or_default()
 }
 
-fn config_from(m: &ArgMatches) -> Result<VmConfig, vmm::config::ConfigError> {
+/// `--event-monitor path=PATH` (created or truncated) or `fd=N` (an open descriptor).
+fn event_monitor_from(value: &str) -> Result<File, ConfigError> {
+    const OPTION: &str = "--event-monitor";
+    let p = OptionParser::parse(OPTION, value, &["path", "fd"])?;
+    match (p.get("path"), p.get_u32("fd")?) {
+        (Some(path), None) if !path.is_empty() => File::create(path)
+            .map_err(|e| ConfigError::new(OPTION, format!("{path}: {e}"))),
+        (None, Some(fd)) => {
+            let fd = i32::try_from(fd)
+                .map_err(|_| ConfigError::new(OPTION, format!("fd={fd} is out of range")))?;
+            // SAFETY: F_GETFD only asks whether `fd` is an open descriptor.
+            if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(ConfigError::new(
+                    OPTION,
+                    format!("fd={fd} is not an open descriptor other than stdin/out/err"),
+                ));
+            }
+            // SAFETY: `fd` is open (checked above) and handed to us by our parent; nothing
+            // else in this process uses it.
+            Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+        _ => Err(ConfigError::new(
+            OPTION,
+            "give exactly one of path=PATH or fd=N",
+        )),
+    }
+}
+
+fn options_from(m: &ArgMatches) -> Result<VmmOptions, ConfigError> {
+    let api_socket = m
+        .get_one::<String>("api-socket")
+        .map(|v| ApiSocketConfig::parse(v))
+        .transpose()?;
+    let event_monitor = m
+        .get_one::<String>("event-monitor")
+        .map(|v| event_monitor_from(v))
+        .transpose()?;
+    let vm = m
+        .contains_id("kernel")
+        .then(|| config_from(m))
+        .transpose()?;
+    Ok(VmmOptions {
+        vm,
+        api_socket,
+        event_monitor,
+    })
+}
+
+fn config_from(m: &ArgMatches) -> Result<VmConfig, ConfigError> {
     Ok(VmConfig {
         cpus: CpusConfig::parse(&string(m, "cpus"))?,
         memory: MemoryConfig::parse(&string(m, "memory"))?,
@@ -110,14 +178,15 @@ fn main() -> ExitCode {
         return fail(format!("cannot install the logger: {e}"));
     }
 
-    let config = match config_from(&matches) {
-        Ok(c) => c,
+    let options = match options_from(&matches) {
+        Ok(o) => o,
         Err(e) => return fail(e),
     };
-    match vmm::run_vm(config) {
-        Ok(ExitStatus::PowerOff) => ExitCode::SUCCESS,
+    match vmm::run(options) {
+        Ok(ExitStatus::PowerOff | ExitStatus::VmmShutdown) => ExitCode::SUCCESS,
         Ok(ExitStatus::GuestFailure(reason)) => fail(reason),
-        Err(VmmError::Config(e)) => fail(e),
+        // A configuration error already names its option.
+        Err(vmm::VmmError::Config(e)) => fail(e),
         Err(e) => fail(e),
     }
 }

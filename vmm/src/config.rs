@@ -30,9 +30,23 @@ pub const MAX_VCPUS: u32 = 254;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CpusConfig {
+    #[serde(default = "default_boot_vcpus")]
     pub boot_vcpus: u32,
     #[serde(default)]
     pub max_vcpus: Option<u32>,
+}
+
+fn default_boot_vcpus() -> u32 {
+    1
+}
+
+impl Default for CpusConfig {
+    fn default() -> Self {
+        CpusConfig {
+            boot_vcpus: default_boot_vcpus(),
+            max_vcpus: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +54,14 @@ pub struct CpusConfig {
 pub struct MemoryConfig {
     /// Boot RAM in bytes.
     pub size: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            size: DEFAULT_MEMORY_SIZE,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +76,8 @@ pub struct PayloadConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsoleMode {
+    /// Cloud Hypervisor calls it `Null` for the serial port.
+    #[serde(alias = "Null")]
     Off,
     Tty,
     File,
@@ -76,13 +100,20 @@ impl ConsoleConfig {
     }
 }
 
+/// The whole VM, as `--kernel` and friends or the body of `vm.create` describe it. In JSON
+/// only `payload` is required; the rest defaults as in Cloud Hypervisor, except that the
+/// serial port and the (unsupported) virtio-console default to off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    #[serde(default)]
     pub cpus: CpusConfig,
+    #[serde(default)]
     pub memory: MemoryConfig,
     pub payload: PayloadConfig,
+    #[serde(default = "ConsoleConfig::off")]
     pub serial: ConsoleConfig,
+    #[serde(default = "ConsoleConfig::off")]
     pub console: ConsoleConfig,
 }
 

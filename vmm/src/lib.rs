@@ -1,14 +1,17 @@
 //! The Accordion VMM: configuration, the VM and its lifecycle, devices, and the control loop.
 
+pub mod api;
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod event_monitor;
 pub mod logger;
 pub mod memory_manager;
+pub mod stdin_forwarder;
 pub mod vcpu_manager;
 pub mod vm;
 pub mod vm_event;
 pub mod vmm;
 
 pub use config::VmConfig;
-pub use vmm::{run_vm, ExitStatus, VmmError};
+pub use vmm::{run, ExitStatus, VmmError, VmmOptions};

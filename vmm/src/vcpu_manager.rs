@@ -3,7 +3,7 @@
 //! instruction bytes at RIP.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,18 +41,70 @@ pub struct VcpuContext {
     pub events: Arc<VmEventSignal>,
     pub memory: GuestMemoryMmap,
     pub stop: Arc<AtomicBool>,
+    pub pause: Arc<PauseGate>,
 }
+
+/// Holds vCPU threads outside `KVM_RUN` while the VM is paused.
+#[derive(Default)]
+pub struct PauseGate {
+    /// Checked by each vCPU thread before every `KVM_RUN`.
+    requested: AtomicBool,
+    /// How many vCPU threads are parked at the gate.
+    parked: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl PauseGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by a vCPU thread between runs: parks it while a pause is requested, unless the
+    /// VM is stopping.
+    fn wait_if_paused(&self, stop: &AtomicBool) {
+        if !self.requested.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut parked = self.lock();
+        *parked += 1;
+        self.changed.notify_all();
+        while self.requested.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+            parked = self
+                .changed
+                .wait(parked)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *parked -= 1;
+        self.changed.notify_all();
+    }
+
+    fn parked(&self) -> usize {
+        *self.lock()
+    }
+
+    /// Lets parked threads go (also used when stopping).
+    fn release(&self) {
+        let _guard = self.lock();
+        self.requested.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+}
+
+/// How long pausing waits for every vCPU to leave `KVM_RUN`.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running vCPU threads of one VM.
 pub struct VcpuManager {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    pause: Arc<PauseGate>,
 }
 
 impl VcpuManager {
     /// Starts one thread per vCPU; they run until `stop`.
     pub fn start(vcpus: Vec<Box<dyn Vcpu>>, ctx: VcpuContext) -> std::io::Result<Self> {
         let stop = ctx.stop.clone();
+        let pause = ctx.pause.clone();
         let mut threads = Vec::with_capacity(vcpus.len());
         for (id, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = ctx.clone();
@@ -62,18 +114,58 @@ impl VcpuManager {
             match handle {
                 Ok(h) => threads.push(h),
                 Err(e) => {
-                    let mut partial = VcpuManager { threads, stop };
+                    let mut partial = VcpuManager {
+                        threads,
+                        stop,
+                        pause,
+                    };
                     partial.stop();
                     return Err(e);
                 }
             }
         }
-        Ok(VcpuManager { threads, stop })
+        Ok(VcpuManager {
+            threads,
+            stop,
+            pause,
+        })
+    }
+
+    /// Takes every vCPU out of `KVM_RUN` and holds it there; returns once all are parked.
+    pub fn pause(&self) -> Result<(), String> {
+        self.pause.requested.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        loop {
+            let running: Vec<_> = self.threads.iter().filter(|h| !h.is_finished()).collect();
+            if self.pause.parked() >= running.len() {
+                return Ok(());
+            }
+            // A kick can land just before a thread enters KVM_RUN and be lost; repeat it.
+            for handle in &running {
+                if let Err(e) = handle.kill(kick_signal()) {
+                    log::debug!("kicking a vCPU thread: {e}");
+                }
+            }
+            if started.elapsed() > PAUSE_TIMEOUT {
+                self.pause.release();
+                return Err(format!(
+                    "the vCPUs did not stop within {} s",
+                    PAUSE_TIMEOUT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Lets paused vCPUs run again.
+    pub fn resume(&self) {
+        self.pause.release();
     }
 
     /// Stops every vCPU thread and waits for it.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.pause.release();
         for handle in self.threads.drain(..) {
             // A kick can land just before the thread enters KVM_RUN and be lost; repeat it
             // until the thread is gone.
@@ -108,7 +200,11 @@ enum Step {
 }
 
 fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
-    while !ctx.stop.load(Ordering::SeqCst) {
+    loop {
+        ctx.pause.wait_if_paused(&ctx.stop);
+        if ctx.stop.load(Ordering::SeqCst) {
+            return;
+        }
         let step = match vcpu.run() {
             Ok(VmExit::IoIn(port, data)) => {
                 if !ctx.buses.pio.read(u64::from(port), data) {

@@ -9,9 +9,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{BusError, Buses};
 use crate::config::VmConfig;
-use crate::devices::{acpi_power, AcpiPowerDevice, I8042Device, SerialDevice, SerialOutput};
+use crate::devices::serial::SerialCounters;
+use crate::devices::{
+    acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
+};
 use crate::memory_manager::{MemoryError, MemoryManager};
-use crate::vcpu_manager::{VcpuContext, VcpuManager};
+use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
 use crate::vm_event::VmEventSignal;
 
 /// Legacy I/O ports and interrupt lines.
@@ -22,6 +25,9 @@ pub const I8042_PORT: u16 = 0x60;
 /// 0x60 (data) through 0x64 (command/status); 0x61 is the PIT's, handled in KVM.
 pub const I8042_PORT_COUNT: u64 = 5;
 pub const ACPI_POWER_PORT: u16 = 0x600;
+/// The Generic Event Device's register and interrupt (power button).
+pub const GED_PORT: u16 = 0x610;
+pub const GED_GSI: u32 = 5;
 const IOAPIC_ID: u8 = 0;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,10 @@ pub enum VmError {
     Acpi(#[from] acpi::Error),
     #[error("device setup: {0}")]
     Bus(#[from] BusError),
+    #[error("{0}")]
+    State(&'static str),
+    #[error("cannot pause: {0}")]
+    Pause(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -56,9 +66,13 @@ pub struct Vm {
     memory: MemoryManager,
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,
+    serial_counters: Arc<SerialCounters>,
+    ged: Arc<Mutex<GedDevice>>,
     events: Arc<VmEventSignal>,
     vcpus: Option<VcpuManager>,
+    paused: bool,
 }
+
 
 impl Vm {
     pub fn new(
@@ -74,9 +88,10 @@ impl Vm {
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
-        let serial = Arc::new(Mutex::new(
-            SerialDevice::new(serial_irq, serial_output).map_err(io_err("serial output"))?,
-        ));
+        let serial_device =
+            SerialDevice::new(serial_irq, serial_output).map_err(io_err("serial output"))?;
+        let serial_counters = serial_device.counters();
+        let serial = Arc::new(Mutex::new(serial_device));
         buses
             .pio
             .insert(serial.clone(), u64::from(COM1_PORT), COM1_PORT_COUNT)?;
@@ -93,6 +108,12 @@ impl Vm {
             u64::from(ACPI_POWER_PORT),
             acpi_power::PORT_COUNT,
         )?;
+        let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("GED irqfd"))?;
+        vm.register_irqfd(&ged_irq, GED_GSI)?;
+        let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
+        buses
+            .pio
+            .insert(ged.clone(), u64::from(GED_PORT), acpi::GED_PORT_COUNT)?;
 
         Ok(Vm {
             config: config.clone(),
@@ -101,8 +122,11 @@ impl Vm {
             memory,
             buses,
             serial,
+            serial_counters,
+            ged,
             events,
             vcpus: None,
+            paused: false,
         })
     }
 
@@ -119,6 +143,8 @@ impl Vm {
             sleep_status_port: ACPI_POWER_PORT + acpi_power::SLEEP_STATUS_OFFSET as u16,
             reset_port: ACPI_POWER_PORT + acpi_power::RESET_OFFSET as u16,
             reset_value: acpi_power::RESET_VALUE,
+            ged_port: GED_PORT,
+            ged_irq: GED_GSI,
             pci: None,
         }
     }
@@ -169,6 +195,7 @@ impl Vm {
             events: self.events.clone(),
             memory: mem.clone(),
             stop: Arc::new(AtomicBool::new(false)),
+            pause: Arc::new(PauseGate::default()),
         };
         self.vcpus = Some(VcpuManager::start(vcpus, ctx).map_err(io_err("vCPU thread"))?);
         Ok(())
@@ -179,10 +206,70 @@ impl Vm {
         if let Some(mut vcpus) = self.vcpus.take() {
             vcpus.stop();
         }
+        self.paused = false;
     }
 
     pub fn serial(&self) -> &Arc<Mutex<SerialDevice>> {
         &self.serial
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Stops every vCPU where it is; the guest notices nothing but lost time.
+    pub fn pause(&mut self) -> Result<(), VmError> {
+        let vcpus = match (&self.vcpus, self.paused) {
+            (Some(v), false) => v,
+            (Some(_), true) => return Err(VmError::State("the VM is already paused")),
+            (None, _) => return Err(VmError::State("the VM is not running")),
+        };
+        vcpus.pause().map_err(VmError::Pause)?;
+        self.paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> Result<(), VmError> {
+        match (&self.vcpus, self.paused) {
+            (Some(v), true) => v.resume(),
+            (Some(_), false) => return Err(VmError::State("the VM is not paused")),
+            (None, _) => return Err(VmError::State("the VM is not running")),
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Presses the ACPI power button; what follows is up to the guest.
+    pub fn power_button(&self) -> Result<(), VmError> {
+        if self.vcpus.is_none() {
+            return Err(VmError::State("the VM is not running"));
+        }
+        self.ged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .notify(acpi::GED_EVENT_POWER_BUTTON)
+            .map_err(io_err("GED interrupt"))
+    }
+
+    /// Per-device counters for `vm.counters`: device name, then counter name and value.
+    pub fn counters(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        vec![(
+            "serial".to_string(),
+            vec![
+                ("tx_bytes", self.serial_counters.tx_bytes.load(Relaxed)),
+                ("rx_bytes", self.serial_counters.rx_bytes.load(Relaxed)),
+            ],
+        )]
+    }
+
+    /// Guest RAM in bytes (boot RAM; virtio-mem will add what is plugged).
+    pub fn memory_actual_size(&self) -> u64 {
+        self.memory.ram_size()
     }
 }
 

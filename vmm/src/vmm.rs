@@ -1,16 +1,25 @@
-//! The control loop: builds the VM, boots it, forwards serial input, and reacts to power-off,
-//! reset (a new VM from the same configuration, in the same process) and guest failures.
+//! The VMM thread: owns the VM and runs the control loop. It builds and boots the VM from
+//! the command line or from `vm.create`/`vm.boot`, answers API requests, forwards serial
+//! input, and reacts to power-off, reset (a new VM from the same configuration, in the same
+//! process) and guest failures.
 
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use hypervisor::kvm::KvmHypervisor;
-use vmm_sys_util::terminal::Terminal;
+use serde_json::json;
+use vmm_sys_util::eventfd::EventFd;
 
+use crate::api::server::ApiChannel;
+use crate::api::socket::{ApiSocket, ApiSocketConfig, ApiSocketError};
+use crate::api::{ApiAction, ApiError, ApiRequest, ApiResult};
 use crate::config::{ConsoleMode, VmConfig};
 use crate::devices::SerialOutput;
+use crate::event_monitor::event;
+use crate::stdin_forwarder::{RawStdin, StdinForwarder};
 use crate::vcpu_manager::install_kick_handler;
 use crate::vm::{Vm, VmError};
 use crate::vm_event::{VmEvent, VmEventSignal};
@@ -23,6 +32,8 @@ pub enum VmmError {
     Hypervisor(#[from] hypervisor::HypervisorError),
     #[error("{0}")]
     Vm(#[from] VmError),
+    #[error("{0}")]
+    ApiSocket(#[from] ApiSocketError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -31,47 +42,37 @@ pub enum VmmError {
     },
 }
 
-/// How the VM ended.
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> VmmError + '_ {
+    move |source| VmmError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// How the VMM ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     /// The guest powered off.
     PowerOff,
+    /// `vmm.shutdown` asked the VMM to exit.
+    VmmShutdown,
     /// The guest could not go on; the text says why.
     GuestFailure(String),
 }
 
-const EPOLL_EVENTS: usize = 4;
+/// What the VMM process is told at start.
+pub struct VmmOptions {
+    /// A VM to create and boot at once (`--kernel` and friends).
+    pub vm: Option<VmConfig>,
+    pub api_socket: Option<ApiSocketConfig>,
+    /// Where lifecycle events go, one JSON object a line.
+    pub event_monitor: Option<File>,
+}
+
+const EPOLL_EVENTS: usize = 8;
 const TOKEN_VM_EVENT: u64 = 0;
-const TOKEN_STDIN: u64 = 1;
-/// How long to hold host input back while the guest's receive FIFO is full.
-const INPUT_BACKOFF_MS: i32 = 10;
-
-/// Puts a terminal on stdin into raw mode for as long as it lives.
-struct RawStdin;
-
-impl RawStdin {
-    fn enable() -> Option<Self> {
-        let stdin = std::io::stdin();
-        if !std::io::IsTerminal::is_terminal(&stdin) {
-            return None;
-        }
-        match stdin.lock().set_raw_mode() {
-            Ok(()) => Some(RawStdin),
-            Err(e) => {
-                log::warn!("cannot put the terminal in raw mode: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for RawStdin {
-    fn drop(&mut self) {
-        if let Err(e) = std::io::stdin().lock().set_canon_mode() {
-            log::warn!("cannot restore the terminal: {e}");
-        }
-    }
-}
+const TOKEN_API: u64 = 1;
+const TOKEN_STDIN: u64 = 2;
 
 fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError> {
     Ok(match config.serial.mode {
@@ -97,142 +98,392 @@ fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError>
     })
 }
 
-/// Runs the VM `config` describes until the guest powers off or fails.
-pub fn run_vm(config: VmConfig) -> Result<ExitStatus, VmmError> {
-    config.validate()?;
-    install_kick_handler().map_err(|source| VmmError::Io {
-        what: "installing the vCPU kick signal handler".into(),
-        source,
-    })?;
-    let hypervisor = KvmHypervisor::new()?;
-    let events = Arc::new(VmEventSignal::new().map_err(|source| VmmError::Io {
-        what: "eventfd".into(),
-        source,
-    })?);
-    let forward_stdin = config.serial.mode == ConsoleMode::Tty;
-    let _raw = forward_stdin.then(RawStdin::enable).flatten();
-    let mut stdin_open = forward_stdin;
+/// The `api` thread and what it takes to stop it.
+struct ApiThread {
+    requests: Receiver<ApiRequest>,
+    notify: EventFd,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+    /// Dropped after the thread has stopped, which removes the socket file.
+    _socket: ApiSocket,
+}
 
-    for boot in 0u32.. {
-        let mut vm = Vm::new(
-            &hypervisor,
-            &config,
-            events.clone(),
-            serial_output(&config, boot)?,
-        )?;
-        vm.boot()?;
-        log::info!("VM booted (boot #{boot})");
-        let event = wait_for_event(&events, &vm, &mut stdin_open)?;
-        vm.shutdown();
-        drop(vm);
-        match event {
-            VmEvent::PowerOff => return Ok(ExitStatus::PowerOff),
-            VmEvent::GuestFailure(reason) => return Ok(ExitStatus::GuestFailure(reason)),
-            VmEvent::Reset => log::info!("guest reset: booting again"),
+impl ApiThread {
+    fn start(config: &ApiSocketConfig) -> Result<Self, VmmError> {
+        let socket = ApiSocket::open(config)?;
+        let listener = socket
+            .listener
+            .try_clone()
+            .map_err(io_err("API socket"))?;
+        let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+        let (tx, rx) = channel();
+        let api_channel = ApiChannel {
+            requests: tx,
+            notify: notify.try_clone().map_err(io_err("eventfd"))?,
+        };
+        let thread = crate::api::server::start(
+            listener,
+            api_channel,
+            stop.try_clone().map_err(io_err("eventfd"))?,
+        )
+        .map_err(io_err("starting the api thread"))?;
+        Ok(ApiThread {
+            requests: rx,
+            notify,
+            stop,
+            thread: Some(thread),
+            _socket: socket,
+        })
+    }
+}
+
+impl Drop for ApiThread {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop.write(1) {
+            log::error!("cannot stop the api thread: {e}");
+            return;
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the api thread panicked");
+            }
         }
     }
-    unreachable!("the boot counter does not run out")
 }
 
-fn epoll_err(source: std::io::Error) -> VmmError {
-    VmmError::Io {
-        what: "epoll".into(),
-        source,
+/// The VMM's state: a configuration once created, a VM once booted.
+struct Vmm {
+    hypervisor: KvmHypervisor,
+    events: Arc<VmEventSignal>,
+    config: Option<VmConfig>,
+    vm: Option<Vm>,
+    /// Boots of the current configuration so far (reboots included).
+    boots: u32,
+}
+
+impl Vmm {
+    fn state_name(&self) -> &'static str {
+        match (&self.config, &self.vm) {
+            (None, _) => "NotCreated",
+            (Some(_), None) => "Created",
+            (Some(_), Some(vm)) if vm.is_paused() => "Paused",
+            (Some(_), Some(_)) => "Running",
+        }
+    }
+
+    fn create(&mut self, config: VmConfig) -> Result<(), ApiError> {
+        if self.config.is_some() {
+            return Err(ApiError::conflict(
+                "a VM already exists (PUT /api/v1/vm.delete first)",
+            ));
+        }
+        event("vm", "creating");
+        self.config = Some(config);
+        self.boots = 0;
+        event("vm", "created");
+        Ok(())
+    }
+
+    /// Builds the VM from the configuration and starts it.
+    fn boot(&mut self) -> Result<(), VmmError> {
+        let config = self
+            .config
+            .as_ref()
+            .ok_or(VmError::State("no VM has been created"))?;
+        // An event the previous VM raised as it was being stopped is not this one's.
+        let _ = self.events.take();
+        let mut vm = Vm::new(
+            &self.hypervisor,
+            config,
+            self.events.clone(),
+            serial_output(config, self.boots)?,
+        )?;
+        vm.boot()?;
+        log::info!("VM booted (boot #{})", self.boots);
+        self.boots += 1;
+        self.vm = Some(vm);
+        Ok(())
+    }
+
+    fn shutdown_vm(&mut self) -> bool {
+        match self.vm.take() {
+            Some(mut vm) => {
+                vm.shutdown();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reboot(&mut self) -> Result<(), VmmError> {
+        event("vm", "rebooting");
+        self.shutdown_vm();
+        self.boot()?;
+        event("vm", "rebooted");
+        Ok(())
+    }
+
+    fn running_vm(&mut self) -> Result<&mut Vm, ApiError> {
+        match (&self.config, self.vm.as_mut()) {
+            (None, _) => Err(no_vm()),
+            (Some(_), None) => Err(ApiError::conflict(
+                "the VM is not running (PUT /api/v1/vm.boot first)",
+            )),
+            (Some(_), Some(vm)) => Ok(vm),
+        }
+    }
+
+    fn info(&self) -> ApiResult {
+        let config = self.config.as_ref().ok_or_else(no_vm)?;
+        let memory_actual_size = self
+            .vm
+            .as_ref()
+            .map(Vm::memory_actual_size)
+            .unwrap_or(config.memory.size);
+        Ok(Some(json!({
+            "config": config,
+            "state": self.state_name(),
+            "memory_actual_size": memory_actual_size,
+            "memory": {
+                "boot_ram": config.memory.size,
+                "devices": [],
+            },
+        })))
+    }
+
+    fn counters(&mut self) -> ApiResult {
+        let vm = self.running_vm()?;
+        let mut out = serde_json::Map::new();
+        for (device, counters) in vm.counters() {
+            let values: serde_json::Map<_, _> = counters
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), json!(value)))
+                .collect();
+            out.insert(device, serde_json::Value::Object(values));
+        }
+        Ok(Some(serde_json::Value::Object(out)))
+    }
+
+    /// Acts on one API request. The second value is true when the VMM must exit.
+    fn handle(&mut self, action: ApiAction) -> (ApiResult, bool) {
+        let result = match action {
+            ApiAction::VmmPing => Ok(Some(json!({
+                "build_version": env!("CARGO_PKG_VERSION"),
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "features": [],
+            }))),
+            ApiAction::VmmShutdown => {
+                if self.shutdown_vm() {
+                    event("vm", "shutdown");
+                }
+                return (Ok(None), true);
+            }
+            ApiAction::VmCreate(config) => self.create(*config).map(|()| None),
+            ApiAction::VmBoot => self.api_boot(),
+            ApiAction::VmDelete => {
+                if self.config.is_some() {
+                    if self.shutdown_vm() {
+                        event("vm", "shutdown");
+                    }
+                    self.config = None;
+                    event("vm", "deleted");
+                }
+                Ok(None)
+            }
+            ApiAction::VmInfo => self.info(),
+            ApiAction::VmCounters => self.counters(),
+            ApiAction::VmPause => self.running_vm().and_then(|vm| {
+                event("vm", "pausing");
+                vm.pause().map_err(vm_api_error)?;
+                event("vm", "paused");
+                Ok(None)
+            }),
+            ApiAction::VmResume => self.running_vm().and_then(|vm| {
+                event("vm", "resuming");
+                vm.resume().map_err(vm_api_error)?;
+                event("vm", "resumed");
+                Ok(None)
+            }),
+            ApiAction::VmShutdown => self.running_vm().map(|_| {
+                self.shutdown_vm();
+                event("vm", "shutdown");
+                None
+            }),
+            ApiAction::VmReboot => match self.running_vm() {
+                Ok(_) => self.reboot().map(|()| None).map_err(vmm_api_error),
+                Err(e) => Err(e),
+            },
+            ApiAction::VmPowerButton => self
+                .running_vm()
+                .and_then(|vm| vm.power_button().map_err(vm_api_error))
+                .map(|()| None),
+        };
+        (result, false)
+    }
+
+    fn api_boot(&mut self) -> ApiResult {
+        if self.config.is_none() {
+            return Err(no_vm());
+        }
+        if self.vm.is_some() {
+            return Err(ApiError::conflict("the VM is already booted"));
+        }
+        event("vm", "booting");
+        self.boot().map_err(vmm_api_error)?;
+        event("vm", "booted");
+        Ok(None)
     }
 }
 
-/// Waits for a VM event, meanwhile moving host input from stdin to the guest's UART.
-fn wait_for_event(
-    events: &VmEventSignal,
-    vm: &Vm,
-    stdin_open: &mut bool,
-) -> Result<VmEvent, VmmError> {
-    let epoll_fd = epoll::create(true).map_err(epoll_err)?;
-    let add = |fd: i32, token: u64| {
+fn no_vm() -> ApiError {
+    ApiError::conflict("no VM has been created (PUT /api/v1/vm.create first)")
+}
+
+fn vm_api_error(e: VmError) -> ApiError {
+    match e {
+        VmError::State(_) => ApiError::conflict(e.to_string()),
+        // The payload or the memory size did not work out: the client's configuration.
+        VmError::Arch(_) | VmError::Memory(_) => ApiError::bad_request(e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+fn vmm_api_error(e: VmmError) -> ApiError {
+    match e {
+        VmmError::Vm(e) => vm_api_error(e),
+        VmmError::Config(e) => ApiError::bad_request(e.to_string()),
+        e => ApiError::internal(e.to_string()),
+    }
+}
+
+struct EpollFd(OwnedFd);
+
+impl EpollFd {
+    fn new() -> Result<Self, VmmError> {
+        let fd = epoll::create(true).map_err(io_err("epoll"))?;
+        // SAFETY: epoll_create1 returned a new descriptor that nothing else owns.
+        Ok(EpollFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn add(&self, fd: i32, token: u64) -> Result<(), VmmError> {
         epoll::ctl(
-            epoll_fd,
+            self.0.as_raw_fd(),
             epoll::ControlOptions::EPOLL_CTL_ADD,
             fd,
             epoll::Event::new(epoll::Events::EPOLLIN, token),
         )
+        .map_err(io_err("epoll"))
+    }
+}
+
+/// Runs the VMM until the guest powers off or fails, or `vmm.shutdown`.
+pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
+    if let Some(config) = &options.vm {
+        config.validate()?;
+    }
+    // Bind the socket first, while this is the only thread (see `ApiSocket`).
+    let api = options
+        .api_socket
+        .as_ref()
+        .map(ApiThread::start)
+        .transpose()?;
+    let _monitor = options
+        .event_monitor
+        .map(crate::event_monitor::start)
+        .transpose()
+        .map_err(io_err("starting the event monitor"))?;
+    event("vmm", "starting");
+    install_kick_handler().map_err(io_err("installing the vCPU kick signal handler"))?;
+    let hypervisor = KvmHypervisor::new()?;
+    let events = Arc::new(VmEventSignal::new().map_err(io_err("eventfd"))?);
+    let mut vmm = Vmm {
+        hypervisor,
+        events,
+        config: None,
+        vm: None,
+        boots: 0,
     };
-    let remove = |fd: i32| {
-        let _ = epoll::ctl(
-            epoll_fd,
-            epoll::ControlOptions::EPOLL_CTL_DEL,
-            fd,
-            epoll::Event::new(epoll::Events::empty(), 0),
-        );
-    };
-    let result = (|| {
-        add(events.eventfd().as_raw_fd(), TOKEN_VM_EVENT).map_err(epoll_err)?;
-        let stdin_fd = std::io::stdin().as_raw_fd();
-        let mut stdin_watched = *stdin_open && add(stdin_fd, TOKEN_STDIN).is_ok();
-        let mut ready = [epoll::Event::new(epoll::Events::empty(), 0); EPOLL_EVENTS];
-        loop {
-            // Re-arm input once the guest has drained its FIFO.
-            if *stdin_open
-                && !stdin_watched
-                && vm
-                    .serial()
-                    .lock()
-                    .map(|s| s.input_room() > 0)
-                    .unwrap_or(false)
-            {
-                stdin_watched = add(stdin_fd, TOKEN_STDIN).is_ok();
-            }
-            let timeout = if *stdin_open && !stdin_watched {
-                INPUT_BACKOFF_MS
-            } else {
-                -1
-            };
-            let n = match epoll::wait(epoll_fd, timeout, &mut ready) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(epoll_err(e)),
-            };
-            for ev in &ready[..n] {
-                match ev.data {
-                    TOKEN_VM_EVENT => {
-                        if let Some(event) = events.take() {
-                            return Ok(event);
+    // Stdin feeds the guest whenever a VM's serial port is the terminal; the terminal goes
+    // raw only for a VM given on the command line (an API-only VMM keeps Ctrl-C working).
+    let forward_stdin = options
+        .vm
+        .as_ref()
+        .is_none_or(|c| c.serial.mode == ConsoleMode::Tty);
+    let raw_terminal = options
+        .vm
+        .as_ref()
+        .is_some_and(|c| c.serial.mode == ConsoleMode::Tty);
+    if let Some(config) = options.vm {
+        // Errors before the guest runs go to the caller as they are.
+        let _ = vmm.create(config);
+        event("vm", "booting");
+        vmm.boot()?;
+        event("vm", "booted");
+    }
+    let _raw = raw_terminal.then(RawStdin::enable).flatten();
+    let status = control_loop(&mut vmm, api.as_ref(), forward_stdin);
+    if vmm.shutdown_vm() {
+        event("vm", "shutdown");
+    }
+    drop(api);
+    event("vmm", "shutdown");
+    status
+}
+
+fn control_loop(
+    vmm: &mut Vmm,
+    api: Option<&ApiThread>,
+    forward_stdin: bool,
+) -> Result<ExitStatus, VmmError> {
+    let epoll = EpollFd::new()?;
+    epoll.add(vmm.events.eventfd().as_raw_fd(), TOKEN_VM_EVENT)?;
+    if let Some(api) = api {
+        epoll.add(api.notify.as_raw_fd(), TOKEN_API)?;
+    }
+    let mut stdin = StdinForwarder::new(epoll.0.as_raw_fd(), TOKEN_STDIN, forward_stdin);
+    let mut ready = [epoll::Event::new(epoll::Events::empty(), 0); EPOLL_EVENTS];
+    loop {
+        let serial = vmm
+            .vm
+            .as_ref()
+            .filter(|vm| vm.config().serial.mode == ConsoleMode::Tty)
+            .map(|vm| vm.serial().clone());
+        let timeout = stdin.prepare(serial.as_ref());
+        let n = match epoll::wait(epoll.0.as_raw_fd(), timeout, &mut ready) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("epoll")(e)),
+        };
+        for ev in &ready[..n] {
+            match ev.data {
+                TOKEN_VM_EVENT => match vmm.events.take() {
+                    Some(VmEvent::PowerOff) => return Ok(ExitStatus::PowerOff),
+                    Some(VmEvent::GuestFailure(reason)) => {
+                        return Ok(ExitStatus::GuestFailure(reason))
+                    }
+                    Some(VmEvent::Reset) => {
+                        log::info!("guest reset: booting again");
+                        vmm.reboot()?;
+                    }
+                    None => {}
+                },
+                TOKEN_API => {
+                    let Some(api) = api else { continue };
+                    let _ = api.notify.read();
+                    while let Ok(request) = api.requests.try_recv() {
+                        let (result, exit) = vmm.handle(request.action);
+                        // The client may have gone; the action stands either way.
+                        let _ = request.reply.send(result);
+                        if exit {
+                            return Ok(ExitStatus::VmmShutdown);
                         }
                     }
-                    TOKEN_STDIN => {
-                        let mut serial = vm.serial().lock().unwrap_or_else(|e| e.into_inner());
-                        let room = serial.input_room();
-                        if room == 0 {
-                            // Hold input back until the guest reads; stop polling stdin.
-                            remove(stdin_fd);
-                            stdin_watched = false;
-                            continue;
-                        }
-                        let mut buf = vec![0u8; room];
-                        match std::io::stdin().lock().read(&mut buf) {
-                            Ok(0) => {
-                                // End of input: the guest keeps running without it.
-                                remove(stdin_fd);
-                                *stdin_open = false;
-                                stdin_watched = false;
-                            }
-                            Ok(n) => {
-                                serial.queue_input(&buf[..n]);
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                log::warn!("stdin: {e}; no more serial input");
-                                remove(stdin_fd);
-                                *stdin_open = false;
-                                stdin_watched = false;
-                            }
-                        }
-                    }
-                    _ => {}
                 }
+                TOKEN_STDIN => stdin.forward(serial.as_ref()),
+                _ => {}
             }
         }
-    })();
-    // SAFETY: epoll_fd was returned by epoll_create1 above and is closed exactly once here.
-    unsafe { libc::close(epoll_fd) };
-    result
+    }
 }

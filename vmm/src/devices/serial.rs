@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -45,22 +47,66 @@ impl SerialOutput {
     }
 }
 
+/// Byte counts of the serial port, for `vm.counters`.
+#[derive(Default)]
+pub struct SerialCounters {
+    /// Bytes the guest transmitted.
+    pub tx_bytes: AtomicU64,
+    /// Bytes of host input the guest was given.
+    pub rx_bytes: AtomicU64,
+}
+
+/// Counts what passes through to the output.
+struct CountingWriter {
+    inner: Box<dyn Write + Send>,
+    counters: Arc<SerialCounters>,
+}
+
+impl Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counters
+            .tx_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// COM1 on the port I/O bus.
 pub struct SerialDevice {
-    uart: Serial<IrqfdTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
+    uart: Serial<IrqfdTrigger, vm_superio::serial::NoEvents, CountingWriter>,
+    counters: Arc<SerialCounters>,
 }
 
 impl SerialDevice {
     pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
+        let counters = Arc::new(SerialCounters::default());
+        let writer = CountingWriter {
+            inner: output.into_writer()?,
+            counters: counters.clone(),
+        };
         Ok(SerialDevice {
-            uart: Serial::new(IrqfdTrigger(irqfd), output.into_writer()?),
+            uart: Serial::new(IrqfdTrigger(irqfd), writer),
+            counters,
         })
+    }
+
+    /// The port's byte counts; readable without the device lock.
+    pub fn counters(&self) -> Arc<SerialCounters> {
+        self.counters.clone()
     }
 
     /// Feeds host input to the guest; returns how many bytes the FIFO took.
     pub fn queue_input(&mut self, bytes: &[u8]) -> usize {
         match self.uart.enqueue_raw_bytes(bytes) {
-            Ok(n) => n,
+            Ok(n) => {
+                self.counters.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                n
+            }
             Err(e) => {
                 log::warn!("serial input dropped: {e:?}");
                 0

@@ -1,0 +1,180 @@
+//! `accordion-remote`: drives a running `accordion` through its REST API socket, as
+//! Cloud Hypervisor's `ch-remote` does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use api_client::ApiClient;
+use clap::{Arg, ArgMatches, Command};
+
+/// A subcommand, the endpoint it calls, and its HTTP method.
+struct Endpoint {
+    command: &'static str,
+    endpoint: &'static str,
+    method: &'static str,
+    about: &'static str,
+}
+
+const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        command: "ping",
+        endpoint: "vmm.ping",
+        method: "GET",
+        about: "Check that the VMM answers; prints its version and pid",
+    },
+    Endpoint {
+        command: "info",
+        endpoint: "vm.info",
+        method: "GET",
+        about: "The VM's configuration, state and memory",
+    },
+    Endpoint {
+        command: "counters",
+        endpoint: "vm.counters",
+        method: "GET",
+        about: "Per-device counters",
+    },
+    Endpoint {
+        command: "create",
+        endpoint: "vm.create",
+        method: "PUT",
+        about: "Create a VM from a JSON configuration file (- for stdin)",
+    },
+    Endpoint {
+        command: "boot",
+        endpoint: "vm.boot",
+        method: "PUT",
+        about: "Boot the created VM",
+    },
+    Endpoint {
+        command: "pause",
+        endpoint: "vm.pause",
+        method: "PUT",
+        about: "Pause every vCPU",
+    },
+    Endpoint {
+        command: "resume",
+        endpoint: "vm.resume",
+        method: "PUT",
+        about: "Resume a paused VM",
+    },
+    Endpoint {
+        command: "reboot",
+        endpoint: "vm.reboot",
+        method: "PUT",
+        about: "Reset the VM: it boots again from its configuration",
+    },
+    Endpoint {
+        command: "power-button",
+        endpoint: "vm.power-button",
+        method: "PUT",
+        about: "Press the ACPI power button (the guest decides what to do)",
+    },
+    Endpoint {
+        command: "shutdown",
+        endpoint: "vm.shutdown",
+        method: "PUT",
+        about: "Stop the VM at once; its configuration stays, ready to boot again",
+    },
+    Endpoint {
+        command: "delete",
+        endpoint: "vm.delete",
+        method: "PUT",
+        about: "Stop the VM and forget its configuration",
+    },
+    Endpoint {
+        command: "shutdown-vmm",
+        endpoint: "vmm.shutdown",
+        method: "PUT",
+        about: "Stop the VM and make the VMM exit",
+    },
+];
+
+fn cli() -> Command {
+    let mut cmd = Command::new("accordion-remote")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Control a running accordion VMM through its REST API")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(
+            Arg::new("api-socket")
+                .long("api-socket")
+                .value_name("PATH")
+                .required(true)
+                .help("The VMM's API socket (accordion --api-socket path=PATH)"),
+        );
+    for e in ENDPOINTS {
+        let mut sub = Command::new(e.command).about(e.about);
+        if e.command == "create" {
+            sub = sub.arg(
+                Arg::new("file")
+                    .value_name("FILE")
+                    .required(true)
+                    .help("The VM configuration as JSON (the body of vm.create)"),
+            );
+        }
+        cmd = cmd.subcommand(sub);
+    }
+    cmd
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("accordion-remote: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn body_for(command: &str, args: &ArgMatches) -> Result<Option<String>, String> {
+    if command != "create" {
+        return Ok(None);
+    }
+    let file = args.get_one::<String>("file").cloned().unwrap_or_default();
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?
+    };
+    Ok(Some(text))
+}
+
+/// Pretty-prints a JSON body; anything else is printed as it came.
+fn print_body(body: &str) {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => match serde_json::to_string_pretty(&v) {
+            Ok(pretty) => println!("{pretty}"),
+            Err(_) => println!("{body}"),
+        },
+        Err(_) => println!("{body}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let socket = PathBuf::from(
+        matches
+            .get_one::<String>("api-socket")
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let Some((command, args)) = matches.subcommand() else {
+        return fail("no command given");
+    };
+    let Some(endpoint) = ENDPOINTS.iter().find(|e| e.command == command) else {
+        return fail(format!("unknown command {command}"));
+    };
+    let body = match body_for(command, args) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let mut client = match ApiClient::connect(&socket) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match client.command(endpoint.method, endpoint.endpoint, body.as_deref()) {
+        Ok(Some(body)) => {
+            print_body(&body);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,457 @@
+//! The REST API and `accordion-remote`: every endpoint, the VM lifecycle, and bad input.
+//! Tests marked `#[ignore]` boot the real Linux test guest (run them through
+//! scripts/run-tests.sh); the others need no guest and run anywhere.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::api::{
+    http, read_answer, remote, remote_err, remote_json, remote_ok, socket_in, timed_ping,
+    wait_for_socket,
+};
+use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT};
+
+const READY: &str = "ACCORDION_GUEST_READY";
+const CMD_DONE: &str = "ACCORDION_CMD_DONE";
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bar for `vmm.ping` at any moment: "well under a second".
+const PING_LIMIT: Duration = Duration::from_millis(500);
+
+/// An `accordion` with only an API socket (and an event monitor), waiting for `vm.create`.
+fn api_only(tag: &str, dir: &TempDir) -> Vmm {
+    let socket = socket_in(&dir.0);
+    let events = dir.path("events.jsonl");
+    let vmm = Vmm::spawn(
+        tag,
+        &[
+            "--api-socket",
+            &format!("path={}", socket.display()),
+            "--event-monitor",
+            &format!("path={}", events.display()),
+        ],
+    );
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    vmm
+}
+
+/// The test guest's configuration as `vm.create` takes it, serial on the VMM's stdout.
+fn guest_config_json(ram_mib: u64) -> String {
+    let g = guest();
+    serde_json::json!({
+        "cpus": {"boot_vcpus": 1},
+        "memory": {"size": ram_mib << 20},
+        "payload": {
+            "kernel": g.vmlinux,
+            "initramfs": g.initramfs,
+            "cmdline": g.cmdline,
+        },
+        "serial": {"mode": "Tty"},
+    })
+    .to_string()
+}
+
+/// The test guest booted from the command line, with an API socket.
+fn booted_with_api(tag: &str, dir: &TempDir) -> Vmm {
+    let socket = socket_in(&dir.0);
+    let api = format!("path={}", socket.display());
+    let mut vmm = Vmm::boot_guest(tag, &guest().vmlinux, "", &["--api-socket", &api]);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    vmm
+}
+
+/// The lifecycle events (`source` "vm") written so far.
+fn vm_events(dir: &TempDir) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.path("events.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["source"] == "vm")
+        .map(|v| v["event"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn state(socket: &Path) -> String {
+    remote_json(socket, &["info"])["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Runs a shell command in the guest and waits for its completion marker.
+fn guest_runs(vmm: &mut Vmm, command: &str) -> String {
+    vmm.send(command);
+    vmm.wait_for(CMD_DONE, BOOT_TIMEOUT)
+}
+
+#[test]
+fn api_only_vmm_serves_and_refuses_without_a_vm() {
+    let dir = TempDir::new("api-only");
+    let socket = socket_in(&dir.0);
+    let mut vmm = api_only("api-only", &dir);
+
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the API socket must be owner-only");
+
+    let ping = remote_json(&socket, &["ping"]);
+    assert!(ping["pid"].as_u64().is_some(), "{ping}");
+    assert!(ping["version"].is_string(), "{ping}");
+
+    // Nothing to act on yet: each says so and the VMM keeps serving.
+    for cmd in ["info", "boot", "pause", "resume", "reboot", "shutdown", "counters", "power-button"] {
+        let err = remote_err(&socket, &[cmd]);
+        assert!(err.contains("no VM has been created"), "{cmd}: {err}");
+    }
+    // Deleting nothing is not an error (as in Cloud Hypervisor).
+    remote_ok(&socket, &["delete"]);
+
+    // A second VMM on the same socket is refused, and the first keeps it.
+    let (status, stderr) = common::run_to_exit(&[
+        "--api-socket",
+        &format!("path={}", socket.display()),
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("--api-socket") && stderr.contains("in use"), "{stderr}");
+    assert!(timed_ping(&socket) < PING_LIMIT);
+
+    remote_ok(&socket, &["shutdown-vmm"]);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "shutdown-vmm must exit 0, got {status}");
+    assert!(!socket.exists(), "the socket must be removed on exit");
+    let events = std::fs::read_to_string(dir.path("events.jsonl")).unwrap();
+    assert!(events.contains("\"starting\"") && events.contains("\"shutdown\""), "{events}");
+}
+
+#[test]
+fn bad_requests_get_a_4xx_with_a_json_message() {
+    let dir = TempDir::new("api-bad");
+    let socket = socket_in(&dir.0);
+    let _vmm = api_only("api-bad", &dir);
+    let create = |body: &[u8]| http(&socket, "PUT", "/api/v1/vm.create", Some(body));
+
+    let a = http(&socket, "GET", "/api/v1/vm.nonsense", None);
+    assert_eq!(a.status, 404, "{a:?}");
+    assert!(a.error().contains("vm.nonsense"), "{a:?}");
+    let a = http(&socket, "GET", "/", None);
+    assert_eq!(a.status, 404, "{a:?}");
+    let a = http(&socket, "PUT", "/api/v1/vmm.ping", None);
+    assert_eq!(a.status, 405, "{a:?}");
+    assert_eq!(a.header("allow"), Some("GET"));
+    let a = http(&socket, "GET", "/api/v1/vm.boot", None);
+    assert_eq!(a.status, 405, "{a:?}");
+
+    let a = create(b"{\"payload\": ");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.error().contains("invalid VM configuration"), "{a:?}");
+    let a = create(br#"{"payload":{"kernel":"/proc/self/exe"},"cpus":{"boot_vcpus":"two"}}"#);
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.error().contains("invalid type"), "{a:?}");
+    let a = create(br#"{"payload":{"kernel":"/proc/self/exe"},"disks":[]}"#);
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.error().contains("unknown field `disks`"), "{a:?}");
+    let a = create(br#"{"payload":{"kernel":"/nonexistent/vmlinux"}}"#);
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.error().contains("/nonexistent/vmlinux"), "{a:?}");
+    let a = create(b"");
+    assert_eq!(a.status, 400, "{a:?}");
+
+    // 1 MiB of body: refused before it is read.
+    let a = create(&vec![b' '; 1 << 20]);
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(!a.error().is_empty());
+
+    // None of it created a VM.
+    let a = http(&socket, "GET", "/api/v1/vm.info", None);
+    assert_eq!(a.status, 409, "{a:?}");
+    assert!(timed_ping(&socket) < PING_LIMIT);
+}
+
+#[test]
+fn a_stalled_client_delays_nobody_and_is_timed_out() {
+    let dir = TempDir::new("api-stall");
+    let socket = socket_in(&dir.0);
+    let _vmm = api_only("api-stall", &dir);
+
+    // Half a request line, then nothing.
+    let mut half_line = UnixStream::connect(&socket).unwrap();
+    half_line.write_all(b"PUT /api/v1/vm.cre").unwrap();
+    // Full headers, then part of the promised body.
+    let mut half_body = UnixStream::connect(&socket).unwrap();
+    half_body
+        .write_all(b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pay")
+        .unwrap();
+
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert!(timed_ping(&socket) < PING_LIMIT);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    for (name, stream) in [("half line", &mut half_line), ("half body", &mut half_body)] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let a = read_answer(stream);
+        assert_eq!(a.status, 408, "{name}: {a:?}");
+        assert!(!a.error().is_empty(), "{name}");
+    }
+    // The timed-out requests did nothing.
+    assert_eq!(http(&socket, "GET", "/api/v1/vm.info", None).status, 409);
+}
+
+#[test]
+fn bad_options_name_the_option() {
+    for (args, needle) in [
+        (vec!["--api-socket", "fd=1"], "--api-socket"),
+        (vec!["--api-socket", "path="], "--api-socket"),
+        (vec!["--api-socket", "sock=/x"], "--api-socket"),
+        (vec!["--api-socket", "fd=9999"], "--api-socket"),
+        (vec!["--event-monitor", "fd=9999", "--api-socket", "/tmp/x"], "--event-monitor"),
+        (vec!["--event-monitor", "path=/nonexistent/dir/events"], "--event-monitor"),
+    ] {
+        let (status, stderr) = common::run_to_exit(&args);
+        assert!(!status.success(), "{args:?}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let dir = TempDir::new("api-badsock");
+    let file = dir.path("not-a-socket");
+    std::fs::write(&file, b"x").unwrap();
+    let (status, stderr) =
+        common::run_to_exit(&["--api-socket", &format!("path={}", file.display())]);
+    assert!(!status.success());
+    assert!(stderr.contains("not a socket"), "{stderr}");
+    assert!(file.exists(), "a file that is not a socket must be left alone");
+
+    let out = remote(Path::new("/nonexistent/api.sock"), &["ping"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/api.sock"));
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn lifecycle_through_accordion_remote() {
+    let dir = TempDir::new("api-cycle");
+    let socket = socket_in(&dir.0);
+    let mut vmm = api_only("api-cycle", &dir);
+    let config = dir.path("vm.json");
+    std::fs::write(&config, guest_config_json(512)).unwrap();
+    let mut slowest = Duration::ZERO;
+    let mut ping = |socket: &Path| slowest = slowest.max(timed_ping(socket));
+
+    remote_ok(&socket, &["create", config.to_str().unwrap()]);
+    assert_eq!(state(&socket), "Created");
+    let err = remote_err(&socket, &["create", config.to_str().unwrap()]);
+    assert!(err.contains("already exists"), "{err}");
+    ping(&socket);
+
+    remote_ok(&socket, &["boot"]);
+    let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
+    assert_eq!(field(&ready, "cpus"), Some(1));
+    let info = remote_json(&socket, &["info"]);
+    assert_eq!(info["state"], "Running");
+    assert_eq!(info["config"]["memory"]["size"], 512u64 << 20);
+    assert_eq!(info["memory_actual_size"], 512u64 << 20);
+    assert!(remote_err(&socket, &["boot"]).contains("already booted"));
+    let counters = remote_json(&socket, &["counters"]);
+    assert!(counters["serial"]["tx_bytes"].as_u64().unwrap_or(0) > 0, "{counters}");
+    ping(&socket);
+
+    // Paused, the guest runs nothing: a command typed now completes only after resume.
+    remote_ok(&socket, &["pause"]);
+    assert_eq!(state(&socket), "Paused");
+    assert!(remote_err(&socket, &["pause"]).contains("already paused"));
+    ping(&socket);
+    vmm.send("echo resumed-ok");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !vmm.serial_lines().iter().any(|l| l.contains("resumed-ok")),
+        "a paused guest ran a command"
+    );
+    remote_ok(&socket, &["resume"]);
+    assert_eq!(state(&socket), "Running");
+    assert!(remote_err(&socket, &["resume"]).contains("not paused"));
+    vmm.wait_for("resumed-ok", BOOT_TIMEOUT);
+    vmm.wait_for(CMD_DONE, BOOT_TIMEOUT);
+
+    remote_ok(&socket, &["reboot"]);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    assert_eq!(state(&socket), "Running");
+    ping(&socket);
+
+    remote_ok(&socket, &["shutdown"]);
+    assert_eq!(state(&socket), "Created");
+    // The configuration stays: it boots again.
+    remote_ok(&socket, &["boot"]);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    remote_ok(&socket, &["shutdown"]);
+    remote_ok(&socket, &["delete"]);
+    assert!(remote_err(&socket, &["info"]).contains("no VM has been created"));
+    ping(&socket);
+
+    remote_ok(&socket, &["shutdown-vmm"]);
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+    assert!(!socket.exists());
+    let events = vm_events(&dir);
+    let expected = [
+        "created", "booted", "paused", "resumed", "rebooted", "shutdown", "booted", "shutdown",
+        "deleted",
+    ];
+    let mut it = events.iter();
+    for want in expected {
+        assert!(
+            it.any(|e| e == want),
+            "event '{want}' missing or out of order in {events:?}"
+        );
+    }
+    eprintln!("slowest ping during the cycle: {slowest:?}");
+    assert!(slowest < PING_LIMIT, "slowest ping {slowest:?}");
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn every_endpoint_over_the_raw_socket() {
+    let dir = TempDir::new("api-raw");
+    let socket = socket_in(&dir.0);
+    let mut vmm = booted_with_api("api-raw", &dir);
+    let put = |path: &str| http(&socket, "PUT", &format!("/api/v1/{path}"), None);
+    let get = |path: &str| http(&socket, "GET", &format!("/api/v1/{path}"), None);
+
+    let a = get("vmm.ping");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    assert!(a.json()["pid"].is_u64());
+    let a = get("vm.info");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["state"], "Running");
+    assert_eq!(a.json()["memory"]["devices"], serde_json::json!([]));
+    let a = get("vm.counters");
+    assert_eq!(a.status, 200);
+    assert!(a.json()["serial"]["tx_bytes"].as_u64().unwrap_or(0) > 0);
+    let a = http(
+        &socket,
+        "PUT",
+        "/api/v1/vm.create",
+        Some(guest_config_json(512).as_bytes()),
+    );
+    assert_eq!(a.status, 409, "{a:?}");
+    assert_eq!(put("vm.boot").status, 409);
+    for path in ["vm.pause", "vm.resume"] {
+        let a = put(path);
+        assert_eq!(a.status, 204, "{path}: {a:?}");
+        assert_eq!(a.body, "");
+    }
+    assert_eq!(put("vm.reboot").status, 204);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+
+    // The power button: the guest's init acts on it as a distribution's would.
+    assert_eq!(put("vm.power-button").status, 204);
+    vmm.wait_for("ACCORDION_POWER_BUTTON", BOOT_TIMEOUT);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "power-off after the button must exit 0: {status}");
+    assert!(!socket.exists());
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn shutdown_delete_and_vmm_shutdown_over_the_raw_socket() {
+    let dir = TempDir::new("api-raw-stop");
+    let socket = socket_in(&dir.0);
+    let mut vmm = booted_with_api("api-raw-stop", &dir);
+    let put = |path: &str| http(&socket, "PUT", &format!("/api/v1/{path}"), None);
+    assert_eq!(put("vm.shutdown").status, 204);
+    assert_eq!(put("vm.shutdown").status, 409);
+    assert_eq!(put("vm.delete").status, 204);
+    assert_eq!(http(&socket, "GET", "/api/v1/vm.info", None).status, 409);
+    assert_eq!(put("vmm.shutdown").status, 204);
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+    assert!(!socket.exists());
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn bad_requests_leave_a_running_guest_untouched() {
+    let dir = TempDir::new("api-bad-running");
+    let socket = socket_in(&dir.0);
+    let mut vmm = booted_with_api("api-bad-running", &dir);
+    let before = http(&socket, "GET", "/api/v1/vm.info", None).json();
+
+    let create = |body: &[u8]| http(&socket, "PUT", "/api/v1/vm.create", Some(body));
+    assert_eq!(create(b"not json").status, 400);
+    assert_eq!(create(br#"{"payload":{"kernel":7}}"#).status, 400);
+    assert_eq!(create(br#"{"payload":{"kernel":"/x"},"bogus":true}"#).status, 400);
+    assert_eq!(create(&vec![b'{'; 1 << 20]).status, 413);
+    assert_eq!(http(&socket, "PUT", "/api/v1/vm.resume", None).status, 409);
+    assert_eq!(http(&socket, "PUT", "/api/v1/vm.boot", None).status, 409);
+    assert_eq!(http(&socket, "POST", "/api/v1/vm.pause", None).status, 405);
+    assert_eq!(http(&socket, "GET", "/api/v1/vm.resize", None).status, 404);
+    let mut stalled = UnixStream::connect(&socket).unwrap();
+    stalled.write_all(b"PUT /api/v1/vm.shutdown HTT").unwrap();
+    assert!(timed_ping(&socket) < PING_LIMIT);
+
+    let after = http(&socket, "GET", "/api/v1/vm.info", None).json();
+    assert_eq!(before, after, "a refused request changed the VM");
+    let done = guest_runs(&mut vmm, "echo still-alive");
+    assert_eq!(field(&done, "rc"), Some(0));
+    assert!(vmm.serial_lines().iter().any(|l| l == "still-alive"));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(read_answer(&mut stalled).status, 408);
+    assert_eq!(
+        http(&socket, "GET", "/api/v1/vm.info", None).json()["state"],
+        "Running"
+    );
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn fifty_concurrent_clients_while_the_guest_works() {
+    const CLIENTS: usize = 50;
+    const PINGS_EACH: usize = 10;
+    let dir = TempDir::new("api-concurrent");
+    let socket = socket_in(&dir.0);
+    let mut vmm = booted_with_api("api-concurrent", &dir);
+    // Keep the guest busy meanwhile.
+    vmm.send("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo busy-done");
+
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                // One keep-alive connection per client.
+                let mut client = api_client::ApiClient::connect(&socket).expect("connect");
+                let mut slowest = Duration::ZERO;
+                for _ in 0..PINGS_EACH {
+                    let start = Instant::now();
+                    let body = client
+                        .command("GET", "vmm.ping", None)
+                        .expect("ping")
+                        .expect("a body");
+                    slowest = slowest.max(start.elapsed());
+                    assert!(body.contains("\"pid\""), "{body}");
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest = threads
+        .into_iter()
+        .map(|t| t.join().expect("a client thread failed"))
+        .max()
+        .unwrap_or_default();
+    eprintln!("{CLIENTS} clients x {PINGS_EACH} pings: slowest {slowest:?}");
+    assert!(slowest < PING_LIMIT, "slowest ping {slowest:?}");
+
+    vmm.wait_for("busy-done", BOOT_TIMEOUT);
+    vmm.wait_for(CMD_DONE, BOOT_TIMEOUT);
+    let done = guest_runs(&mut vmm, "echo after-the-storm");
+    assert_eq!(field(&done, "rc"), Some(0));
+    assert_eq!(
+        http(&socket, "GET", "/api/v1/vm.info", None).json()["state"],
+        "Running"
+    );
+}

@@ -1,0 +1,176 @@
+//! Talking to `accordion`'s API the two ways a user does: the `accordion-remote` CLI, and
+//! plain HTTP on the unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const REMOTE: &str = env!("CARGO_BIN_EXE_accordion-remote");
+
+/// Waits until `path` accepts connections.
+pub fn wait_for_socket(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while UnixStream::connect(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not accept connections within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `accordion-remote --api-socket SOCKET ARGS...`.
+pub fn remote(socket: &Path, args: &[&str]) -> Output {
+    Command::new(REMOTE)
+        .arg("--api-socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("cannot run accordion-remote")
+}
+
+/// Runs accordion-remote, asserts success, and returns stdout.
+pub fn remote_ok(socket: &Path, args: &[&str]) -> String {
+    let out = remote(socket, args);
+    assert!(
+        out.status.success(),
+        "accordion-remote {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs accordion-remote, asserts it fails, and returns stderr.
+pub fn remote_err(socket: &Path, args: &[&str]) -> String {
+    let out = remote(socket, args);
+    assert!(
+        !out.status.success(),
+        "accordion-remote {args:?} should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs accordion-remote and parses its JSON output.
+pub fn remote_json(socket: &Path, args: &[&str]) -> serde_json::Value {
+    let out = remote_ok(socket, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
+}
+
+/// An HTTP answer: status code, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {:?}", self.body))
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP response off `stream` (Content-Length framed, or to EOF).
+pub fn read_answer(stream: &mut UnixStream) -> HttpAnswer {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).expect("reading the response");
+        assert!(n > 0, "connection closed before a full response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse::<usize>().expect("content-length"));
+    let mut body = buf[head_end..].to_vec();
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                let n = stream.read(&mut chunk).expect("reading the body");
+                assert!(n > 0, "connection closed inside the body");
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(len);
+        }
+        None => {
+            stream.read_to_end(&mut body).expect("reading to EOF");
+        }
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Sends `METHOD path` with an optional JSON body on a new connection and reads the answer.
+pub fn http(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> HttpAnswer {
+    let mut stream = UnixStream::connect(socket).expect("connecting to the API socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = body.unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !body.is_empty() {
+        request.extend_from_slice(b"Content-Type: application/json\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    stream.write_all(&request).expect("sending the request");
+    read_answer(&mut stream)
+}
+
+/// `vmm.ping` over HTTP; returns how long it took, asserting a 200.
+pub fn timed_ping(socket: &Path) -> Duration {
+    let start = Instant::now();
+    let answer = http(socket, "GET", "/api/v1/vmm.ping", None);
+    let took = start.elapsed();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    took
+}
+
+/// A private socket path inside `dir`.
+pub fn socket_in(dir: &Path) -> PathBuf {
+    dir.join("api.sock")
+}

@@ -1,0 +1,69 @@
+//! The REST API: Cloud Hypervisor's endpoints under `/api/v1/` on a unix socket. The `api`
+//! thread parses requests and hands each one to the VMM thread, which owns the VM, acts on
+//! it and replies; the `api` thread then writes the response.
+
+pub mod routes;
+pub mod server;
+pub mod socket;
+
+use std::sync::mpsc::Sender;
+
+use crate::config::VmConfig;
+
+/// What a request asks the VMM to do.
+#[derive(Debug)]
+pub enum ApiAction {
+    VmmPing,
+    VmmShutdown,
+    VmCreate(Box<VmConfig>),
+    VmBoot,
+    VmDelete,
+    VmInfo,
+    VmCounters,
+    VmPause,
+    VmResume,
+    VmShutdown,
+    VmReboot,
+    VmPowerButton,
+}
+
+/// An API failure: the HTTP status and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    /// The action is not valid in the VM's current state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 409,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 500,
+            message: message.into(),
+        }
+    }
+}
+
+/// `Ok(Some(json))` answers 200 with a body, `Ok(None)` answers 204.
+pub type ApiResult = Result<Option<serde_json::Value>, ApiError>;
+
+/// One request on its way to the VMM thread, with the channel for its answer.
+pub struct ApiRequest {
+    pub action: ApiAction,
+    pub reply: Sender<ApiResult>,
+}

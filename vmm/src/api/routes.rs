@@ -1,0 +1,235 @@
+//! The endpoints, and turning an HTTP request into an `ApiAction`. `ROUTES` is the one list
+//! of what the server serves; the OpenAPI file is checked against it.
+
+use super::{ApiAction, ApiError};
+use crate::config::VmConfig;
+
+pub const API_PREFIX: &str = "/api/v1";
+
+/// One endpoint: its HTTP method and its path under `API_PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+const fn route(method: &'static str, path: &'static str) -> Route {
+    Route { method, path }
+}
+
+/// Every endpoint, with Cloud Hypervisor's methods.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/vmm.ping"),
+    route("PUT", "/vmm.shutdown"),
+    route("PUT", "/vm.create"),
+    route("PUT", "/vm.boot"),
+    route("PUT", "/vm.delete"),
+    route("GET", "/vm.info"),
+    route("GET", "/vm.counters"),
+    route("PUT", "/vm.pause"),
+    route("PUT", "/vm.resume"),
+    route("PUT", "/vm.shutdown"),
+    route("PUT", "/vm.reboot"),
+    route("PUT", "/vm.power-button"),
+];
+
+/// Why a request matched no action.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such path: 404.
+    NotFound(String),
+    /// The path exists with another method: 405, with the method that is allowed.
+    MethodNotAllowed { path: String, allowed: &'static str },
+    /// The body is wrong: 400.
+    BadRequest(ApiError),
+}
+
+/// Maps `method path` and the body to an action.
+pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteError> {
+    let endpoint = path
+        .strip_prefix(API_PREFIX)
+        .filter(|rest| rest.starts_with('/'))
+        .ok_or_else(|| RouteError::NotFound(path.to_string()))?;
+    let route = ROUTES
+        .iter()
+        .find(|r| r.path == endpoint)
+        .ok_or_else(|| RouteError::NotFound(path.to_string()))?;
+    if route.method != method {
+        return Err(RouteError::MethodNotAllowed {
+            path: path.to_string(),
+            allowed: route.method,
+        });
+    }
+    Ok(match route.path {
+        "/vmm.ping" => ApiAction::VmmPing,
+        "/vmm.shutdown" => ApiAction::VmmShutdown,
+        "/vm.create" => ApiAction::VmCreate(Box::new(
+            parse_vm_config(body).map_err(RouteError::BadRequest)?,
+        )),
+        "/vm.boot" => ApiAction::VmBoot,
+        "/vm.delete" => ApiAction::VmDelete,
+        "/vm.info" => ApiAction::VmInfo,
+        "/vm.counters" => ApiAction::VmCounters,
+        "/vm.pause" => ApiAction::VmPause,
+        "/vm.resume" => ApiAction::VmResume,
+        "/vm.shutdown" => ApiAction::VmShutdown,
+        "/vm.reboot" => ApiAction::VmReboot,
+        "/vm.power-button" => ApiAction::VmPowerButton,
+        other => return Err(RouteError::NotFound(other.to_string())),
+    })
+}
+
+/// The body of `vm.create`: a `VmConfig` in JSON, checked as the command line's is.
+fn parse_vm_config(body: &[u8]) -> Result<VmConfig, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "vm.create needs the VM configuration as its JSON body",
+        ));
+    }
+    let config: VmConfig = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(method: &str, path: &str, body: &str) -> RouteError {
+        match parse(method, path, body.as_bytes()) {
+            Ok(a) => panic!("{method} {path} gave {a:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn bad_request_message(method: &str, path: &str, body: &str) -> String {
+        match err(method, path, body) {
+            RouteError::BadRequest(e) => {
+                assert_eq!(e.status, 400);
+                e.message
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_route_parses() {
+        for r in ROUTES {
+            let path = format!("{API_PREFIX}{}", r.path);
+            let body = if r.path == "/vm.create" {
+                r#"{"payload":{"kernel":"/proc/self/exe"}}"#
+            } else {
+                ""
+            };
+            assert!(parse(r.method, &path, body.as_bytes()).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert!(matches!(
+            err("GET", "/api/v1/vm.nope", ""),
+            RouteError::NotFound(_)
+        ));
+        assert!(matches!(
+            err("GET", "/api/v2/vmm.ping", ""),
+            RouteError::NotFound(_)
+        ));
+        assert!(matches!(
+            err("GET", "/api/v1", ""),
+            RouteError::NotFound(_)
+        ));
+        assert_eq!(
+            err("PUT", "/api/v1/vmm.ping", ""),
+            RouteError::MethodNotAllowed {
+                path: "/api/v1/vmm.ping".into(),
+                allowed: "GET"
+            }
+        );
+        assert!(matches!(
+            err("GET", "/api/v1/vm.boot", ""),
+            RouteError::MethodNotAllowed { allowed: "PUT", .. }
+        ));
+    }
+
+    #[test]
+    fn create_bodies_are_checked() {
+        let m = bad_request_message("PUT", "/api/v1/vm.create", "");
+        assert!(m.contains("JSON body"), "{m}");
+        let m = bad_request_message("PUT", "/api/v1/vm.create", "{not json");
+        assert!(m.contains("invalid VM configuration"), "{m}");
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/proc/self/exe"},"bogus":1}"#,
+        );
+        assert!(m.contains("unknown field `bogus`"), "{m}");
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/proc/self/exe"},"cpus":{"boot_vcpus":"two"}}"#,
+        );
+        assert!(m.contains("invalid type"), "{m}");
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/nonexistent/vmlinux"}}"#,
+        );
+        assert!(m.contains("/nonexistent/vmlinux"), "{m}");
+    }
+}
+
+/// The OpenAPI description lists exactly the routes the server serves.
+#[cfg(test)]
+mod openapi {
+    use super::ROUTES;
+    use std::collections::BTreeSet;
+
+    /// `(METHOD, /path)` pairs of the `paths:` section: paths are indented two spaces and
+    /// methods four, as the file is written.
+    fn documented() -> BTreeSet<(String, String)> {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/accordion.yaml");
+        let text = std::fs::read_to_string(file).expect("docs/api/accordion.yaml");
+        let mut in_paths = false;
+        let mut path = None;
+        let mut out = BTreeSet::new();
+        for line in text.lines() {
+            if !line.starts_with(' ') && !line.is_empty() {
+                in_paths = line == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /") {
+                path = Some(format!("/{}", p.trim_end_matches(':')));
+            } else if let Some(m) = line.strip_prefix("    ") {
+                let m = m.trim_end_matches(':');
+                if ["get", "put", "post", "patch", "delete"].contains(&m) {
+                    let p = path.clone().expect("a method before any path");
+                    out.insert((m.to_uppercase(), p));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_file_lists_exactly_the_served_routes() {
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        let documented = documented();
+        assert!(!documented.is_empty());
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "served but not documented: {missing:?}; documented but not served: {extra:?}"
+        );
+    }
+}
