@@ -18,8 +18,8 @@ pub struct ServerConfig {
     /// closes it silently. Default 120 s.
     pub idle_timeout: Duration,
     /// Most open connections. When a new one comes in at the limit, the server closes its
-    /// oldest idle connection, or if none is idle answers the new one 503 and closes it.
-    /// Default 256.
+    /// oldest idle keep-alive connection (one answered before, with nothing under way), or if
+    /// none is idle answers the new one 503 and closes it. Default 256.
     pub max_connections: usize,
 }
 

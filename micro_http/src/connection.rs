@@ -40,6 +40,8 @@ pub(crate) struct Connection {
     request_started: Option<Instant>,
     /// Last time bytes went either way.
     last_activity: Instant,
+    /// Responses queued so far.
+    answered: u64,
     /// The peer has shut down its side: no more requests will come.
     peer_done: bool,
     /// No further requests: close once `output` is sent.
@@ -60,6 +62,7 @@ impl Connection {
             sent: 0,
             request_started: None,
             last_activity: now,
+            answered: 0,
             peer_done: false,
             closing: false,
             registered: EventSet::IN,
@@ -113,6 +116,7 @@ impl Connection {
                 Next::Request(request, head_only, persistence) => {
                     let response = handler(request);
                     response.write_to(&mut self.output, head_only, persistence);
+                    self.answered += 1;
                     self.closing = persistence == Persistence::Close;
                     self.request_started = (consumed < self.input.len()).then_some(now);
                 }
@@ -233,9 +237,14 @@ impl Connection {
         self.closing && self.sent == self.output.len()
     }
 
-    /// Whether nothing is under way: no request arriving and nothing to send.
+    /// Whether this is a kept-alive connection between requests: it has been answered,
+    /// and no request is arriving and nothing is left to send. A new connection that has
+    /// sent nothing yet is not idle: its request may be on its way.
     pub(crate) fn is_idle(&self) -> bool {
-        self.request_started.is_none() && self.output.is_empty() && !self.closing
+        self.answered > 0
+            && self.request_started.is_none()
+            && self.output.is_empty()
+            && !self.closing
     }
 
     /// Last time bytes went either way.
@@ -243,11 +252,15 @@ impl Connection {
         self.last_activity
     }
 
-    /// When the connection times out, and what it waits for then.
+    /// When the connection times out, and what it waits for then. While responses are
+    /// unsent the connection waits for the client to read them, which is bounded by the
+    /// idle timeout since the last progress; requests behind them are not stalled.
     pub(crate) fn deadline(&self, config: &ServerConfig) -> (Instant, Wait) {
         match self.request_started {
-            Some(start) => (start + config.request_timeout, Wait::Request),
-            None => (self.last_activity + config.idle_timeout, Wait::Idle),
+            Some(start) if self.sent == self.output.len() => {
+                (start + config.request_timeout, Wait::Request)
+            }
+            _ => (self.last_activity + config.idle_timeout, Wait::Idle),
         }
     }
 }
