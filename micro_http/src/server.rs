@@ -61,20 +61,9 @@ impl HttpServer {
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Nonblocking)?;
-        let epoll = Epoll::new().map_err(|source| ServerError::Epoll {
-            what: "creating the instance",
-            source,
-        })?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                listener.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, LISTENER),
-            )
-            .map_err(|source| ServerError::Epoll {
-                what: "adding the listener",
-                source,
-            })?;
+        let epoll = Epoll::new().map_err(epoll_error("creating the instance"))?;
+        add_readable(&epoll, listener.as_raw_fd(), LISTENER)
+            .map_err(epoll_error("adding the listener"))?;
         Ok(HttpServer {
             listener,
             config,
@@ -94,22 +83,10 @@ impl HttpServer {
         stop: &EventFd,
         handler: &mut dyn FnMut(Request) -> Response,
     ) -> Result<(), ServerError> {
-        self.epoll
-            .ctl(
-                ControlOperation::Add,
-                stop.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, STOP),
-            )
-            .map_err(|source| ServerError::Epoll {
-                what: "adding the stop event",
-                source,
-            })?;
+        add_readable(&self.epoll, stop.as_raw_fd(), STOP)
+            .map_err(epoll_error("adding the stop event"))?;
         let result = self.serve(handler);
-        if let Err(e) = self.epoll.ctl(
-            ControlOperation::Delete,
-            stop.as_raw_fd(),
-            EpollEvent::default(),
-        ) {
+        if let Err(e) = remove(&self.epoll, stop.as_raw_fd()) {
             log::warn!("removing the stop event from epoll: {e}");
         }
         result
@@ -127,12 +104,7 @@ impl HttpServer {
             let count = match self.epoll.wait(timeout, &mut events) {
                 Ok(count) => count,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(source) => {
-                    return Err(ServerError::Epoll {
-                        what: "waiting",
-                        source,
-                    })
-                }
+                Err(e) => return Err(epoll_error("waiting")(e)),
             };
             let ready = &events[..count];
             if ready.iter().any(|event| event.data() == STOP) {
@@ -234,11 +206,7 @@ impl HttpServer {
     }
 
     fn pause_accepting(&mut self) {
-        if let Err(e) = self.epoll.ctl(
-            ControlOperation::Delete,
-            self.listener.as_raw_fd(),
-            EpollEvent::default(),
-        ) {
+        if let Err(e) = remove(&self.epoll, self.listener.as_raw_fd()) {
             log::warn!("removing the API listener from epoll: {e}");
             return;
         }
@@ -247,11 +215,7 @@ impl HttpServer {
 
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
-        let event = EpollEvent::new(EventSet::IN, LISTENER);
-        if let Err(e) = self
-            .epoll
-            .ctl(ControlOperation::Add, self.listener.as_raw_fd(), event)
-        {
+        if let Err(e) = add_readable(&self.epoll, self.listener.as_raw_fd(), LISTENER) {
             log::warn!("adding the API listener back to epoll: {e}; retrying later");
             self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
         }
@@ -363,15 +327,30 @@ impl HttpServer {
 
     fn close(&mut self, token: u64) {
         if let Some(connection) = self.connections.remove(&token) {
-            let fd: RawFd = connection.as_raw_fd();
-            if let Err(e) = self
-                .epoll
-                .ctl(ControlOperation::Delete, fd, EpollEvent::default())
-            {
+            if let Err(e) = remove(&self.epoll, connection.as_raw_fd()) {
                 log::debug!("removing an API connection from epoll: {e}");
             }
         }
     }
+}
+
+/// Adds `fd` to `epoll`, waiting for it to become readable, under `token`.
+fn add_readable(epoll: &Epoll, fd: RawFd, token: u64) -> io::Result<()> {
+    epoll.ctl(
+        ControlOperation::Add,
+        fd,
+        EpollEvent::new(EventSet::IN, token),
+    )
+}
+
+/// Removes `fd` from `epoll`.
+fn remove(epoll: &Epoll, fd: RawFd) -> io::Result<()> {
+    epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default())
+}
+
+/// Wraps an error of the epoll operation `what`.
+fn epoll_error(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
+    move |source| ServerError::Epoll { what, source }
 }
 
 /// Answers a connection the server has no room for with 503, as far as the socket takes
