@@ -18,6 +18,8 @@
 //! # Ok::<(), api_client::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod client;
 mod error;
 mod response;

@@ -23,6 +23,8 @@
 //!     .unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod connection;
 mod json;
