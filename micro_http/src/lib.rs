@@ -12,15 +12,14 @@
 //! use std::os::unix::net::UnixListener;
 //! use vmm_sys_util::eventfd::EventFd;
 //!
-//! let listener = UnixListener::bind("/tmp/api.sock").unwrap();
-//! let mut server = HttpServer::new(listener, ServerConfig::default()).unwrap();
-//! let stop = EventFd::new(0).unwrap();
-//! server
-//!     .run(&stop, &mut |request| match request.path.as_str() {
-//!         "/api/v1/vmm.ping" => Response::json(StatusCode::OK, r#"{"version":"0.1.0"}"#),
-//!         _ => Response::error(StatusCode::NOT_FOUND, "no such endpoint"),
-//!     })
-//!     .unwrap();
+//! let listener = UnixListener::bind("/tmp/api.sock")?;
+//! let mut server = HttpServer::new(listener, ServerConfig::default())?;
+//! let stop = EventFd::new(0)?;
+//! server.run(&stop, &mut |request| match request.path.as_str() {
+//!     "/api/v1/vmm.ping" => Response::json(StatusCode::OK, r#"{"version":"0.1.0"}"#),
+//!     _ => Response::error(StatusCode::NOT_FOUND, "no such endpoint"),
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![warn(missing_docs)]
