@@ -1,0 +1,311 @@
+//! One client connection: its buffers, its deadlines, and turning the bytes it sends into
+//! handler calls and the responses into bytes to send.
+
+use std::io::{self, Read};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use vmm_sys_util::epoll::EventSet;
+
+use crate::parse::{self, Head, Parsed};
+use crate::response::Persistence;
+use crate::{Request, Response, ServerConfig, StatusCode};
+
+/// While this much of the output is unsent, the connection takes no further requests.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// What a connection waits for when its deadline passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The rest of a started request: answer 408 and close.
+    Request,
+    /// A new request on an idle connection: close without a word.
+    Idle,
+}
+
+/// A client connection.
+pub(crate) struct Connection {
+    stream: UnixStream,
+    /// Bytes received and not yet consumed.
+    input: Vec<u8>,
+    /// The head of the request whose body is arriving.
+    head: Option<Head>,
+    /// Whether `100 Continue` went out for `head`.
+    continued: bool,
+    /// Responses not yet sent, from `sent` on.
+    output: Vec<u8>,
+    sent: usize,
+    /// When the first byte of the request being received arrived.
+    request_started: Option<Instant>,
+    /// Last time bytes went either way.
+    last_activity: Instant,
+    /// Responses queued so far.
+    answered: u64,
+    /// The peer has shut down its side: no more requests will come.
+    peer_done: bool,
+    /// No further requests: close once `output` is sent.
+    closing: bool,
+    /// The events the connection is registered for.
+    pub(crate) registered: EventSet,
+}
+
+impl Connection {
+    /// A new connection, registered for reading.
+    pub(crate) fn new(stream: UnixStream, now: Instant) -> Self {
+        Connection {
+            stream,
+            input: Vec::new(),
+            head: None,
+            continued: false,
+            output: Vec::new(),
+            sent: 0,
+            request_started: None,
+            last_activity: now,
+            answered: 0,
+            peer_done: false,
+            closing: false,
+            registered: EventSet::IN,
+        }
+    }
+
+    /// Reads once from the socket into the input buffer, `scratch` being the read buffer.
+    /// End of file marks the peer done; EAGAIN and EINTR are not errors.
+    pub(crate) fn receive(
+        &mut self,
+        scratch: &mut [u8],
+        config: &ServerConfig,
+        now: Instant,
+    ) -> io::Result<()> {
+        let room = input_capacity(config).saturating_sub(self.input.len());
+        let limit = room.min(scratch.len());
+        if limit == 0 || self.peer_done {
+            return Ok(());
+        }
+        match self.stream.read(&mut scratch[..limit]) {
+            Ok(0) => self.peer_done = true,
+            Ok(n) => {
+                self.input.extend_from_slice(&scratch[..n]);
+                self.request_started.get_or_insert(now);
+                self.last_activity = now;
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Answers every complete request in the input, in order, and sends what the socket
+    /// takes. Stops taking requests while much output is unsent, and after one whose
+    /// response closes the connection.
+    pub(crate) fn serve(
+        &mut self,
+        config: &ServerConfig,
+        handler: &mut dyn FnMut(Request) -> Response,
+        now: Instant,
+    ) -> io::Result<()> {
+        let mut consumed = 0;
+        while !self.closing {
+            if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
+                self.flush(now)?;
+                if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
+                    break;
+                }
+            }
+            match self.next_request(&mut consumed, config) {
+                Next::Request(request, head_only, persistence) => {
+                    let response = handler(request);
+                    response.write_to(&mut self.output, head_only, persistence);
+                    self.answered += 1;
+                    self.closing = persistence == Persistence::Close;
+                    self.request_started = (consumed < self.input.len()).then_some(now);
+                }
+                Next::Rejected(response) => {
+                    log::debug!("rejecting a request: {}", response.status);
+                    response.write_to(&mut self.output, false, Persistence::Close);
+                    self.closing = true;
+                }
+                Next::Incomplete => {
+                    // The peer hung up with a partial request (or none): nothing more comes.
+                    self.closing |= self.peer_done;
+                    break;
+                }
+            }
+        }
+        self.input.drain(..consumed);
+        if self.closing {
+            self.input.clear();
+            self.head = None;
+            self.request_started = None;
+        }
+        self.flush(now)
+    }
+
+    /// The next complete request from `input[*consumed..]`, moving `consumed` past it.
+    fn next_request(&mut self, consumed: &mut usize, config: &ServerConfig) -> Next {
+        if self.head.is_none() {
+            let rest = &self.input[*consumed..];
+            if rest.is_empty() {
+                return Next::Incomplete;
+            }
+            match parse::parse_head(rest, config) {
+                Parsed::Partial => return Next::Incomplete,
+                Parsed::Rejected(response) => return Next::Rejected(response),
+                Parsed::Complete(head) => {
+                    *consumed += head.len;
+                    self.head = Some(head);
+                    self.continued = false;
+                }
+            }
+        }
+        let body_len = self.head.as_ref().map_or(0, |head| head.body_len);
+        if self.input.len() - *consumed < body_len {
+            if let Some(head) = self.head.as_ref().filter(|head| head.expects_continue) {
+                if !self.continued && !head.http10 {
+                    self.output
+                        .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    self.continued = true;
+                }
+            }
+            return Next::Incomplete;
+        }
+        let Some(head) = self.head.take() else {
+            return Next::Incomplete;
+        };
+        let body = self.input[*consumed..*consumed + body_len].to_vec();
+        *consumed += body_len;
+        let head_only = head.is_head();
+        let persistence = match (head.keep_alive, head.http10) {
+            (false, _) => Persistence::Close,
+            (true, true) => Persistence::KeepAlive,
+            (true, false) => Persistence::Implied,
+        };
+        Next::Request(head.into_request(body), head_only, persistence)
+    }
+
+    /// Sends as much of the output as the socket takes without blocking.
+    pub(crate) fn flush(&mut self, now: Instant) -> io::Result<()> {
+        while self.sent < self.output.len() {
+            match send(self.stream.as_raw_fd(), &self.output[self.sent..]) {
+                Ok(n) => {
+                    self.sent += n;
+                    self.last_activity = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Gives up on a request that did not complete in time: queues a 408, which closes the
+    /// connection, and tries once to send it.
+    pub(crate) fn time_out(&mut self, now: Instant) {
+        let response = Response::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request did not arrive in time",
+        );
+        response.write_to(&mut self.output, false, Persistence::Close);
+        self.closing = true;
+        if let Err(e) = self.flush(now) {
+            log::debug!("sending 408: {e}");
+        }
+    }
+
+    /// The events to wait for.
+    pub(crate) fn wanted(&self, config: &ServerConfig) -> EventSet {
+        let unsent = self.output.len() - self.sent;
+        let mut events = EventSet::empty();
+        if !self.closing
+            && !self.peer_done
+            && unsent < OUTPUT_HIGH_WATER
+            && self.input.len() < input_capacity(config)
+        {
+            events |= EventSet::IN;
+        }
+        if unsent > 0 {
+            events |= EventSet::OUT;
+        }
+        events
+    }
+
+    /// Whether the connection is done: closing and everything sent.
+    pub(crate) fn finished(&self) -> bool {
+        self.closing && self.sent == self.output.len()
+    }
+
+    /// Whether this is a kept-alive connection between requests: it has been answered,
+    /// and no request is arriving and nothing is left to send. A new connection that has
+    /// sent nothing yet is not idle: its request may be on its way.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.answered > 0
+            && self.request_started.is_none()
+            && self.output.is_empty()
+            && !self.closing
+    }
+
+    /// Last time bytes went either way.
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// When the connection times out, and what it waits for then. While responses are
+    /// unsent the connection waits for the client to read them, which is bounded by the
+    /// idle timeout since the last progress; requests behind them are not stalled.
+    pub(crate) fn deadline(&self, config: &ServerConfig) -> (Instant, Wait) {
+        match self.request_started {
+            Some(start) if self.sent == self.output.len() => {
+                (start + config.request_timeout, Wait::Request)
+            }
+            _ => (self.last_activity + config.idle_timeout, Wait::Idle),
+        }
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+/// The outcome of looking for the next request.
+enum Next {
+    Request(Request, bool, Persistence),
+    Rejected(Response),
+    Incomplete,
+}
+
+/// Most input a connection buffers: one request of the largest size.
+fn input_capacity(config: &ServerConfig) -> usize {
+    config
+        .max_header_bytes
+        .saturating_add(config.max_body_bytes)
+}
+
+/// EAGAIN and EINTR.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// `send(2)` without blocking and without SIGPIPE: a peer that went away is an `EPIPE`
+/// error for this connection, never a signal to the process.
+pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a live slice, and the kernel reads at most `bytes.len()` bytes
+    // from it; `fd` is a socket the caller owns. The return value is checked below.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    // A negative count is an error, reported in errno.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
