@@ -17,7 +17,8 @@ const MANAGED: [&str; 5] = [
 
 /// A response to one request.
 ///
-/// The server adds `Server: Accordion`, `Content-Length` (0 without a body),
+/// The server adds `Server: Accordion`, `Content-Length` (0 without a body; none at all on a
+/// 204, which cannot have one),
 /// `Content-Type` (with a body) and `Connection: close` when it will close the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
@@ -93,11 +94,14 @@ impl Response {
             _ => &[],
         };
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nServer: Accordion\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nServer: Accordion\r\n",
             status.0,
-            status.reason(),
-            body.len()
+            status.reason()
         );
+        // RFC 9110 §8.6: no Content-Length on a response that cannot have a body (204).
+        if status.allows_body() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         if !body.is_empty() {
             push_field(&mut head, "Content-Type", &self.content_type);
         }
@@ -184,8 +188,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            "HTTP/1.1 204 No Content\r\nServer: Accordion\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n"
+            "HTTP/1.1 204 No Content\r\nServer: Accordion\r\nConnection: close\r\n\r\n"
         );
     }
 
@@ -196,7 +199,7 @@ mod tests {
             false,
             Persistence::Implied,
         );
-        assert!(text.contains("Content-Length: 0\r\n"));
+        assert!(!text.contains("Content-Length"));
         assert!(text.ends_with("\r\n\r\n"));
     }
 

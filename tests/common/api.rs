@@ -120,6 +120,11 @@ pub fn read_answer(stream: &mut UnixStream) -> HttpAnswer {
         .find(|(k, _)| k == "content-length")
         .map(|(_, v)| v.parse::<usize>().expect("content-length"));
     let mut body = buf[head_end..].to_vec();
+    let length = if matches!(status, 204 | 304) {
+        Some(0)
+    } else {
+        length
+    };
     match length {
         Some(len) => {
             while body.len() < len {

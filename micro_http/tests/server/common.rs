@@ -209,11 +209,16 @@ impl Client {
             headers,
             body: Vec::new(),
         };
-        let length: usize = reply
-            .header("content-length")
-            .expect("every response has a Content-Length")
-            .parse()
-            .expect("a numeric Content-Length");
+        let length: usize = if matches!(reply.status, 204 | 304) {
+            assert_eq!(reply.header("content-length"), None, "204 with a Content-Length");
+            0
+        } else {
+            reply
+                .header("content-length")
+                .expect("every response but 204 has a Content-Length")
+                .parse()
+                .expect("a numeric Content-Length")
+        };
         while self.pending.len() < head_len + length {
             assert!(
                 self.fill(),
