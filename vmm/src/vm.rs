@@ -22,6 +22,11 @@ pub const I8042_PORT: u16 = 0x60;
 /// 0x60 (data) through 0x64 (command/status); 0x61 is the PIT's, handled in KVM.
 pub const I8042_PORT_COUNT: u64 = 5;
 pub const ACPI_POWER_PORT: u16 = 0x600;
+/// The ACPI Generic Event Device's event register (`acpi::GED_PORT_COUNT` ports) and its
+/// interrupt: the DSDT describes them (`\_SB_.GED_`). Placeholder: no device answers at this
+/// port yet, so the guest reads 0xff there, and nothing signals the GSI.
+pub const GED_PORT: u16 = 0x610;
+pub const GED_GSI: u32 = 5;
 const IOAPIC_ID: u8 = 0;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +124,8 @@ impl Vm {
             sleep_status_port: ACPI_POWER_PORT + acpi_power::SLEEP_STATUS_OFFSET as u16,
             reset_port: ACPI_POWER_PORT + acpi_power::RESET_OFFSET as u16,
             reset_value: acpi_power::RESET_VALUE,
+            ged_port: GED_PORT,
+            ged_irq: GED_GSI,
             pci: None,
         }
     }
