@@ -4,6 +4,13 @@
 # virtio_mem as a module) and a busybox initramfs whose /init speaks the console protocol
 # the integration tests rely on (scripts/lib/guest-init.sh).
 #
+# Modules in the initramfs (with their dependencies; the cloud kernel has all three as =m):
+#   virtio_mem  memory hot(un)plug (CONFIG_VIRTIO_MEM)
+#   button      ACPI power button, PNP0C0C -> "Power Button" input device (CONFIG_ACPI_BUTTON)
+#   evdev       /dev/input/event* for /init's power button watcher (CONFIG_INPUT_EVDEV)
+# The GED that delivers the button's notification (drivers/acpi/evged.c) is always built in.
+# ACCORDION_GUEST_MODULES replaces the list.
+#
 # Usage: scripts/build-guest.sh [--print-dir]
 #
 # Output directory $CACHE/guest/<kernel-release>-<key>/ (CACHE defaults to
@@ -42,7 +49,7 @@ main() {
   IMG_KERNEL=${ACCORDION_GUEST_KERNEL:-linux-image-cloud-amd64}
   IMG_SUITE=${ACCORDION_GUEST_SUITE:-bookworm-backports}
   IMG_INIT=$ACCORDION_LIB_DIR/guest-init.sh
-  IMG_MODULES=${ACCORDION_GUEST_MODULES:-virtio_mem}
+  IMG_MODULES=${ACCORDION_GUEST_MODULES:-virtio_mem button evdev}
   IMG_VMLINUX=1
   IMG_CMDLINE="console=ttyS0 quiet memhp_default_state=online_movable"
   IMG_INPUTS=${BASH_SOURCE[0]}

@@ -101,8 +101,9 @@ fn event_monitor_from(value: &str) -> Result<File, ConfigError> {
     const OPTION: &str = "--event-monitor";
     let p = OptionParser::parse(OPTION, value, &["path", "fd"])?;
     match (p.get("path"), p.get_u32("fd")?) {
-        (Some(path), None) if !path.is_empty() => File::create(path)
-            .map_err(|e| ConfigError::new(OPTION, format!("{path}: {e}"))),
+        (Some(path), None) if !path.is_empty() => {
+            File::create(path).map_err(|e| ConfigError::new(OPTION, format!("{path}: {e}")))
+        }
         (None, Some(fd)) => {
             let fd = i32::try_from(fd)
                 .map_err(|_| ConfigError::new(OPTION, format!("fd={fd} is out of range")))?;

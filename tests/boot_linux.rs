@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{field, guest, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT};
-
-const READY: &str = "ACCORDION_GUEST_READY";
+use common::{field, guest, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT, READY};
 
 /// MemTotal is RAM minus what the kernel keeps for itself (its image, page structs,
 /// reserved low memory): assert it lands within that band of the configured size.

@@ -13,16 +13,23 @@
 //! - `\_SB_.MBRD` (only with a PCI host bridge): a PNP0C02 "motherboard resources" device
 //!   reserving the ECAM window. Linux uses the MCFG region only if firmware reserves it like this
 //!   (or in the e820 map).
+//! - `\_SB_.GED_`: a Generic Event Device (ACPI0013) through which the VMM raises ACPI events
+//!   (the power button) on an interrupt, with its one-byte event register; see [`Ged`].
+//! - `\_SB_.PWRB`: the power button (PNP0C0C), which the GED's `_EVT` notifies.
 //! - `\_S5_`: the soft-off sleep type; see [`crate::S5_SLEEP_TYPE`].
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package,
-    ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, And, Arg, Device, EISAName, Equal, Field, FieldAccessType,
+    FieldEntry, FieldLockRule, FieldUpdateRule, If, Interrupt, Local, Memory32Fixed, Method, Name,
+    Notify, OpRegion, OpRegionSpace, Package, Path, ResourceTemplate, Scope, Store, IO, ZERO,
 };
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
 
-use crate::{AcpiConfig, PciHostBridge, OEM_ID, OEM_REVISION, OEM_TABLE_ID, S5_SLEEP_TYPE};
+use crate::{
+    AcpiConfig, PciHostBridge, GED_EVENT_POWER_BUTTON, GED_PORT_COUNT, OEM_ID, OEM_REVISION,
+    OEM_TABLE_ID, S5_SLEEP_TYPE,
+};
 
 /// DSDT revision; 2 or more makes AML integers 64 bits wide.
 const DSDT_REVISION: u8 = 6;
@@ -31,6 +38,10 @@ const DSDT_REVISION: u8 = 6;
 const PCI_CONFIG_IO_PORT: u16 = 0xcf8;
 /// Number of ports from `PCI_CONFIG_IO_PORT` the host bridge decodes.
 const PCI_CONFIG_IO_PORT_COUNT: u8 = 8;
+
+/// `Notify` value "status change" (ACPI 6.5, 5.6.6): for a PNP0C0C device, the button was
+/// pressed. Linux's button driver turns it into a KEY_POWER press and release.
+const NOTIFY_STATUS_CHANGE: u8 = 0x80;
 
 /// The COM1 UART: `\_SB_.COM1`.
 struct Com1 {
@@ -164,6 +175,107 @@ impl Aml for EcamReservation<'_> {
     }
 }
 
+/// The Generic Event Device: `\_SB_.GED_`.
+///
+/// ```text
+/// Device (GED_) {
+///     Name (_HID, "ACPI0013")
+///     Name (_UID, Zero)
+///     Name (_CRS, ResourceTemplate () {
+///         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { <irq> }
+///     })
+///     OperationRegion (GDST, SystemIO, <port>, 1)
+///     Field (GDST, ByteAcc, NoLock, WriteAsZeros) { GDAT, 8 }
+///     Method (_EVT, 1, Serialized) {
+///         If (Arg0 == <irq>) {
+///             Local0 = GDAT
+///             If (Local0 & GED_EVENT_POWER_BUTTON) { Notify (\_SB_.PWRB, 0x80) }
+///         }
+///     }
+/// }
+/// ```
+///
+/// Contract with the VMM's device behind it (the guest's side is this AML):
+///
+/// - The event register is one byte at I/O port `port` ([`GED_PORT_COUNT`] ports). A read
+///   returns the events pending since the previous read, one bit each
+///   ([`GED_EVENT_POWER_BUTTON`] is bit 0), and clears them. Writes are ignored.
+/// - To raise events the VMM sets their bits and then signals GSI `irq`, edge-triggered and
+///   active high. Linux's GED driver (drivers/acpi/evged.c) runs `_EVT` with the GSI number as
+///   Arg0 in a threaded handler; `_EVT` reads the register once and acts on every bit it finds.
+///   Bits set while `_EVT` runs are seen by the next interrupt, so the VMM signals the GSI
+///   again for every event it adds (an interrupt that finds the register empty does nothing).
+struct Ged {
+    port: u16,
+    irq: u32,
+}
+
+impl Aml for Ged {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let region = OpRegion::new(
+            "GDST".into(),
+            OpRegionSpace::SystemIO,
+            &self.port,
+            &GED_PORT_COUNT,
+        );
+        let field = Field::new(
+            "GDST".into(),
+            FieldAccessType::Byte,
+            FieldLockRule::NoLock,
+            FieldUpdateRule::WriteAsZeroes,
+            vec![FieldEntry::Named(*b"GDAT", 8)],
+        );
+
+        // Local0 = GDAT: one read, which also clears the pending events.
+        let event_register = Path::new("GDAT");
+        let read_events = Store::new(&Local(0), &event_register);
+        // (Local0 & GED_EVENT_POWER_BUTTON), result to no target: non-zero means pressed.
+        let power_button_bit = And::new(&ZERO, &Local(0), &GED_EVENT_POWER_BUTTON);
+        let power_button = Path::new("\\_SB_.PWRB");
+        let notify_power_button = Notify::new(&power_button, &NOTIFY_STATUS_CHANGE);
+        let on_power_button = If::new(&power_button_bit, vec![&notify_power_button]);
+        let is_ours = Equal::new(&Arg(0), &self.irq);
+        let on_our_irq = If::new(&is_ours, vec![&read_events, &on_power_button]);
+        let evt = Method::new("_EVT".into(), 1, true, vec![&on_our_irq]);
+
+        Device::new(
+            "GED_".into(),
+            vec![
+                &Name::new("_HID".into(), &"ACPI0013"),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new(
+                    "_CRS".into(),
+                    &ResourceTemplate::new(vec![
+                        // Consumer, edge triggered, active high, exclusive.
+                        &Interrupt::new(true, true, false, false, self.irq),
+                    ]),
+                ),
+                &region,
+                &field,
+                &evt,
+            ],
+        )
+        .to_aml_bytes(sink)
+    }
+}
+
+/// The power button: `\_SB_.PWRB`. On a hardware-reduced platform there is no fixed-feature
+/// power button, so it is a control method device that the GED's `_EVT` notifies.
+struct PowerButton;
+
+impl Aml for PowerButton {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        Device::new(
+            "PWRB".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0C0C")),
+                &Name::new("_UID".into(), &0u8),
+            ],
+        )
+        .to_aml_bytes(sink)
+    }
+}
+
 /// Builds the DSDT for `cfg` (whose PCI host bridge, if any, has been checked).
 pub(crate) fn build(cfg: &AcpiConfig) -> Vec<u8> {
     let com1 = Com1 {
@@ -175,11 +287,18 @@ pub(crate) fn build(cfg: &AcpiConfig) -> Vec<u8> {
         .as_ref()
         .map(|pci| (Pci0(pci), EcamReservation(pci)));
 
+    let ged = Ged {
+        port: cfg.ged_port,
+        irq: cfg.ged_irq,
+    };
+
     let mut system_bus: Vec<&dyn Aml> = vec![&com1];
     if let Some((pci0, ecam)) = &pci {
         system_bus.push(pci0);
         system_bus.push(ecam);
     }
+    system_bus.push(&ged);
+    system_bus.push(&PowerButton);
 
     // \_S5_ = Package { SLP_TYPa, SLP_TYPb, reserved, reserved }.
     let s5 = Name::new(

@@ -14,7 +14,7 @@
 //! | RSDP | this file | where the XSDT is (found by scanning 0xE0000..0xFFFFF) |
 //! | XSDT | this file | where every other table is, except the DSDT |
 //! | FADT (`FACP`) | `fadt.rs` | hardware-reduced platform, reset and sleep registers, where the DSDT is |
-//! | DSDT | `dsdt.rs` | AML namespace: COM1, the PCI host bridge, the `\_S5_` power-off value |
+//! | DSDT | `dsdt.rs` | AML namespace: COM1, the PCI host bridge, the GED and power button, the `\_S5_` power-off value |
 //! | MADT (`APIC`) | `madt.rs` | local APICs (one per vCPU), the I/O APIC, ISA IRQ overrides, LINT1 NMI |
 //! | MCFG | `mcfg.rs` | where the PCI Express ECAM config space is (only with a PCI host bridge) |
 //!
@@ -61,6 +61,18 @@ pub const S5_SLEEP_TYPE: u8 = 5;
 pub const S5_SLEEP_CONTROL_VALUE: u8 = (S5_SLEEP_TYPE << 2) | (1 << 5);
 
 const _: () = assert!(S5_SLEEP_TYPE < 8, "SLP_TYP is a 3-bit field");
+
+/// Event bit "the power button was pressed" in the Generic Event Device's register.
+///
+/// The DSDT's `\_SB_.GED_` has a one-byte event register at [`AcpiConfig::ged_port`]. The VMM's
+/// device behind it sets this bit and signals [`AcpiConfig::ged_irq`] (edge, active high); the
+/// guest's `_EVT` method then reads the register, which returns every pending event bit and
+/// clears them all, and for this bit notifies `\_SB_.PWRB` (PNP0C0C) with 0x80, which Linux
+/// reports as a KEY_POWER press. Writes to the register are ignored.
+pub const GED_EVENT_POWER_BUTTON: u8 = 1;
+
+/// Number of I/O ports the Generic Event Device's register takes, from [`AcpiConfig::ged_port`].
+pub const GED_PORT_COUNT: u64 = 1;
 
 /// One PCI host bridge (PCI segment 0) as the guest should see it.
 ///
@@ -114,6 +126,12 @@ pub struct AcpiConfig {
     pub reset_port: u16,
     /// Value the guest writes to `reset_port` to reset the machine (FADT RESET_VALUE).
     pub reset_value: u8,
+    /// I/O port of the Generic Event Device's one-byte event register (DSDT `\_SB_.GED_`);
+    /// reading it returns and clears the pending events (see [`GED_EVENT_POWER_BUTTON`]).
+    pub ged_port: u16,
+    /// GSI the VMM signals (edge-triggered, active high) when it sets an event bit in the
+    /// Generic Event Device's register; the guest then runs `\_SB_.GED_._EVT`.
+    pub ged_irq: u32,
     /// The PCI host bridge, or `None` for a machine without PCI (no PCI0, no MCFG).
     pub pci: Option<PciHostBridge>,
 }

@@ -23,6 +23,8 @@ fn config(num_vcpus: u32, pci: Option<PciHostBridge>) -> AcpiConfig {
         sleep_status_port: 0x601,
         reset_port: 0x604,
         reset_value: 0x0f,
+        ged_port: 0x610,
+        ged_irq: 5,
         pci,
     }
 }
@@ -555,6 +557,101 @@ fn dsdt_has_com1() {
     assert!(position(aml, b"MBRD").is_none());
 }
 
+/// The body of `Method (name, ..)` in `aml`, after its flags byte; and the flags.
+fn method_body<'a>(aml: &'a [u8], name: &[u8; 4]) -> (u8, &'a [u8]) {
+    let mut from = 0;
+    while let Some(i) = position(&aml[from..], &[0x14]) {
+        let op = from + i;
+        let (len, used) = pkg_length(&aml[op + 1..]);
+        let name_at = op + 1 + used;
+        if aml.get(name_at..name_at + 4) == Some(&name[..]) {
+            return (aml[name_at + 4], &aml[name_at + 5..op + 1 + len]);
+        }
+        from = op + 1;
+    }
+    panic!("no Method ({})", String::from_utf8_lossy(name));
+}
+
+#[test]
+fn dsdt_has_the_generic_event_device_and_power_button() {
+    for pci in [None, Some(bridge())] {
+        let cfg = AcpiConfig {
+            ged_port: 0x1234,
+            ged_irq: 9,
+            ..config(1, pci)
+        };
+        let (_mem, t) = create(&cfg);
+        let aml = &t.dsdt[36..];
+
+        let ged = device_body(aml, b"GED_");
+        // Name (_HID, "ACPI0013"): a string, not an EISA id.
+        assert!(
+            position(ged, b"\x08_HID\x0dACPI0013\x00").is_some(),
+            "GED _HID"
+        );
+        assert_eq!(name_integer(ged, b"_UID"), 0);
+        assert_eq!(
+            resources(name_buffer(ged, b"_CRS")),
+            // Consumer, edge, active high, exclusive.
+            vec![Resource::Irq {
+                flags: 0b0011,
+                gsi: 9
+            }]
+        );
+
+        // OperationRegion (GDST, SystemIO, 0x1234, 1)
+        assert!(
+            position(ged, b"\x5b\x80GDST\x01\x0b\x34\x12\x01").is_some(),
+            "GED OperationRegion: {ged:02x?}"
+        );
+        // Field (GDST, ByteAcc, NoLock, WriteAsZeros) { GDAT, 8 }
+        let field = position(ged, b"\x5b\x81").expect("Field");
+        let (len, used) = pkg_length(&ged[field + 2..]);
+        assert_eq!(
+            &ged[field + 2 + used..field + 2 + len],
+            b"GDST\x41GDAT\x08",
+            "Field body"
+        );
+
+        let (flags, evt) = method_body(ged, b"_EVT");
+        assert_eq!(flags, 0b1001, "_EVT: one argument, serialized");
+        // If (LEqual (Arg0, 9)) {
+        assert_eq!(evt[0], 0xa0, "IfOp");
+        let (if_len, if_used) = pkg_length(&evt[1..]);
+        assert_eq!(1 + if_len, evt.len(), "one If makes up the method");
+        let body = &evt[1 + if_used..];
+        assert_eq!(&body[..4], b"\x93\x68\x0a\x09", "LEqual (Arg0, 9)");
+        let body = &body[4..];
+        //     Store (GDAT, Local0)
+        assert_eq!(&body[..6], b"\x70GDAT\x60");
+        //     If (And (Local0, GED_EVENT_POWER_BUTTON, Zero)) { Notify (\_SB_.PWRB, 0x80) }
+        let inner = &body[6..];
+        assert_eq!(inner[0], 0xa0, "IfOp");
+        let (inner_len, inner_used) = pkg_length(&inner[1..]);
+        assert_eq!(1 + inner_len, inner.len());
+        let mut expected = vec![0x7b, 0x60];
+        GED_EVENT_POWER_BUTTON.to_aml_bytes(&mut expected);
+        expected.push(0x00);
+        expected.extend_from_slice(b"\x86\\\x2e_SB_PWRB\x0a\x80");
+        assert_eq!(&inner[1 + inner_used..], &expected[..]);
+
+        let pwrb = device_body(aml, b"PWRB");
+        assert_eq!(name_integer(pwrb, b"_HID"), eisa_id("PNP0C0C"));
+        assert_eq!(eisa_id("PNP0C0C"), 0x0c0c_d041);
+        assert_eq!(name_integer(pwrb, b"_UID"), 0);
+
+        // Both are in \_SB_, after COM1.
+        let (scope_len, scope_used) = pkg_length(&aml[1..]);
+        let scope = &aml[1 + scope_used..1 + scope_len];
+        let com1_at = position(scope, b"COM1").unwrap();
+        let ged_at = position(scope, b"GED_").unwrap();
+        let pwrb_at = position(scope, b"PWRB\x08").unwrap();
+        assert!(com1_at < ged_at && ged_at < pwrb_at);
+    }
+    assert_eq!(GED_EVENT_POWER_BUTTON, 1);
+    assert_eq!(GED_PORT_COUNT, 1);
+}
+
 #[test]
 fn dsdt_s5_package_starts_with_s5_sleep_type() {
     let (_mem, t) = create(&config(1, None));
@@ -872,8 +969,8 @@ fn inconsistent_pci_host_bridges_are_errors() {
 ///
 /// ```text
 /// ACPI_DUMP_DIR=/tmp/acpi cargo test -p acpi -- --ignored dump_tables
-/// cd /tmp/acpi && iasl -d *.dat && grep -n 'COM1\|_S5_\|PCI0' pci-dsdt.dsl
-/// acpiexec -b 'evaluate \_S5; evaluate \_SB.PCI0._CRS' pci-dsdt.dat
+/// cd /tmp/acpi && iasl -d *.dat && grep -n 'COM1\|_S5_\|PCI0\|GED_\|PWRB' pci-dsdt.dsl
+/// acpiexec -b 'evaluate \_S5; evaluate \_SB.PCI0._CRS; evaluate \_SB.GED._CRS' pci-dsdt.dat
 /// ```
 ///
 /// (iasl cannot disassemble the RSDP on its own; the unit tests check it.)

@@ -3,11 +3,19 @@
 # /init (PID 1) of Accordion's test guest, run by busybox sh from the initramfs.
 #
 # Console protocol (the integration tests parse it; keep it stable):
+#   accordion-init: no power button
+#       once, before READY, only if the guest has no "Power Button" input device (no
+#       PNP0C0C device in the DSDT, or no button.ko);
 #   ACCORDION_GUEST_READY cpus=<online CPUs> memtotal_kb=<kB> kernel=<release> uptime=<s>
-#       once, when the guest is up and the modules are loaded;
+#       once, when the guest is up, the modules are loaded and the power button is
+#       watched (so a press sent right after READY is seen);
 #   MEMTOTAL <kB> kB
 #       from then on, in the background, whenever MemTotal changes (polled every 50 ms;
 #       the first one right after the READY line);
+#   ACCORDION_POWER_BUTTON
+#       at any time after READY, in the background, when the ACPI power button is pressed
+#       (the VMM's power-button request, through the GED and \_SB_.PWRB); the guest then
+#       runs `sync` and `poweroff -f`, as acpid or systemd-logind would shut a distro down;
 #   then, per kernel command line option accordion.action=:
 #       poweroff  -> `poweroff -f` right away
 #       reboot    -> `reboot -f` right away
@@ -35,10 +43,53 @@ if [ -w "$aob" ] && [ "$(cat "$aob")" = offline ]; then
   echo online_movable > "$aob"
 fi
 
-# Modules that are not built in (virtio_mem and its dependencies), in dependency order.
+# Modules that are not built in (virtio_mem, button, evdev and their
+# dependencies), in dependency order.
 while read -r mod; do
   [ -n "$mod" ] && { insmod "/lib/modules/$mod.ko" || say "insmod $mod failed"; }
 done < /etc/modules.load
+
+# The power button. Without acpid or systemd-logind nothing acts on it, so do what they do:
+# the ACPI button driver (button.ko) reports a press of the PNP0C0C device as KEY_POWER on
+# an input device named "Power Button", and the first event read from its evdev node
+# (evdev.ko) powers the guest off.
+#
+# power_button_watch — with the device open on fd 3: wait for one event, then shut down.
+power_button_watch() {
+  # An input_event is 24 bytes on x86-64 (struct timeval, type, code, value), and evdev
+  # hands out whole events only, so this returns with the first one: the press.
+  if [ "$(dd bs=24 count=1 <&3 2>/dev/null | wc -c)" != 24 ]; then
+    say "power button: reading the event device failed"
+    return 1
+  fi
+  echo ACCORDION_POWER_BUTTON
+  sync
+  poweroff -f
+}
+
+power_buttons=0
+for input in /sys/class/input/input*; do
+  [ "$(cat "$input/name" 2>/dev/null)" = "Power Button" ] || continue
+  for ev in "$input"/event*; do
+    [ -e "$ev" ] || continue
+    node=/dev/input/${ev##*/}
+    # devtmpfs creates the node before the driver's registration returns; allow for a
+    # late one all the same (at most 1 s).
+    tries=0
+    while [ ! -c "$node" ] && [ "$tries" -lt 20 ]; do usleep 50000; tries=$((tries + 1)); done
+    # Open it here, in PID 1, before READY: evdev queues events for an open file from the
+    # moment it is opened, so a press that comes before the watcher runs is not lost.
+    # (`command` keeps a failed redirection from ending PID 1.)
+    if command exec 3< "$node"; then
+      power_button_watch > /dev/console 2>&1 &
+      exec 3<&-
+      power_buttons=$((power_buttons + 1))
+    else
+      say "power button: cannot open $node"
+    fi
+  done
+done
+[ "$power_buttons" -gt 0 ] || say "no power button"
 
 cmdline_arg() {  # cmdline_arg NAME -> value of NAME=value on the kernel command line
   # shellcheck disable=SC2013  # the command line is one line of words
@@ -69,6 +120,10 @@ memtotal_watch() {
   done
 }
 
+# Without echo the console output holds only what the commands print. Do it before READY:
+# a command typed right after READY must not race with a change of the terminal's mode.
+stty -echo < /dev/console 2>/dev/null || true
+
 read -r uptime _ < /proc/uptime
 cpus=$(grep -c '^processor' /proc/cpuinfo)
 echo "ACCORDION_GUEST_READY cpus=$cpus memtotal_kb=$(memtotal_kb) kernel=$(uname -r) uptime=$uptime"
@@ -79,8 +134,7 @@ case "$(cmdline_arg accordion.action)" in
   reboot) reboot -f ;;
 esac
 
-# Command loop. Without echo the console output holds only what the commands print.
-stty -echo < /dev/console 2>/dev/null || true
+# Command loop (echo was switched off before READY).
 while :; do
   while IFS= read -r line; do
     case "$line" in *[![:space:]]*) ;; *) continue ;; esac

@@ -18,6 +18,10 @@ pub const ACCORDION: &str = env!("CARGO_BIN_EXE_accordion");
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The test guest's console protocol (scripts/lib/guest-init.sh).
+pub const READY: &str = "ACCORDION_GUEST_READY";
+pub const CMD_DONE: &str = "ACCORDION_CMD_DONE";
+
 /// The test guest built by scripts/build-guest.sh.
 pub struct Guest {
     pub dir: PathBuf,
@@ -177,6 +181,12 @@ impl Vmm {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Runs a shell command in the guest and returns its completion line (`rc=N`).
+    pub fn run_command(&mut self, command: &str) -> String {
+        self.send(command);
+        self.wait_for(CMD_DONE, BOOT_TIMEOUT)
     }
 
     /// Waits for the process to exit.

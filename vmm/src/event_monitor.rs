@@ -50,19 +50,36 @@ fn render(
 
 struct Monitor {
     start: Instant,
-    lines: Sender<String>,
+    /// `None` tells the writer thread to finish.
+    lines: Sender<Option<String>>,
 }
 
 static MONITOR: OnceLock<Monitor> = OnceLock::new();
 
+/// The writer thread; `finish` waits until every event raised before it is written.
+pub struct EventMonitorThread(Option<JoinHandle<()>>);
+
+impl EventMonitorThread {
+    pub fn finish(mut self) {
+        if let Some(m) = MONITOR.get() {
+            let _ = m.lines.send(None);
+        }
+        if let Some(handle) = self.0.take() {
+            if handle.join().is_err() {
+                log::error!("the event monitor thread panicked");
+            }
+        }
+    }
+}
+
 /// Starts the writer thread on `file`. Events raised before this, or with no monitor, are
 /// dropped.
-pub fn start(mut file: File) -> std::io::Result<JoinHandle<()>> {
-    let (tx, rx) = channel::<String>();
+pub fn start(mut file: File) -> std::io::Result<EventMonitorThread> {
+    let (tx, rx) = channel::<Option<String>>();
     let handle = std::thread::Builder::new()
         .name("event-monitor".into())
         .spawn(move || {
-            for line in rx {
+            for line in rx.iter().map_while(|line| line) {
                 if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
                     log::warn!("event monitor: {e}; no more events are written");
                     return;
@@ -78,7 +95,7 @@ pub fn start(mut file: File) -> std::io::Result<JoinHandle<()>> {
     if !installed {
         log::warn!("event monitor already started");
     }
-    Ok(handle)
+    Ok(EventMonitorThread(Some(handle)))
 }
 
 /// Records an event with properties.
@@ -87,7 +104,7 @@ pub fn event_with(source: &str, event: &str, properties: Option<BTreeMap<String,
         let line = render(m.start.elapsed(), source, event, properties.as_ref());
         // The writer thread only goes away when the monitor file failed; then there is
         // nobody to tell.
-        let _ = m.lines.send(line);
+        let _ = m.lines.send(Some(line));
     }
 }
 

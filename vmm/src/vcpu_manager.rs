@@ -69,10 +69,7 @@ impl PauseGate {
         *parked += 1;
         self.changed.notify_all();
         while self.requested.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-            parked = self
-                .changed
-                .wait(parked)
-                .unwrap_or_else(|e| e.into_inner());
+            parked = self.changed.wait(parked).unwrap_or_else(|e| e.into_inner());
         }
         *parked -= 1;
         self.changed.notify_all();

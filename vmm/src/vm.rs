@@ -25,7 +25,8 @@ pub const I8042_PORT: u16 = 0x60;
 /// 0x60 (data) through 0x64 (command/status); 0x61 is the PIT's, handled in KVM.
 pub const I8042_PORT_COUNT: u64 = 5;
 pub const ACPI_POWER_PORT: u16 = 0x600;
-/// The Generic Event Device's register and interrupt (power button).
+/// The ACPI Generic Event Device's event register (`acpi::GED_PORT_COUNT` ports) and its
+/// interrupt, as the DSDT describes them (`\_SB_.GED_`); the power button goes through it.
 pub const GED_PORT: u16 = 0x610;
 pub const GED_GSI: u32 = 5;
 const IOAPIC_ID: u8 = 0;
@@ -72,7 +73,6 @@ pub struct Vm {
     vcpus: Option<VcpuManager>,
     paused: bool,
 }
-
 
 impl Vm {
     pub fn new(

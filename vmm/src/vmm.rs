@@ -111,10 +111,7 @@ struct ApiThread {
 impl ApiThread {
     fn start(config: &ApiSocketConfig) -> Result<Self, VmmError> {
         let socket = ApiSocket::open(config)?;
-        let listener = socket
-            .listener
-            .try_clone()
-            .map_err(io_err("API socket"))?;
+        let listener = socket.listener.try_clone().map_err(io_err("API socket"))?;
         let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
         let (tx, rx) = channel();
@@ -306,11 +303,14 @@ impl Vmm {
                 event("vm", "resumed");
                 Ok(None)
             }),
-            ApiAction::VmShutdown => self.running_vm().map(|_| {
-                self.shutdown_vm();
-                event("vm", "shutdown");
-                None
-            }),
+            ApiAction::VmShutdown => match self.running_vm() {
+                Ok(_) => {
+                    self.shutdown_vm();
+                    event("vm", "shutdown");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
             ApiAction::VmReboot => match self.running_vm() {
                 Ok(_) => self.reboot().map(|()| None).map_err(vmm_api_error),
                 Err(e) => Err(e),
@@ -389,7 +389,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         .as_ref()
         .map(ApiThread::start)
         .transpose()?;
-    let _monitor = options
+    let monitor = options
         .event_monitor
         .map(crate::event_monitor::start)
         .transpose()
@@ -429,6 +429,9 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     }
     drop(api);
     event("vmm", "shutdown");
+    if let Some(monitor) = monitor {
+        monitor.finish();
+    }
     status
 }
 

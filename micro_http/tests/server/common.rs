@@ -210,7 +210,11 @@ impl Client {
             body: Vec::new(),
         };
         let length: usize = if matches!(reply.status, 204 | 304) {
-            assert_eq!(reply.header("content-length"), None, "204 with a Content-Length");
+            assert_eq!(
+                reply.header("content-length"),
+                None,
+                "204 with a Content-Length"
+            );
             0
         } else {
             reply

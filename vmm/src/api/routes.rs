@@ -138,10 +138,7 @@ mod tests {
             err("GET", "/api/v2/vmm.ping", ""),
             RouteError::NotFound(_)
         ));
-        assert!(matches!(
-            err("GET", "/api/v1", ""),
-            RouteError::NotFound(_)
-        ));
+        assert!(matches!(err("GET", "/api/v1", ""), RouteError::NotFound(_)));
         assert_eq!(
             err("PUT", "/api/v1/vmm.ping", ""),
             RouteError::MethodNotAllowed {

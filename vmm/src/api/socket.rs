@@ -166,7 +166,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("accordion-sock-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("accordion-sock-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("api.sock")

@@ -104,7 +104,9 @@ impl SerialDevice {
     pub fn queue_input(&mut self, bytes: &[u8]) -> usize {
         match self.uart.enqueue_raw_bytes(bytes) {
             Ok(n) => {
-                self.counters.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                self.counters
+                    .rx_bytes
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 n
             }
             Err(e) => {
