@@ -116,3 +116,21 @@ fn serial_to_file_and_shell_commands() {
         "serial file lacks the ready marker:\n{text}"
     );
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn serial_input_longer_than_the_uart_fifo_arrives_whole() {
+    // The UART's receive FIFO holds 64 bytes; a 300-byte line must reach the guest whole
+    // and at once, not wait for the next keystroke.
+    let mut vmm = Vmm::boot_guest("long-input", &guest().vmlinux, "", &[]);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    let padding = "x".repeat(250);
+    let done = vmm.run_command(&format!("v={padding}; echo long-line-${{#v}}-$((6*7))"));
+    assert_eq!(field(&done, "rc"), Some(0), "{done}");
+    assert!(
+        vmm.serial_lines().iter().any(|l| l == "long-line-250-42"),
+        "the guest did not get the whole line"
+    );
+    vmm.send("poweroff -f");
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+}

@@ -1,7 +1,6 @@
 //! Moves host input from stdin to the guest's UART, holding it back while the guest's
 //! receive FIFO is full.
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +35,19 @@ impl Drop for RawStdin {
         if let Err(e) = std::io::stdin().lock().set_canon_mode() {
             log::warn!("cannot restore the terminal: {e}");
         }
+    }
+}
+
+/// Reads from descriptor 0 itself. `std::io::stdin()` is buffered: it would pull more than
+/// the guest has room for out of the pipe into its own buffer, where epoll cannot see it,
+/// and the rest of a long line would wait for the next keystroke.
+fn read_stdin(buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -116,18 +128,20 @@ impl StdinForwarder {
         let room = serial.input_room();
         if room == 0 {
             // Hold input back until the guest reads.
+            log::debug!("stdin: the guest's receive FIFO is full; holding input back");
             self.unwatch();
             return;
         }
         let mut buf = vec![0u8; room];
-        match std::io::stdin().lock().read(&mut buf) {
+        match read_stdin(&mut buf) {
             Ok(0) => {
                 // End of input: the guest keeps running without it.
                 self.unwatch();
                 self.open = false;
             }
             Ok(n) => {
-                serial.queue_input(&buf[..n]);
+                let taken = serial.queue_input(&buf[..n]);
+                log::debug!("stdin: {n} bytes read, {taken} queued (room was {room})");
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
