@@ -417,3 +417,19 @@ fn bad_requests_leave_a_running_guest_untouched() {
         "Running"
     );
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn power_button_through_accordion_remote() {
+    let dir = TempDir::new("api-button");
+    let socket = socket_in(&dir.0);
+    let mut vmm = booted_with_api("api-button", &dir);
+    assert_eq!(remote_ok(&socket, &["power-button"]), "");
+    vmm.wait_for("ACCORDION_POWER_BUTTON", BOOT_TIMEOUT);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    assert!(
+        status.success(),
+        "power-off after the button must exit 0: {status}"
+    );
+    assert!(!socket.exists());
+}
