@@ -20,7 +20,11 @@ run() {
   "$BIN/accordion-remote" --api-socket "$SOCK" "$@" || echo "(exit status $?)"
 }
 wait_serial() {  # wait_serial PATTERN COUNT: until PATTERN is in the serial log COUNT times
-  while [ "$(grep -c "$1" "$SERIAL" 2>/dev/null || echo 0)" -lt "$2" ]; do sleep 0.2; done
+  while :; do
+    n=$(grep -c "$1" "$SERIAL" 2>/dev/null) || true
+    [ "${n:-0}" -lt "$2" ] || break
+    sleep 0.2
+  done
   grep "$1" "$SERIAL" | tail -1
 }
 
