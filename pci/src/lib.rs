@@ -1,0 +1,11 @@
+//! PCI for Accordion (work in progress).
+#![warn(missing_docs)]
+
+mod bar;
+mod bus_device;
+mod bytes;
+mod configuration;
+
+pub use bar::{BarKind, BarRegion, BarReprogram, BarRequest, NUM_BARS};
+pub use bus_device::BusDevice;
+pub use configuration::*;
