@@ -9,3 +9,7 @@ mod configuration;
 pub use bar::{BarKind, BarRegion, BarReprogram, BarRequest, NUM_BARS};
 pub use bus_device::BusDevice;
 pub use configuration::*;
+mod msi;
+mod msix;
+pub use msi::{MsiError, MsiInterruptGroup, MsiMessage};
+pub use msix::*;

@@ -56,7 +56,7 @@ impl PciConfiguration {
         if !size.is_power_of_two() || size < MIN_BAR_SIZE {
             return Err(ConfigError::BarSize { index, size });
         }
-        if addr % size != 0 {
+        if !addr.is_multiple_of(size) {
             return Err(ConfigError::BarAlignment { index, addr, size });
         }
         let limit = match kind {
