@@ -13,7 +13,7 @@ pub type DeviceError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Most implementations keep a [`crate::PciConfiguration`] and forward the configuration
 /// methods to it, adding side effects where their capabilities need them (for example
-/// [`crate::MsixConfig::set_message_control`] after a write to the MSI-X capability).
+/// [`crate::MsixConfig::config_written`] after each configuration write).
 pub trait PciDevice: Send {
     /// The BARs the device needs. The bus allocates them when the device is added and
     /// calls [`assign_bar`](Self::assign_bar) for each.

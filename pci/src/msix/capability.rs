@@ -111,7 +111,7 @@ impl MsixCapability {
 
 /// The message control word of the MSI-X capability at `offset` in `config`: what to hand
 /// to [`super::MsixConfig::set_message_control`] after the guest wrote that register.
-pub fn message_control(config: &PciConfiguration, offset: usize) -> u16 {
+pub fn msix_message_control(config: &PciConfiguration, offset: usize) -> u16 {
     // Capabilities are dword aligned, so message control is the register's high half.
     (config.read_register(offset / 4) >> 16) as u16
 }

@@ -14,11 +14,12 @@ mod tests;
 use std::sync::Arc;
 
 pub use capability::{
-    message_control, MsixCapability, MAX_MSIX_VECTORS, MSIX_ENABLE, MSIX_FUNCTION_MASK,
+    msix_message_control, MsixCapability, MAX_MSIX_VECTORS, MSIX_ENABLE, MSIX_FUNCTION_MASK,
     MSIX_TABLE_ENTRY_SIZE,
 };
 pub use table::MsixTableEntry;
 
+use crate::configuration::PciConfiguration;
 use crate::msi::{MsiError, MsiInterruptGroup};
 
 /// An MSI-X capability that cannot be built as asked (a VMM-side mistake).
@@ -204,6 +205,15 @@ impl MsixConfig {
         for (v, was_masked) in was_masked.into_iter().enumerate() {
             let msg = self.table[v].msg;
             self.refresh(v, msg, was_masked);
+        }
+    }
+
+    /// To call after every guest write to configuration register `reg`: when that register
+    /// holds the message control of the MSI-X capability at `cap_offset` in `config`, applies
+    /// it (see [`set_message_control`](Self::set_message_control)).
+    pub fn config_written(&mut self, config: &PciConfiguration, cap_offset: usize, reg: usize) {
+        if reg == cap_offset / 4 {
+            self.set_message_control(msix_message_control(config, cap_offset));
         }
     }
 

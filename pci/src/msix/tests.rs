@@ -95,11 +95,18 @@ fn capability_bytes_and_checks() {
     assert_eq!(config.read_register(0x10), 0x0002_0011);
     config.write_register(0x10, 0, &0xffff_ffffu32.to_le_bytes());
     assert_eq!(
-        message_control(&config, at),
+        msix_message_control(&config, at),
         0xc002,
         "only enable and mask are writable"
     );
     assert_eq!(config.read_register(0x11), 0x2001);
+
+    // The device hands guest writes of message control on to its MsixConfig.
+    let (mut m, _rec) = msix(3);
+    m.config_written(&config, at, 0x11);
+    assert!(!m.enabled(), "another register: ignored");
+    m.config_written(&config, at, 0x10);
+    assert!(m.enabled() && m.function_masked());
 }
 
 #[test]
