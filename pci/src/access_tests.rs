@@ -49,19 +49,11 @@ impl PciDevice for TestDevice {
             },
         ]
     }
-    fn assign_bar(&mut self, bar: &BarRegion) -> Result<(), ConfigError> {
-        self.config.add_bar(bar)
+    fn config(&self) -> &PciConfiguration {
+        &self.config
     }
-    fn read_config_register(&mut self, reg: usize) -> u32 {
-        self.config.read_register(reg)
-    }
-    fn write_config_register(
-        &mut self,
-        reg: usize,
-        offset: u64,
-        data: &[u8],
-    ) -> Option<BarReprogram> {
-        self.config.write_register(reg, offset, data)
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
     }
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {
         data.fill(index * 0x10 + offset as u8);

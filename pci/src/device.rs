@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::bar::{BarRegion, BarReprogram, BarRequest};
-use crate::configuration::ConfigError;
+use crate::configuration::{ConfigError, PciConfiguration};
 use crate::BusDevice;
 
 /// An error a device reports to the VMM (the VMM logs it; the guest never sees it).
@@ -11,22 +11,32 @@ pub type DeviceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A PCI function on the root bus (function 0 of its device).
 ///
-/// Most implementations keep a [`crate::PciConfiguration`] and forward the configuration
-/// methods to it, adding side effects where their capabilities need them (for example
-/// [`crate::MsixConfig::config_written`] after each configuration write).
+/// A device owns a [`PciConfiguration`] and hands it out through [`config`](Self::config)
+/// and [`config_mut`](Self::config_mut); the configuration methods default to plain
+/// forwarding to it. A device overrides them where its capabilities need side effects (for
+/// example calling [`crate::MsixConfig::config_written`] after each configuration write).
 pub trait PciDevice: Send {
+    /// The device's configuration space.
+    fn config(&self) -> &PciConfiguration;
+
+    /// The device's configuration space, to change.
+    fn config_mut(&mut self) -> &mut PciConfiguration;
+
     /// The BARs the device needs. The bus allocates them when the device is added and
     /// calls [`assign_bar`](Self::assign_bar) for each.
     fn bar_requests(&self) -> Vec<BarRequest> {
         Vec::new()
     }
 
-    /// The bus placed a BAR (its size may have been rounded up). Usually
-    /// `self.config.add_bar(bar)`.
-    fn assign_bar(&mut self, bar: &BarRegion) -> Result<(), ConfigError>;
+    /// The bus placed a BAR (its size may have been rounded up).
+    fn assign_bar(&mut self, bar: &BarRegion) -> Result<(), ConfigError> {
+        self.config_mut().add_bar(bar)
+    }
 
     /// Configuration register `reg` (dword index, 0..1024).
-    fn read_config_register(&mut self, reg: usize) -> u32;
+    fn read_config_register(&mut self, reg: usize) -> u32 {
+        self.config().read_register(reg)
+    }
 
     /// A guest write of `data` (1 to 4 bytes) at byte `offset` of register `reg`. Returns the
     /// BAR move it caused, which the bus carries out.
@@ -35,7 +45,9 @@ pub trait PciDevice: Send {
         reg: usize,
         offset: u64,
         data: &[u8],
-    ) -> Option<BarReprogram>;
+    ) -> Option<BarReprogram> {
+        self.config_mut().write_register(reg, offset, data)
+    }
 
     /// A guest read at `offset` inside BAR `index`. The default reads zeros.
     fn read_bar(&mut self, index: u8, offset: u64, data: &mut [u8]) {

@@ -1,9 +1,6 @@
 //! The host bridge at 00:00.0: a function with nothing but its identity.
 
-use crate::bar::{BarRegion, BarReprogram};
-use crate::configuration::{
-    ConfigError, PciConfiguration, PciHeader, CLASS_BRIDGE, SUBCLASS_HOST_BRIDGE,
-};
+use crate::configuration::{PciConfiguration, PciHeader, CLASS_BRIDGE, SUBCLASS_HOST_BRIDGE};
 use crate::device::PciDevice;
 
 /// Vendor id of the host bridge (Intel).
@@ -40,20 +37,11 @@ impl PciRoot {
 }
 
 impl PciDevice for PciRoot {
-    fn assign_bar(&mut self, bar: &BarRegion) -> Result<(), ConfigError> {
-        self.config.add_bar(bar)
+    fn config(&self) -> &PciConfiguration {
+        &self.config
     }
 
-    fn read_config_register(&mut self, reg: usize) -> u32 {
-        self.config.read_register(reg)
-    }
-
-    fn write_config_register(
-        &mut self,
-        reg: usize,
-        offset: u64,
-        data: &[u8],
-    ) -> Option<BarReprogram> {
-        self.config.write_register(reg, offset, data)
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
     }
 }

@@ -8,8 +8,9 @@
 //!   with the size probe ([`PciConfiguration::add_bar`]), the capability list
 //!   ([`PciConfiguration::add_capability`]), and a write mask per register. A guest write
 //!   that moves a BAR comes back as a [`BarReprogram`].
-//! - [`PciDevice`]: what a function implements (configuration registers by dword, BAR
-//!   reads and writes, BAR requests, following a BAR move). [`PciRoot`] is the host bridge.
+//! - [`PciDevice`]: what a function implements: access to its [`PciConfiguration`] (the
+//!   configuration register methods forward to it unless overridden), BAR requests, BAR
+//!   reads and writes, following a BAR move. [`PciRoot`] is the host bridge.
 //! - [`PciBus`]: bus 0, up to 32 devices, function 0 only, the host bridge at 00:00.0.
 //!   [`PciBus::add_device`] places the device's BARs with a [`BarAllocator`] (32-bit and
 //!   64-bit [`MmioWindow`]s, on `vm-allocator`); BAR moves by the guest go through the
@@ -76,11 +77,11 @@
 //!     fn bar_requests(&self) -> Vec<BarRequest> {
 //!         vec![BarRequest { index: 0, size: 0x1000, kind: BarKind::Memory64, prefetchable: false }]
 //!     }
-//!     fn assign_bar(&mut self, bar: &BarRegion) -> Result<(), ConfigError> {
-//!         self.config.add_bar(bar)
+//!     fn config(&self) -> &PciConfiguration {
+//!         &self.config
 //!     }
-//!     fn read_config_register(&mut self, reg: usize) -> u32 {
-//!         self.config.read_register(reg)
+//!     fn config_mut(&mut self) -> &mut PciConfiguration {
+//!         &mut self.config
 //!     }
 //!     fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8])
 //!         -> Option<BarReprogram> {
