@@ -26,6 +26,18 @@ fn config(num_vcpus: u32, pci: Option<PciHostBridge>) -> AcpiConfig {
         ged_port: 0x610,
         ged_irq: 5,
         pci,
+        numa: vec![NumaNode {
+            proximity_domain: 0,
+            // At most 256 (the MADT refuses more before the SRAT is built, and u32::MAX
+            // vCPUs would not fit in memory here).
+            cpus: (0..num_vcpus.min(256)).collect(),
+            memory: vec![MemoryAffinity {
+                base: 0,
+                size: 512 << 20,
+                hotpluggable: false,
+            }],
+        }],
+        numa_distances: Vec::new(),
     }
 }
 
@@ -188,7 +200,11 @@ fn rsdp_and_xsdt_without_pci() {
     let (_mem, t) = create(&config(2, None));
     assert_eq!(&t.rsdp[9..15], b"ACCORD");
     assert_eq!(t.xsdt[8], 1, "XSDT revision");
-    assert_eq!(t.signatures(), vec![&b"FACP"[..], &b"APIC"[..]]);
+    assert_eq!(
+        t.signatures(),
+        vec![&b"FACP"[..], &b"APIC"[..], &b"SRAT"[..]]
+    );
+    assert!(t.find(b"SLIT").is_none(), "one node: no SLIT");
     assert!(t.find(b"MCFG").is_none());
     assert!(t.xsdt_addr > t.dsdt_addr);
 }
@@ -198,7 +214,7 @@ fn xsdt_lists_mcfg_with_pci() {
     let (_mem, t) = create(&config(2, Some(bridge())));
     assert_eq!(
         t.signatures(),
-        vec![&b"FACP"[..], &b"APIC"[..], &b"MCFG"[..]]
+        vec![&b"FACP"[..], &b"APIC"[..], &b"SRAT"[..], &b"MCFG"[..]]
     );
 }
 
