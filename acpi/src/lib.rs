@@ -17,16 +17,20 @@
 //! | DSDT | `dsdt.rs` | AML namespace: COM1, the PCI host bridge, the GED and power button, the `\_S5_` power-off value |
 //! | MADT (`APIC`) | `madt.rs` | local APICs (one per vCPU), the I/O APIC, ISA IRQ overrides, LINT1 NMI |
 //! | MCFG | `mcfg.rs` | where the PCI Express ECAM config space is (only with a PCI host bridge) |
+//! | SRAT | `srat.rs` | which NUMA node (proximity domain) each vCPU and each RAM range belongs to, and where memory can be hotplugged (always present) |
+//! | SLIT | `slit.rs` | the distance between every two NUMA nodes (only with more than one node) |
 //!
 //! Tables are built into byte vectors first, placed one after another behind the RSDP, and only
 //! written to guest memory once all of them are known to fit, so a failed call leaves guest
-//! memory untouched. To add a table (SRAT, SLIT, ...), write a `build` function returning its
-//! bytes in a new module and add one `listed.push(area.add(..))` line to [`create_acpi_tables`].
+//! memory untouched. To add a table, write a `build` function returning its bytes in a new
+//! module and add one `listed.push(area.add(..))` line to [`create_acpi_tables`].
 
 mod dsdt;
 mod fadt;
 mod madt;
 mod mcfg;
+mod slit;
+mod srat;
 
 #[cfg(test)]
 mod tests;
@@ -100,6 +104,52 @@ pub struct PciHostBridge {
     pub mmio64_size: u64,
 }
 
+/// The SLIT distance from a NUMA node to itself. ACPI normalizes it to 10, and Linux ignores a
+/// SLIT whose diagonal holds anything else.
+pub const LOCAL_DISTANCE: u8 = 10;
+
+/// The SLIT distance between two different NUMA nodes when [`AcpiConfig::numa_distances`] is
+/// empty (the value Linux assumes without a SLIT, and QEMU's default).
+pub const DEFAULT_REMOTE_DISTANCE: u8 = 20;
+
+/// The smallest distance allowed between two different NUMA nodes. ACPI only reserves 0..=9,
+/// but Linux throws away a SLIT with an off-diagonal entry of 10 or less (`slit_valid()` in
+/// `drivers/acpi/numa/srat.c`), so 10 is refused here.
+pub const MIN_REMOTE_DISTANCE: u8 = LOCAL_DISTANCE + 1;
+
+/// The largest distance allowed between two different NUMA nodes; 255 means "unreachable".
+pub const MAX_REMOTE_DISTANCE: u8 = 254;
+
+/// One guest physical memory range of a NUMA node: an SRAT Memory Affinity structure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryAffinity {
+    /// Guest physical address of the first byte.
+    pub base: u64,
+    /// Size in bytes; not 0.
+    pub size: u64,
+    /// `false` for boot RAM (listed in the e820 map too). `true` for a virtio-mem device region:
+    /// the entry is then flagged ENABLED | HOT_PLUGGABLE, which is how Linux learns, at boot,
+    /// that memory may appear there later (it sizes `max_possible_pfn` from it). Such a region
+    /// must stay out of the e820 map.
+    pub hotpluggable: bool,
+}
+
+/// One NUMA node (ACPI proximity domain): its vCPUs and its memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumaNode {
+    /// The proximity domain number, as the guest sees it in the SRAT, the SLIT and in a
+    /// virtio-mem device's `node_id` (with `VIRTIO_MEM_F_ACPI_PXM`). The nodes of an
+    /// [`AcpiConfig`] must number 0..n, each once (the SLIT indexes its matrix by them).
+    pub proximity_domain: u32,
+    /// Local APIC IDs of the node's vCPUs (the vCPU index: the MADT gives vCPU `i` APIC ID
+    /// `i`). Each of `0..num_vcpus` must be in exactly one node. May be empty (a node with
+    /// memory only).
+    pub cpus: Vec<u32>,
+    /// The node's memory: boot RAM ranges and hotpluggable device regions. May be empty (a node
+    /// with vCPUs only). No two ranges of the whole configuration may overlap.
+    pub memory: Vec<MemoryAffinity>,
+}
+
 /// What the ACPI tables describe. The VMM decides all of it; this crate only encodes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiConfig {
@@ -134,6 +184,17 @@ pub struct AcpiConfig {
     pub ged_irq: u32,
     /// The PCI host bridge, or `None` for a machine without PCI (no PCI0, no MCFG).
     pub pci: Option<PciHostBridge>,
+    /// The NUMA nodes (SRAT). Never empty: the SRAT is always present, because it is where the
+    /// guest learns about hotpluggable memory. A VM configured without NUMA passes one node 0
+    /// with every vCPU, the boot RAM ranges and every virtio-mem region.
+    pub numa: Vec<NumaNode>,
+    /// The SLIT distance matrix, indexed by proximity domain: `numa_distances[a][b]` is the
+    /// distance from domain `a` to domain `b` (it need not be symmetric). Empty means
+    /// [`LOCAL_DISTANCE`] on the diagonal and [`DEFAULT_REMOTE_DISTANCE`] everywhere else.
+    /// Otherwise it must be square with one row per node, [`LOCAL_DISTANCE`] on the diagonal,
+    /// and [`MIN_REMOTE_DISTANCE`]..=[`MAX_REMOTE_DISTANCE`] elsewhere. Checked even for one
+    /// node, but the SLIT is only written when there are two or more.
+    pub numa_distances: Vec<Vec<u8>>,
 }
 
 /// Why the ACPI tables could not be created.
@@ -201,6 +262,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The NUMA nodes cannot be described in the SRAT as they are.
+    #[error("NUMA nodes (SRAT): {reason}")]
+    InvalidNuma {
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// The NUMA distance matrix cannot be written to the SLIT as it is.
+    #[error("NUMA distances (SLIT): {reason}")]
+    InvalidNumaDistances {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Writes the RSDP at `rsdp_addr` and the other tables after it, all below `end`, into `mem`;
@@ -234,6 +307,10 @@ pub fn create_acpi_tables<M: GuestMemory>(
     let mut listed = Vec::new();
     listed.push(area.add("FACP", fadt::build(cfg, dsdt_at)?)?);
     listed.push(area.add("APIC", madt::build(cfg)?)?);
+    listed.push(area.add("SRAT", srat::build(cfg)?)?);
+    if let Some(slit) = slit::build(cfg)? {
+        listed.push(area.add("SLIT", slit)?);
+    }
     if let Some(pci) = &cfg.pci {
         listed.push(area.add("MCFG", mcfg::build(pci))?);
     }

@@ -26,6 +26,18 @@ fn config(num_vcpus: u32, pci: Option<PciHostBridge>) -> AcpiConfig {
         ged_port: 0x610,
         ged_irq: 5,
         pci,
+        numa: vec![NumaNode {
+            proximity_domain: 0,
+            // At most 256 (the MADT refuses more before the SRAT is built, and u32::MAX
+            // vCPUs would not fit in memory here).
+            cpus: (0..num_vcpus.min(256)).collect(),
+            memory: vec![MemoryAffinity {
+                base: 0,
+                size: 512 << 20,
+                hotpluggable: false,
+            }],
+        }],
+        numa_distances: Vec::new(),
     }
 }
 
@@ -188,7 +200,11 @@ fn rsdp_and_xsdt_without_pci() {
     let (_mem, t) = create(&config(2, None));
     assert_eq!(&t.rsdp[9..15], b"ACCORD");
     assert_eq!(t.xsdt[8], 1, "XSDT revision");
-    assert_eq!(t.signatures(), vec![&b"FACP"[..], &b"APIC"[..]]);
+    assert_eq!(
+        t.signatures(),
+        vec![&b"FACP"[..], &b"APIC"[..], &b"SRAT"[..]]
+    );
+    assert!(t.find(b"SLIT").is_none(), "one node: no SLIT");
     assert!(t.find(b"MCFG").is_none());
     assert!(t.xsdt_addr > t.dsdt_addr);
 }
@@ -198,7 +214,7 @@ fn xsdt_lists_mcfg_with_pci() {
     let (_mem, t) = create(&config(2, Some(bridge())));
     assert_eq!(
         t.signatures(),
-        vec![&b"FACP"[..], &b"APIC"[..], &b"MCFG"[..]]
+        vec![&b"FACP"[..], &b"APIC"[..], &b"SRAT"[..], &b"MCFG"[..]]
     );
 }
 
@@ -964,13 +980,334 @@ fn inconsistent_pci_host_bridges_are_errors() {
     }
 }
 
+/// SRAT static resource allocation structures as byte slices, after the 48-byte header.
+fn srat_entries(srat: &[u8]) -> Vec<&[u8]> {
+    let mut entries = Vec::new();
+    let mut off = 48;
+    while off < srat.len() {
+        let len = srat[off + 1] as usize;
+        assert!(len >= 2 && off + len <= srat.len(), "bad SRAT entry");
+        entries.push(&srat[off..off + len]);
+        off += len;
+    }
+    entries
+}
+
+/// A range of boot RAM.
+fn ram(base: u64, size: u64) -> MemoryAffinity {
+    MemoryAffinity {
+        base,
+        size,
+        hotpluggable: false,
+    }
+}
+
+/// A virtio-mem device region.
+fn hotplug(base: u64, size: u64) -> MemoryAffinity {
+    MemoryAffinity {
+        base,
+        size,
+        hotpluggable: true,
+    }
+}
+
+/// Four vCPUs on two nodes, 4 GiB of boot RAM split around the 32-bit hole (the low part on
+/// node 0, the high part on node 1), and one virtio-mem region per node.
+fn two_nodes() -> AcpiConfig {
+    AcpiConfig {
+        numa: vec![
+            NumaNode {
+                proximity_domain: 0,
+                cpus: vec![0, 1],
+                memory: vec![ram(0, 3 << 30), hotplug(6 << 30, 2 << 30)],
+            },
+            NumaNode {
+                proximity_domain: 1,
+                cpus: vec![2, 3],
+                memory: vec![ram(4 << 30, 1 << 30), hotplug(8 << 30, 4 << 30)],
+            },
+        ],
+        ..config(4, None)
+    }
+}
+
+#[test]
+fn srat_header_is_revision_3_with_the_reserved_fields() {
+    let (_mem, t) = create(&config(1, None));
+    let srat = t.get(b"SRAT");
+    assert_eq!(srat[8], 3, "SRAT revision");
+    assert_eq!(
+        u32_at(srat, 36),
+        1,
+        "reserved, 1 for backward compatibility"
+    );
+    assert_eq!(u64_at(srat, 40), 0, "reserved");
+    assert_eq!(srat.len(), 48 + 16 + 40, "header, one vCPU, one RAM range");
+    assert_eq!(u32_at(srat, 4) as usize, srat.len(), "length field");
+    assert_eq!(sum(srat), 0, "checksum");
+}
+
+#[test]
+fn srat_of_one_node_has_every_vcpu_and_ram_range() {
+    let cfg = AcpiConfig {
+        numa: vec![NumaNode {
+            proximity_domain: 0,
+            cpus: (0..8).collect(),
+            memory: vec![ram(0, 3 << 30), ram(4 << 30, 1 << 30)],
+        }],
+        ..config(8, None)
+    };
+    let (_mem, t) = create(&cfg);
+    let srat = t.get(b"SRAT");
+    assert_eq!(srat.len(), 48 + 8 * 16 + 2 * 40);
+    let entries = srat_entries(srat);
+    assert_eq!(entries.len(), 10);
+    for (apic_id, e) in entries[..8].iter().enumerate() {
+        assert_eq!(
+            *e,
+            &[0, 16, 0, apic_id as u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]
+        );
+    }
+    for (e, (base, size)) in entries[8..].iter().zip([(0, 3 << 30), (4 << 30, 1 << 30)]) {
+        assert_eq!((e[0], e[1]), (1, 40));
+        assert_eq!(u32_at(e, 2), 0, "proximity domain");
+        assert_eq!(u64_at(e, 8), base);
+        assert_eq!(u64_at(e, 16), size);
+        assert_eq!(u32_at(e, 28), 1, "ENABLED, not HOT_PLUGGABLE");
+    }
+    assert!(t.find(b"SLIT").is_none(), "one node: no SLIT");
+}
+
+#[test]
+fn srat_of_two_nodes_with_a_hotplug_region_each() {
+    let (_mem, t) = create(&two_nodes());
+    let srat = t.get(b"SRAT");
+    assert_eq!(sum(srat), 0, "checksum");
+    assert_eq!(u32_at(srat, 4), 48 + 4 * 16 + 4 * 40);
+    assert_eq!(srat.len(), 48 + 4 * 16 + 4 * 40);
+
+    #[rustfmt::skip]
+    let expected: [&[u8]; 8] = [
+        // Processor Local APIC Affinity: type 0, length 16, PXM[7:0], APIC ID,
+        // flags (ENABLED), SAPIC EID, PXM[31:8], clock domain.
+        &[0, 16, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0, 16, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0, 16, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0, 16, 1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        // Memory Affinity: type 1, length 40, PXM, reserved (2), base low, base high,
+        // length low, length high, reserved (4), flags, reserved (8).
+        // Node 0 boot RAM: 0 + 3 GiB, ENABLED.
+        &[1, 40, 0, 0, 0, 0, 0, 0,
+          0, 0, 0, 0, 0, 0, 0, 0,
+          0, 0, 0, 0xc0, 0, 0, 0, 0,
+          0, 0, 0, 0, 1, 0, 0, 0,
+          0, 0, 0, 0, 0, 0, 0, 0],
+        // Node 1 boot RAM: 4 GiB + 1 GiB, ENABLED.
+        &[1, 40, 1, 0, 0, 0, 0, 0,
+          0, 0, 0, 0, 1, 0, 0, 0,
+          0, 0, 0, 0x40, 0, 0, 0, 0,
+          0, 0, 0, 0, 1, 0, 0, 0,
+          0, 0, 0, 0, 0, 0, 0, 0],
+        // Node 0 virtio-mem region: 6 GiB + 2 GiB, ENABLED | HOT_PLUGGABLE.
+        &[1, 40, 0, 0, 0, 0, 0, 0,
+          0, 0, 0, 0x80, 1, 0, 0, 0,
+          0, 0, 0, 0x80, 0, 0, 0, 0,
+          0, 0, 0, 0, 3, 0, 0, 0,
+          0, 0, 0, 0, 0, 0, 0, 0],
+        // Node 1 virtio-mem region: 8 GiB + 4 GiB, ENABLED | HOT_PLUGGABLE.
+        &[1, 40, 1, 0, 0, 0, 0, 0,
+          0, 0, 0, 0, 2, 0, 0, 0,
+          0, 0, 0, 0, 1, 0, 0, 0,
+          0, 0, 0, 0, 3, 0, 0, 0,
+          0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    assert_eq!(srat_entries(srat), expected);
+}
+
+#[test]
+fn srat_does_not_depend_on_the_order_of_nodes_cpus_and_ranges() {
+    let mut shuffled = two_nodes();
+    shuffled.numa.reverse();
+    for node in &mut shuffled.numa {
+        node.cpus.reverse();
+        node.memory.reverse();
+    }
+    let (_mem, a) = create(&two_nodes());
+    let (_mem, b) = create(&shuffled);
+    assert_eq!(a.get(b"SRAT"), b.get(b"SRAT"));
+    assert_eq!(a.get(b"SLIT"), b.get(b"SLIT"));
+}
+
+#[test]
+fn nodes_with_only_memory_or_only_vcpus_are_accepted() {
+    let cfg = AcpiConfig {
+        numa: vec![
+            NumaNode {
+                proximity_domain: 0,
+                cpus: vec![0, 1],
+                memory: vec![],
+            },
+            NumaNode {
+                proximity_domain: 1,
+                cpus: vec![],
+                memory: vec![ram(0, 512 << 20), hotplug(4 << 30, 1 << 30)],
+            },
+        ],
+        ..config(2, None)
+    };
+    let (_mem, t) = create(&cfg);
+    let entries = srat_entries(t.get(b"SRAT"));
+    assert_eq!(entries.len(), 4);
+    assert_eq!((entries[0][2], entries[1][2]), (0, 0), "vCPUs on node 0");
+    assert_eq!((u32_at(entries[2], 2), u32_at(entries[3], 2)), (1, 1));
+}
+
+#[test]
+fn proximity_domains_above_255_use_the_high_bytes() {
+    // 300 nodes, vCPU 0 on the last one, 2 MiB of RAM each.
+    let numa: Vec<NumaNode> = (0..300u32)
+        .map(|pxm| NumaNode {
+            proximity_domain: pxm,
+            cpus: if pxm == 299 { vec![0] } else { vec![] },
+            memory: vec![ram(u64::from(pxm) << 21, 2 << 20)],
+        })
+        .collect();
+    let (_mem, t) = create(&AcpiConfig {
+        numa,
+        ..config(1, None)
+    });
+    let entries = srat_entries(t.get(b"SRAT"));
+    assert_eq!(entries.len(), 301);
+    // PXM 299 = 0x12b: bits 7:0 at offset 2, bits 31:8 at offsets 9..12.
+    assert_eq!(
+        entries[0],
+        &[0, 16, 0x2b, 0, 1, 0, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0][..]
+    );
+    assert_eq!(u32_at(entries[300], 2), 299);
+    let slit = t.get(b"SLIT");
+    assert_eq!(u64_at(slit, 36), 300);
+    assert_eq!(slit.len(), 44 + 300 * 300);
+}
+
+#[test]
+fn slit_is_written_for_two_nodes_with_default_distances() {
+    let (_mem, t) = create(&two_nodes());
+    assert_eq!(
+        t.signatures(),
+        vec![&b"FACP"[..], &b"APIC"[..], &b"SRAT"[..], &b"SLIT"[..]]
+    );
+    let slit = t.get(b"SLIT");
+    assert_eq!(slit[8], 1, "SLIT revision");
+    assert_eq!(u32_at(slit, 4), 48);
+    assert_eq!(slit.len(), 48);
+    assert_eq!(sum(slit), 0, "checksum");
+    assert_eq!(u64_at(slit, 36), 2, "localities");
+    assert_eq!(&slit[44..], &[10, 20, 20, 10]);
+}
+
+#[test]
+fn slit_keeps_a_given_matrix_even_when_asymmetric() {
+    let mut cfg = two_nodes();
+    cfg.numa.push(NumaNode {
+        proximity_domain: 2,
+        cpus: vec![],
+        memory: vec![hotplug(16 << 30, 1 << 30)],
+    });
+    cfg.numa_distances = vec![vec![10, 15, 30], vec![25, 10, 11], vec![31, 254, 10]];
+    let (_mem, t) = create(&cfg);
+    let slit = t.get(b"SLIT");
+    assert_eq!(slit.len(), 44 + 9);
+    assert_eq!(u64_at(slit, 36), 3);
+    assert_eq!(&slit[44..], &[10, 15, 30, 25, 10, 11, 31, 254, 10]);
+}
+
+#[test]
+fn a_one_node_matrix_is_checked_but_writes_no_slit() {
+    let cfg = AcpiConfig {
+        numa_distances: vec![vec![10]],
+        ..config(2, None)
+    };
+    let (_mem, t) = create(&cfg);
+    assert!(t.find(b"SLIT").is_none());
+}
+
+#[test]
+fn bad_distance_matrices_are_rejected() {
+    let cases: [(usize, Vec<Vec<u8>>); 11] = [
+        (2, vec![vec![10, 20]]),                             // too few rows
+        (2, vec![vec![10, 20], vec![20, 10], vec![20, 20]]), // too many rows
+        (2, vec![vec![10, 20], vec![20]]),                   // short row
+        (2, vec![vec![10, 20, 20], vec![20, 10, 20]]),       // long rows
+        (2, vec![vec![11, 20], vec![20, 10]]),               // diagonal not 10
+        (2, vec![vec![10, 20], vec![20, 0]]),                // diagonal not 10
+        (2, vec![vec![10, 10], vec![20, 10]]),               // 10 between two nodes
+        (2, vec![vec![10, 20], vec![9, 10]]),                // reserved value
+        (2, vec![vec![10, 0], vec![20, 10]]),                // reserved value
+        (2, vec![vec![10, 255], vec![255, 10]]),             // "unreachable"
+        (1, vec![vec![20]]),                                 // one node, diagonal not 10
+    ];
+    for (nodes, distances) in cases {
+        let mut cfg = two_nodes();
+        cfg.numa.truncate(nodes);
+        if nodes == 1 {
+            cfg.numa[0].cpus = (0..4).collect();
+        }
+        cfg.numa_distances = distances.clone();
+        let mem = low_memory();
+        let err = create_acpi_tables(&mem, RSDP_ADDR, AREA_END, &cfg).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidNumaDistances { .. }),
+            "{distances:?}: {err}"
+        );
+        assert!(read(&mem, RSDP_ADDR.0, 0x1000).iter().all(|b| *b == 0));
+    }
+}
+
+#[test]
+fn bad_numa_nodes_are_rejected() {
+    type BreakConfig = fn(&mut AcpiConfig);
+    let cases: [(BreakConfig, &str); 11] = [
+        (|c| c.numa.clear(), "no node"),
+        (|c| c.numa[1].proximity_domain = 2, "proximity domains"),
+        (|c| c.numa[1].proximity_domain = 0, "proximity domains"),
+        (|c| c.numa[1].cpus.push(1), "listed twice"),
+        (|c| c.numa[0].cpus.push(0), "listed twice"),
+        (
+            |c| c.numa[0].cpus.retain(|&id| id != 0),
+            "APIC ID 0 is in no",
+        ),
+        (
+            |c| c.numa[1].cpus.retain(|&id| id != 3),
+            "APIC ID 3 is in no",
+        ),
+        (|c| c.numa[1].cpus.push(4), "APIC IDs are 0..4"),
+        (|c| c.numa[0].memory.push(ram(1 << 40, 0)), "empty"),
+        (|c| c.numa[0].memory.push(ram(u64::MAX, 2)), "wraps"),
+        // Node 1's region would overlap node 0's (6 GiB + 2 GiB).
+        (|c| c.numa[1].memory[1].base = 7 << 30, "overlaps"),
+    ];
+    for (break_it, what) in cases {
+        let mut cfg = two_nodes();
+        break_it(&mut cfg);
+        let mem = low_memory();
+        let err = create_acpi_tables(&mem, RSDP_ADDR, AREA_END, &cfg).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidNuma { reason } if reason.contains(what)),
+            "expected '{what}', got: {err}"
+        );
+        assert!(read(&mem, RSDP_ADDR.0, 0x1000).iter().all(|b| *b == 0));
+    }
+}
+
 /// Writes the tables to `$ACPI_DUMP_DIR`, one `.dat` file per table, for checking them with
-/// ACPICA by hand: `pci-*.dat` for a machine with a PCI host bridge, `nopci-*.dat` without.
+/// ACPICA by hand: `pci-*.dat` for a machine with a PCI host bridge, `nopci-*.dat` without,
+/// `numa-*.dat` for two NUMA nodes with a virtio-mem region each (the SRAT and SLIT).
 ///
 /// ```text
 /// ACPI_DUMP_DIR=/tmp/acpi cargo test -p acpi -- --ignored dump_tables
 /// cd /tmp/acpi && iasl -d *.dat && grep -n 'COM1\|_S5_\|PCI0\|GED_\|PWRB' pci-dsdt.dsl
 /// acpiexec -b 'evaluate \_S5; evaluate \_SB.PCI0._CRS; evaluate \_SB.GED._CRS' pci-dsdt.dat
+/// iasl -d numa-srat.dat && iasl -d numa-slit.dat    # one table per run
 /// ```
 ///
 /// (iasl cannot disassemble the RSDP on its own; the unit tests check it.)
@@ -978,8 +1315,13 @@ fn inconsistent_pci_host_bridges_are_errors() {
 #[ignore = "writes files; run by hand with ACPI_DUMP_DIR set"]
 fn dump_tables() {
     let dir = std::env::var("ACPI_DUMP_DIR").expect("set ACPI_DUMP_DIR");
-    for (prefix, pci) in [("pci", Some(bridge())), ("nopci", None)] {
-        let (_mem, t) = create(&config(4, pci));
+    let configs = [
+        ("pci", config(4, Some(bridge()))),
+        ("nopci", config(4, None)),
+        ("numa", two_nodes()),
+    ];
+    for (prefix, cfg) in configs {
+        let (_mem, t) = create(&cfg);
         let mut all = vec![
             ("rsdp".to_string(), t.rsdp.clone()),
             ("xsdt".to_string(), t.xsdt.clone()),

@@ -146,6 +146,20 @@ impl Vm {
             ged_port: GED_PORT,
             ged_irq: GED_GSI,
             pci: None,
+            // No NUMA configuration yet: one node 0 with every vCPU and all boot RAM.
+            numa: vec![acpi::NumaNode {
+                proximity_domain: 0,
+                cpus: (0..self.config.cpus.boot_vcpus).collect(),
+                memory: arch::layout::ram_ranges(self.memory.ram_size())
+                    .into_iter()
+                    .map(|(base, size)| acpi::MemoryAffinity {
+                        base,
+                        size,
+                        hotpluggable: false,
+                    })
+                    .collect(),
+            }],
+            numa_distances: Vec::new(),
         }
     }
 
