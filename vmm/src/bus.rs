@@ -3,11 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// A device that answers guest accesses to its range. `offset` is relative to the range.
-pub trait BusDevice: Send {
-    fn read(&mut self, offset: u64, data: &mut [u8]);
-    fn write(&mut self, offset: u64, data: &[u8]);
-}
+/// A device that answers guest accesses to its range (`offset` is relative to the range);
+/// defined in the `pci` crate so that PCI and virtio devices can sit on these buses too.
+pub use pci::BusDevice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
