@@ -8,11 +8,13 @@
 //! - [`request`]: the request and response wire formats.
 //! - [`state`]: the device's memory state and the request-handling rules.
 //! - [`discard`]: a [`BlockBackend`] over real host memory (`madvise`, `fallocate`).
+//! - [`chain`]: one descriptor chain of the guest-request queue, read, handled and answered.
 //!
 //! What a transport does with it: see the [`state`] module documentation and
 //! [`VirtioMemState`].
 
 pub mod bitmap;
+pub mod chain;
 pub mod config;
 pub mod discard;
 pub mod request;
@@ -24,6 +26,7 @@ pub mod harness;
 pub mod testutil;
 
 pub use bitmap::BlockBitmap;
+pub use chain::{handle_chain, ChainError};
 pub use config::{
     device_features, features_acceptable, VirtioMemConfig, CONFIG_SPACE_SIZE, VIRTIO_F_VERSION_1,
     VIRTIO_ID_MEM, VIRTIO_MEM_F_ACPI_PXM, VIRTIO_MEM_F_PERSISTENT_SUSPEND,
