@@ -40,6 +40,11 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // No transparent huge pages: khugepaged could otherwise collapse a half-discarded
+        // 2 MiB range and populate its holes while a test counts resident pages. (Hugetlb
+        // mappings refuse the advice, which is fine.)
+        // SAFETY: advice on the mapping just created; it changes no content.
+        unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };
         Ok(Mapping {
             ptr: ptr.cast(),
             len,
