@@ -1,0 +1,43 @@
+//! The transport-independent core of the virtio-mem device (device ID 24).
+//!
+//! Everything here follows `shared/reference/virtio-mem.md` (the specification digest); doc
+//! comments cite its rule numbers (§1.3 and so on).
+//!
+//! - [`config`]: the configuration space layout and the feature bits.
+//! - [`bitmap`]: the packed bitmap of plugged blocks.
+//! - [`request`]: the request and response wire formats.
+//! - [`state`]: the device's memory state and the request-handling rules.
+//! - [`discard`]: a [`BlockBackend`] over real host memory (`madvise`, `fallocate`).
+//! - [`chain`]: one descriptor chain of the guest-request queue, read, handled and answered.
+//!
+//! What a transport does with it: see the [`state`] module documentation and
+//! [`VirtioMemState`].
+
+pub mod bitmap;
+pub mod chain;
+pub mod config;
+pub mod discard;
+pub mod request;
+pub mod state;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod testutil;
+
+pub use bitmap::BlockBitmap;
+pub use chain::{handle_chain, ChainError};
+pub use config::{
+    device_features, features_acceptable, VirtioMemConfig, CONFIG_SPACE_SIZE, VIRTIO_F_VERSION_1,
+    VIRTIO_ID_MEM, VIRTIO_MEM_F_ACPI_PXM, VIRTIO_MEM_F_PERSISTENT_SUSPEND,
+    VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE,
+};
+pub use discard::{Backing, DiscardError, HostMemoryBackend};
+pub use request::{
+    BlockState, Request, RequestError, RequestType, Response, ResponseType, REQUEST_SIZE,
+    RESPONSE_SIZE,
+};
+pub use state::{
+    BlockBackend, Counters, MemGeometry, NoopBackend, ResizeError, SetupError, VirtioMemState,
+    USABLE_REGION_MARGIN,
+};
