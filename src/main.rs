@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use vmm::api::socket::ApiSocketConfig;
 use vmm::config::{
-    ConfigError, ConsoleConfig, CpusConfig, MemoryConfig, OptionParser, PayloadConfig, VmConfig,
+    ConfigError, ConsoleConfig, CpusConfig, MemoryConfig, MemoryZoneConfig, NumaConfig,
+    OptionParser, PayloadConfig, VmConfig,
 };
 use vmm::{ExitStatus, VmmOptions};
 
@@ -51,6 +52,20 @@ fn cli() -> Command {
                 .value_name("size=SIZE")
                 .default_value("size=512M")
                 .help("Boot RAM; sizes take K, M or G suffixes"),
+        )
+        .arg(
+            Arg::new("memory-zone")
+                .long("memory-zone")
+                .value_name("id=ID,size=SIZE[,hotplug_size=SIZE]...")
+                .action(ArgAction::Append)
+                .help("A memory zone (use with --memory size=0); repeat for more zones"),
+        )
+        .arg(
+            Arg::new("numa")
+                .long("numa")
+                .value_name("guest_numa_id=N,cpus=LIST,memory_zones=ID[:ID]")
+                .action(ArgAction::Append)
+                .help("A guest NUMA node; repeat for more nodes"),
         )
         .arg(
             Arg::new("serial")
@@ -148,7 +163,13 @@ fn options_from(m: &ArgMatches) -> Result<VmmOptions, ConfigError> {
 fn config_from(m: &ArgMatches) -> Result<VmConfig, ConfigError> {
     Ok(VmConfig {
         cpus: CpusConfig::parse(&string(m, "cpus"))?,
-        memory: MemoryConfig::parse(&string(m, "memory"))?,
+        memory: MemoryConfig {
+            zones: m
+                .get_many::<String>("memory-zone")
+                .map(|zones| zones.map(|z| MemoryZoneConfig::parse(z)).collect())
+                .transpose()?,
+            ..MemoryConfig::parse(&string(m, "memory"))?
+        },
         payload: PayloadConfig {
             kernel: PathBuf::from(string(m, "kernel")),
             initramfs: m.get_one::<String>("initramfs").map(PathBuf::from),
@@ -156,6 +177,10 @@ fn config_from(m: &ArgMatches) -> Result<VmConfig, ConfigError> {
         },
         serial: ConsoleConfig::parse("--serial", &string(m, "serial"))?,
         console: ConsoleConfig::parse("--console", &string(m, "console"))?,
+        numa: m
+            .get_many::<String>("numa")
+            .map(|nodes| nodes.map(|n| NumaConfig::parse(n)).collect())
+            .transpose()?,
     })
 }
 

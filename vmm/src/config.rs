@@ -49,20 +49,10 @@ impl Default for CpusConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryConfig {
-    /// Boot RAM in bytes.
-    pub size: u64,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            size: DEFAULT_MEMORY_SIZE,
-        }
-    }
-}
+pub use crate::memory_config::{
+    HotplugMethod, MemoryConfig, MemoryZoneConfig, NumaConfig, NumaDistance, DEFAULT_BLOCK_SIZE,
+    DEFAULT_MEMORY_SIZE,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +105,9 @@ pub struct VmConfig {
     pub serial: ConsoleConfig,
     #[serde(default = "ConsoleConfig::off")]
     pub console: ConsoleConfig,
+    /// Guest NUMA nodes (`--numa`); none means one node with everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Vec<NumaConfig>>,
 }
 
 /// `key=value,key=value` as Cloud Hypervisor writes its options. A bare word is a key with
@@ -204,17 +197,6 @@ impl CpusConfig {
     }
 }
 
-impl MemoryConfig {
-    pub fn parse(value: &str) -> Result<Self> {
-        let p = OptionParser::parse("--memory", value, &["size"])?;
-        let size = p.get_size("size")?.unwrap_or(DEFAULT_MEMORY_SIZE);
-        Ok(MemoryConfig { size })
-    }
-}
-
-/// 512 MiB, as Cloud Hypervisor.
-pub const DEFAULT_MEMORY_SIZE: u64 = 512 << 20;
-
 impl ConsoleConfig {
     /// `off`, `tty` or `file=PATH`.
     pub fn parse(option: &str, value: &str) -> Result<Self> {
@@ -269,13 +251,14 @@ impl VmConfig {
                 ));
             }
         }
+        crate::memory_config::validate(self)?;
         let min = arch::layout::MIN_RAM_SIZE;
-        if self.memory.size < min {
+        if self.memory.boot_ram() < min {
             return Err(ConfigError::new(
                 "--memory",
                 format!(
-                    "size={} is below the minimum of {} MiB",
-                    self.memory.size,
+                    "boot RAM of {} bytes is below the minimum of {} MiB",
+                    self.memory.boot_ram(),
                     min >> 20
                 ),
             ));
@@ -366,7 +349,10 @@ mod tests {
                 boot_vcpus: 1,
                 max_vcpus: None,
             },
-            memory: MemoryConfig { size: 512 << 20 },
+            memory: MemoryConfig {
+                size: 512 << 20,
+                ..Default::default()
+            },
             payload: PayloadConfig {
                 kernel: PathBuf::from("/proc/self/exe"),
                 initramfs: None,
@@ -374,6 +360,7 @@ mod tests {
             },
             serial: ConsoleConfig::off(),
             console: ConsoleConfig::off(),
+            numa: None,
         }
     }
 

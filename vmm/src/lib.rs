@@ -6,6 +6,7 @@ pub mod config;
 pub mod devices;
 pub mod event_monitor;
 pub mod logger;
+pub mod memory_config;
 pub mod memory_manager;
 pub mod stdin_forwarder;
 pub mod vcpu_manager;

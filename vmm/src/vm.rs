@@ -83,7 +83,7 @@ impl Vm {
     ) -> Result<Self, VmError> {
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
-        let memory = MemoryManager::new(&vm, config.memory.size)?;
+        let memory = MemoryManager::new(&vm, config.memory.boot_ram())?;
         let buses = Arc::new(Buses::default());
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;

@@ -237,13 +237,13 @@ impl Vmm {
             .vm
             .as_ref()
             .map(Vm::memory_actual_size)
-            .unwrap_or(config.memory.size);
+            .unwrap_or(config.memory.boot_ram());
         Ok(Some(json!({
             "config": config,
             "state": self.state_name(),
             "memory_actual_size": memory_actual_size,
             "memory": {
-                "boot_ram": config.memory.size,
+                "boot_ram": config.memory.boot_ram(),
                 "devices": [],
             },
         })))
