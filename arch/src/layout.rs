@@ -4,8 +4,13 @@
 //! 0        .. 640 KiB   RAM: GDT, PVH start info, zero page, page tables, command line
 //! 640 KiB  .. 1 MiB     legacy hole; ACPI tables at 0xe0000, reset vector stub at 0xffff0
 //! 1 MiB    .. min(ram, 3 GiB)  RAM: kernel and initramfs
-//! 3 GiB    .. 4 GiB     32-bit MMIO: PCI, IOAPIC, LAPIC
+//! 3 GiB    .. 3.625 GiB 32-bit PCI MMIO window (BARs)
+//! 3.625 GiB .. 3.875 GiB PCI ECAM (256 buses), described by the MCFG
+//! 4 GiB - 20 MiB ..     IOAPIC, LAPIC
 //! 4 GiB    .. 4 GiB + the rest of boot RAM
+//! next 1 GiB boundary   one region per virtio-mem device, each aligned to
+//!                       max(block size, 128 MiB); not in e820, HOT_PLUGGABLE in the SRAT
+//! next 1 GiB boundary   64-bit PCI MMIO window
 //! ```
 
 /// Boot GDT (4 entries).
@@ -45,6 +50,18 @@ pub const HIGH_RAM_START: u64 = 0x10_0000;
 pub const MEM_32BIT_GAP_START: u64 = 0xc000_0000;
 /// Start of RAM above 4 GiB.
 pub const RAM_64BIT_START: u64 = 0x1_0000_0000;
+/// 32-bit PCI MMIO window, for BARs that must sit below 4 GiB.
+pub const PCI_MMIO32_START: u64 = MEM_32BIT_GAP_START;
+pub const PCI_MMIO32_SIZE: u64 = 640 << 20;
+/// PCI Express enhanced configuration space (ECAM): 1 MiB per bus.
+pub const PCI_ECAM_START: u64 = PCI_MMIO32_START + PCI_MMIO32_SIZE;
+pub const PCI_ECAM_SIZE: u64 = 256 << 20;
+/// The 64-bit PCI MMIO window's size; it starts after the virtio-mem regions.
+pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
+/// virtio-mem regions start at a 1 GiB boundary after boot RAM, and each is aligned to at
+/// least this (Linux adds memory in 128 MiB sections on x86-64).
+pub const DEVICE_REGION_MIN_ALIGN: u64 = 128 << 20;
+const GIB: u64 = 1 << 30;
 /// I/O APIC and local APIC register windows.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const APIC_START: u64 = 0xfee0_0000;
@@ -63,6 +80,41 @@ pub fn ram_ranges(ram_size: u64) -> Vec<(u64, u64)> {
     }
 }
 
+/// End (exclusive) of the highest boot RAM range.
+pub fn ram_end(ram_size: u64) -> u64 {
+    ram_ranges(ram_size)
+        .last()
+        .map(|&(start, size)| start + size)
+        .unwrap_or(0)
+}
+
+/// Rounds `addr` up to a multiple of `align` (a power of two), or None on overflow.
+pub fn align_up(addr: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    addr.checked_add(align - 1).map(|a| a & !(align - 1))
+}
+
+/// Places device memory regions of `sizes` bytes after `ram_size` bytes of boot RAM, each
+/// aligned to max(`block_size`, 128 MiB); returns their start addresses and the start of
+/// the 64-bit PCI window that follows them, or None if the layout does not fit in 64 bits.
+pub fn place_device_regions(
+    ram_size: u64,
+    block_size: u64,
+    sizes: &[u64],
+) -> Option<(Vec<u64>, u64)> {
+    let align = block_size.max(DEVICE_REGION_MIN_ALIGN);
+    let mut next = align_up(ram_end(ram_size).max(RAM_64BIT_START), GIB)?;
+    let mut starts = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let start = align_up(next, align)?;
+        starts.push(start);
+        next = start.checked_add(size)?;
+    }
+    let mmio64 = align_up(next, GIB)?;
+    mmio64.checked_add(PCI_MMIO64_SIZE)?;
+    Some((starts, mmio64))
+}
+
 /// End (exclusive) of RAM below the 32-bit hole.
 pub fn low_ram_end(ram_size: u64) -> u64 {
     ram_size.min(MEM_32BIT_GAP_START)
@@ -78,6 +130,7 @@ const _: () = {
     assert!(PDE_START + 4 * 4096 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     assert!(ACPI_END <= FIRMWARE_END);
+    assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
 };
 
 #[cfg(test)]
@@ -95,5 +148,23 @@ mod tests {
         let r = ram_ranges(4 << 30);
         assert_eq!(r, vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
         assert_eq!(low_ram_end(4 << 30), 3 << 30);
+    }
+
+    #[test]
+    fn device_regions_follow_boot_ram_aligned() {
+        // 1 GiB of boot RAM: regions start at the first 1 GiB boundary above 4 GiB.
+        let (starts, mmio64) =
+            place_device_regions(1 << 30, 2 << 20, &[3 << 30, 100 << 20]).unwrap();
+        assert_eq!(starts, vec![4 << 30, 7 << 30]);
+        // 100 MiB region ends at 7 GiB + 100 MiB; the PCI window is at the next GiB.
+        assert_eq!(mmio64, 8 << 30);
+        // 4.5 GiB of boot RAM ends at 5.5 GiB: the regions start at 6 GiB; 1 GiB blocks align.
+        let (starts, _) = place_device_regions(4608 << 20, 1 << 30, &[1 << 30, 1 << 30]).unwrap();
+        assert_eq!(starts, vec![6 << 30, 7 << 30]);
+        // Odd sizes still give aligned starts.
+        let (starts, _) = place_device_regions(1 << 30, 2 << 20, &[130 << 20, 2 << 20]).unwrap();
+        assert_eq!(starts[1] % (128 << 20), 0);
+        assert!(starts[1] >= starts[0] + (130 << 20));
+        assert!(place_device_regions(1 << 30, 2 << 20, &[u64::MAX - (1 << 30)]).is_none());
     }
 }

@@ -8,6 +8,7 @@ pub mod event_monitor;
 pub mod logger;
 pub mod memory_config;
 pub mod memory_manager;
+pub mod numa;
 pub mod stdin_forwarder;
 pub mod vcpu_manager;
 pub mod vm;

@@ -1,69 +1,293 @@
-//! Guest RAM: the boot RAM ranges of the layout, mapped into the VM as memslots.
+//! Guest memory: boot RAM (the layout's ranges, split among memory zones) and one device
+//! region per virtio-mem device, each mapped into the VM as memslots. Device regions are
+//! reserved with `MAP_NORESERVE`: they cost nothing until the guest plugs and touches blocks,
+//! and unplugged blocks are given back (see virtio-devices' discard backend).
 
+use std::fs::File;
+use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
 use hypervisor::MemoryRegion;
+use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MemoryRegionAddress,
 };
+
+use crate::config::VmConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("cannot allocate {size} bytes of guest RAM: {reason}")]
+    #[error("cannot allocate {size} bytes of guest memory: {reason}")]
     Allocate { size: u64, reason: String },
-    #[error("cannot map guest RAM at {addr:#x} into the VM: {source}")]
+    #[error("cannot map guest memory at {addr:#x} into the VM: {source}")]
     Map {
         addr: u64,
         #[source]
         source: hypervisor::HypervisorError,
     },
+    #[error("--memory: the virtio-mem regions do not fit in the guest's address space")]
+    Layout,
 }
 
-/// Owns guest RAM and the memslots that expose it.
+/// How a mapping is backed, for discarding unplugged blocks.
+#[derive(Clone, Debug)]
+pub enum Backing {
+    PrivateAnonymous,
+    /// A memfd (hugetlb or not) mapped shared from offset 0.
+    SharedFile(Arc<File>),
+    /// A hugetlb memfd mapped private from offset 0.
+    PrivateFile(Arc<File>),
+}
+
+/// One virtio-mem device's region of guest physical memory.
+#[derive(Clone, Debug)]
+pub struct DeviceRegion {
+    pub addr: u64,
+    pub size: u64,
+    /// Plugged at boot.
+    pub hotplugged_size: u64,
+    pub block_size: u64,
+    pub host_addr: u64,
+    pub backing: Backing,
+    pub page_size: u64,
+    pub prefault: bool,
+}
+
+/// A memory zone: boot RAM on one node, and possibly a virtio-mem device.
+#[derive(Clone, Debug)]
+pub struct MemoryZone {
+    /// The `--memory-zone` id, or `default` for `--memory`.
+    pub id: String,
+    /// Guest NUMA node (0 without `--numa`).
+    pub node: u32,
+    /// Boot RAM ranges (start, size) of this zone.
+    pub boot_ranges: Vec<(u64, u64)>,
+    pub device: Option<DeviceRegion>,
+}
+
+/// Owns guest memory and the memslots that expose it.
 pub struct MemoryManager {
     guest_memory: GuestMemoryMmap,
     ram_size: u64,
+    zones: Vec<MemoryZone>,
     slots: Vec<MemoryRegion>,
+    mmio64_start: u64,
+}
+
+/// What a zone asks for, before placement.
+struct ZoneRequest {
+    id: String,
+    node: u32,
+    boot_size: u64,
+    hotplug: Option<(u64, u64)>,
+    shared: bool,
+    hugepages: bool,
+    prefault: bool,
+}
+
+fn zone_requests(config: &VmConfig) -> Vec<ZoneRequest> {
+    let m = &config.memory;
+    let node_of = |zone: &str| {
+        config
+            .numa
+            .iter()
+            .flatten()
+            .find(|n| n.memory_zones.iter().flatten().any(|z| z == zone))
+            .map(|n| n.guest_numa_id)
+            .unwrap_or(0)
+    };
+    match &m.zones {
+        Some(zones) => zones
+            .iter()
+            .map(|z| ZoneRequest {
+                id: z.id.clone(),
+                node: node_of(&z.id),
+                boot_size: z.size,
+                hotplug: z.hotplug_size.map(|h| (h, z.hotplugged_size.unwrap_or(0))),
+                shared: z.shared || m.shared,
+                hugepages: z.hugepages || m.hugepages,
+                prefault: z.prefault || m.prefault,
+            })
+            .collect(),
+        None => vec![ZoneRequest {
+            id: "default".into(),
+            node: 0,
+            boot_size: m.size,
+            hotplug: m.hotplug_size.map(|h| (h, m.hotplugged_size.unwrap_or(0))),
+            shared: m.shared,
+            hugepages: m.hugepages,
+            prefault: m.prefault,
+        }],
+    }
+}
+
+/// Splits the boot RAM ranges among zones of `sizes` bytes, in order.
+fn split_ranges(ranges: &[(u64, u64)], sizes: &[u64]) -> Vec<Vec<(u64, u64)>> {
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut iter = ranges.iter().copied();
+    let mut current = iter.next();
+    for &size in sizes {
+        let mut left = size;
+        let mut mine = Vec::new();
+        while left > 0 {
+            let Some((start, len)) = current else { break };
+            let take = left.min(len);
+            mine.push((start, take));
+            left -= take;
+            current = if take == len {
+                iter.next()
+            } else {
+                Some((start + take, len - take))
+            };
+        }
+        out.push(mine);
+    }
+    out
+}
+
+const HUGE_PAGE_SIZE: u64 = 2 << 20;
+
+/// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
+/// Device regions are `MAP_NORESERVE`.
+fn map(
+    size: u64,
+    shared: bool,
+    hugepages: bool,
+    noreserve: bool,
+) -> Result<(vm_memory::mmap::MmapRegion, Backing), MemoryError> {
+    let fail = |reason: String| MemoryError::Allocate { size, reason };
+    let len = usize::try_from(size).map_err(|_| fail("too large for this host".into()))?;
+    let mut flags = if noreserve { libc::MAP_NORESERVE } else { 0 };
+    let (file, backing) = if shared || hugepages {
+        let mut memfd_flags = libc::MFD_CLOEXEC;
+        if hugepages {
+            memfd_flags |= libc::MFD_HUGETLB;
+        }
+        // SAFETY: the name is a NUL-terminated literal; memfd_create returns a new descriptor
+        // or -1.
+        let fd = unsafe { libc::memfd_create(c"accordion-guest-ram".as_ptr(), memfd_flags) };
+        if fd < 0 {
+            return Err(fail(format!(
+                "memfd_create: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` is the new descriptor from memfd_create, owned from here on.
+        let file = Arc::new(unsafe { File::from_raw_fd(fd) });
+        file.set_len(size)
+            .map_err(|e| fail(format!("sizing the memfd: {e}")))?;
+        if shared {
+            flags |= libc::MAP_SHARED;
+            (Some(file.clone()), Backing::SharedFile(file))
+        } else {
+            flags |= libc::MAP_PRIVATE;
+            (Some(file.clone()), Backing::PrivateFile(file))
+        }
+    } else {
+        flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        (None, Backing::PrivateAnonymous)
+    };
+    let mut builder = MmapRegionBuilder::new(len)
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(flags);
+    if let Some(file) = &file {
+        builder = builder.with_file_offset(FileOffset::from_arc(file.clone(), 0));
+    }
+    let region = builder.build().map_err(|e| {
+        fail(if hugepages {
+            format!("{e} (are enough 2 MiB huge pages reserved?)")
+        } else {
+            e.to_string()
+        })
+    })?;
+    Ok((region, backing))
 }
 
 impl MemoryManager {
-    /// Allocates `ram_size` bytes of boot RAM (private anonymous memory, populated on first
-    /// touch) and maps it into `vm`.
-    pub fn new(vm: &Arc<dyn hypervisor::Vm>, ram_size: u64) -> Result<Self, MemoryError> {
-        let ranges: Vec<(GuestAddress, usize)> = arch::layout::ram_ranges(ram_size)
-            .into_iter()
-            .map(|(start, size)| (GuestAddress(start), size as usize))
+    /// Allocates boot RAM and the virtio-mem regions `config` asks for, and maps them into
+    /// `vm`.
+    pub fn new(vm: &Arc<dyn hypervisor::Vm>, config: &VmConfig) -> Result<Self, MemoryError> {
+        let requests = zone_requests(config);
+        let ram_size = config.memory.boot_ram();
+        let block_size = config.memory.block_size;
+        let boot_ranges = arch::layout::ram_ranges(ram_size);
+        let sizes: Vec<u64> = requests.iter().map(|z| z.boot_size).collect();
+        let per_zone = split_ranges(&boot_ranges, &sizes);
+        let hotplug_sizes: Vec<u64> = requests
+            .iter()
+            .filter_map(|z| z.hotplug.map(|h| h.0))
             .collect();
+        let (device_starts, mmio64_start) =
+            arch::layout::place_device_regions(ram_size, block_size, &hotplug_sizes)
+                .ok_or(MemoryError::Layout)?;
+
+        let any_file = requests.iter().any(|z| z.shared || z.hugepages);
+        let mut regions = Vec::new();
+        // Boot RAM: one mapping per range; shared or hugepages if any zone wants it.
+        let (shared, hugepages) = (
+            requests.iter().any(|z| z.shared),
+            requests.iter().any(|z| z.hugepages),
+        );
+        for &(start, size) in &boot_ranges {
+            let (mapping, _) = if any_file {
+                map(size, shared, hugepages, false)?
+            } else {
+                map(size, false, false, false)?
+            };
+            regions.push(
+                GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
+            );
+        }
+        let mut zones = Vec::with_capacity(requests.len());
+        let mut starts = device_starts.into_iter();
+        for (request, ranges) in requests.into_iter().zip(per_zone) {
+            let device = match request.hotplug {
+                Some((size, hotplugged_size)) => {
+                    let addr = starts.next().ok_or(MemoryError::Layout)?;
+                    let (mapping, backing) = map(size, request.shared, request.hugepages, true)?;
+                    let host_addr = mapping.as_ptr() as u64;
+                    regions.push(
+                        GuestRegionMmap::new(mapping, GuestAddress(addr))
+                            .ok_or(MemoryError::Layout)?,
+                    );
+                    Some(DeviceRegion {
+                        addr,
+                        size,
+                        hotplugged_size,
+                        block_size,
+                        host_addr,
+                        backing,
+                        page_size: if request.hugepages {
+                            HUGE_PAGE_SIZE
+                        } else {
+                            4096
+                        },
+                        prefault: request.prefault,
+                    })
+                }
+                None => None,
+            };
+            zones.push(MemoryZone {
+                id: request.id,
+                node: request.node,
+                boot_ranges: ranges,
+                device,
+            });
+        }
+        regions.sort_by_key(|r| r.start_addr());
         let guest_memory =
-            GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Allocate {
+            GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Allocate {
                 size: ram_size,
                 reason: e.to_string(),
             })?;
-        let mut slots = Vec::new();
-        for (slot, region) in guest_memory.iter().enumerate() {
-            let host = region
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| MemoryError::Allocate {
-                    size: ram_size,
-                    reason: e.to_string(),
-                })?;
-            let r = MemoryRegion {
-                slot: slot as u32,
-                guest_addr: region.start_addr().0,
-                size: region.len(),
-                host_addr: host as u64,
-                log_dirty: false,
-            };
-            vm.set_memory_region(r).map_err(|source| MemoryError::Map {
-                addr: r.guest_addr,
-                source,
-            })?;
-            slots.push(r);
-        }
+        let slots = map_into_vm(vm, &guest_memory)?;
         Ok(MemoryManager {
             guest_memory,
             ram_size,
+            zones,
             slots,
+            mmio64_start,
         })
     }
 
@@ -71,11 +295,64 @@ impl MemoryManager {
         &self.guest_memory
     }
 
+    /// Boot RAM in bytes.
     pub fn ram_size(&self) -> u64 {
         self.ram_size
     }
 
+    pub fn zones(&self) -> &[MemoryZone] {
+        &self.zones
+    }
+
     pub fn slots(&self) -> &[MemoryRegion] {
         &self.slots
+    }
+
+    /// Where the 64-bit PCI window starts (after the device regions).
+    pub fn mmio64_start(&self) -> u64 {
+        self.mmio64_start
+    }
+}
+
+fn map_into_vm(
+    vm: &Arc<dyn hypervisor::Vm>,
+    guest_memory: &GuestMemoryMmap,
+) -> Result<Vec<MemoryRegion>, MemoryError> {
+    let mut slots = Vec::new();
+    for (slot, region) in guest_memory.iter().enumerate() {
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|e| MemoryError::Allocate {
+                size: region.len(),
+                reason: e.to_string(),
+            })?;
+        let r = MemoryRegion {
+            slot: slot as u32,
+            guest_addr: region.start_addr().0,
+            size: region.len(),
+            host_addr: host as u64,
+            log_dirty: false,
+        };
+        vm.set_memory_region(r).map_err(|source| MemoryError::Map {
+            addr: r.guest_addr,
+            source,
+        })?;
+        slots.push(r);
+    }
+    Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_ranges_split_among_zones_in_order() {
+        let ranges = arch::layout::ram_ranges(4 << 30); // [0, 3G) and [4G, 5G)
+        let split = split_ranges(&ranges, &[2 << 30, 2 << 30]);
+        assert_eq!(split[0], vec![(0, 2 << 30)]);
+        assert_eq!(split[1], vec![(2 << 30, 1 << 30), (4 << 30, 1 << 30)]);
+        let split = split_ranges(&arch::layout::ram_ranges(1 << 30), &[1 << 30]);
+        assert_eq!(split, vec![vec![(0, 1 << 30)]]);
     }
 }

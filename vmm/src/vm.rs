@@ -83,7 +83,7 @@ impl Vm {
     ) -> Result<Self, VmError> {
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
-        let memory = MemoryManager::new(&vm, config.memory.boot_ram())?;
+        let memory = MemoryManager::new(&vm, config)?;
         let buses = Arc::new(Buses::default());
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
@@ -131,6 +131,7 @@ impl Vm {
     }
 
     fn acpi_config(&self) -> acpi::AcpiConfig {
+        let (numa, numa_distances) = crate::numa::acpi_numa(&self.config, self.memory.zones());
         acpi::AcpiConfig {
             num_vcpus: self.config.cpus.boot_vcpus,
             ioapic_id: IOAPIC_ID,
@@ -146,20 +147,8 @@ impl Vm {
             ged_port: GED_PORT,
             ged_irq: GED_GSI,
             pci: None,
-            // No NUMA configuration yet: one node 0 with every vCPU and all boot RAM.
-            numa: vec![acpi::NumaNode {
-                proximity_domain: 0,
-                cpus: (0..self.config.cpus.boot_vcpus).collect(),
-                memory: arch::layout::ram_ranges(self.memory.ram_size())
-                    .into_iter()
-                    .map(|(base, size)| acpi::MemoryAffinity {
-                        base,
-                        size,
-                        hotpluggable: false,
-                    })
-                    .collect(),
-            }],
-            numa_distances: Vec::new(),
+            numa,
+            numa_distances,
         }
     }
 
