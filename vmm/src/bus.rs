@@ -13,6 +13,8 @@ pub enum BusError {
     Overlap { base: u64, len: u64 },
     #[error("bus range {base:#x}+{len:#x} is empty or wraps around")]
     BadRange { base: u64, len: u64 },
+    #[error("nothing is mapped at {0:#x}")]
+    NotMapped(u64),
 }
 
 struct Entry {
@@ -49,6 +51,22 @@ impl Bus {
         }
         ranges.insert(base, Entry { len, device });
         Ok(())
+    }
+
+    /// Moves the device mapped at `old_base` to `new_base` (a guest reprogrammed a BAR).
+    pub fn relocate(&self, old_base: u64, new_base: u64) -> Result<(), BusError> {
+        let entry = {
+            let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+            ranges
+                .remove(&old_base)
+                .ok_or(BusError::NotMapped(old_base))?
+        };
+        let (device, len) = (entry.device.clone(), entry.len);
+        self.insert(device, new_base, len).inspect_err(|_| {
+            // Put it back where it was rather than lose it.
+            let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+            ranges.insert(old_base, entry);
+        })
     }
 
     fn find(&self, addr: u64) -> Option<(u64, Arc<Mutex<dyn BusDevice>>)> {
@@ -120,5 +138,18 @@ mod tests {
         assert!(!bus.read(0x3f7, &mut b));
         assert!(bus.write(0x3ff, &[9]));
         assert_eq!(dev.lock().unwrap().0, vec![(7, 9)]);
+
+        bus.relocate(0x3f8, 0x600).unwrap();
+        assert!(!bus.read(0x3f8, &mut b));
+        assert!(bus.read(0x601, &mut b));
+        assert!(bus.relocate(0x600, 0x400).is_err(), "0x400 is taken");
+        assert!(
+            bus.read(0x601, &mut b),
+            "a failed move leaves the device in place"
+        );
+        assert!(matches!(
+            bus.relocate(0x999, 0x1000),
+            Err(BusError::NotMapped(0x999))
+        ));
     }
 }

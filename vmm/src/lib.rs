@@ -9,6 +9,7 @@ pub mod logger;
 pub mod memory_config;
 pub mod memory_manager;
 pub mod numa;
+pub mod pci_host;
 pub mod stdin_forwarder;
 pub mod vcpu_manager;
 pub mod vm;

@@ -14,6 +14,7 @@ use crate::devices::{
     acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
 };
 use crate::memory_manager::{MemoryError, MemoryManager};
+use crate::pci_host::PciHost;
 use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
 use crate::vm_event::VmEventSignal;
 
@@ -44,6 +45,8 @@ pub enum VmError {
     #[error("device setup: {0}")]
     Bus(#[from] BusError),
     #[error("{0}")]
+    Pci(#[from] crate::pci_host::PciHostError),
+    #[error("{0}")]
     State(&'static str),
     #[error("cannot pause: {0}")]
     Pause(String),
@@ -69,6 +72,7 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     serial_counters: Arc<SerialCounters>,
     ged: Arc<Mutex<GedDevice>>,
+    pci: PciHost,
     events: Arc<VmEventSignal>,
     vcpus: Option<VcpuManager>,
     paused: bool,
@@ -85,6 +89,7 @@ impl Vm {
         vm.create_platform_irqchip()?;
         let memory = MemoryManager::new(&vm, config)?;
         let buses = Arc::new(Buses::default());
+        let pci = PciHost::new(&buses, memory.mmio64_start())?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
@@ -124,6 +129,7 @@ impl Vm {
             serial,
             serial_counters,
             ged,
+            pci,
             events,
             vcpus: None,
             paused: false,
@@ -146,7 +152,7 @@ impl Vm {
             reset_value: acpi_power::RESET_VALUE,
             ged_port: GED_PORT,
             ged_irq: GED_GSI,
-            pci: None,
+            pci: Some(self.pci.acpi_bridge()),
             numa,
             numa_distances,
         }

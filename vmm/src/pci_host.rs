@@ -1,0 +1,95 @@
+//! The PCI host: root bus with its host bridge, configuration access through ports
+//! 0xCF8/0xCFC and through ECAM, BAR allocation in the two MMIO windows, and the host
+//! bridge's description for the DSDT and MCFG (its windows are exactly the allocator's).
+
+use std::sync::{Arc, Mutex};
+
+use pci::{
+    BarAllocator, BarMover, BarReprogram, DeviceError, MmioWindow, PciBus, PciConfigIo,
+    PciConfigMmio, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE,
+};
+
+use crate::bus::{BusError, Buses};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PciHostError {
+    #[error("PCI windows: {0}")]
+    Windows(String),
+    #[error("PCI configuration access: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// Follows BAR moves on the MMIO bus.
+struct MmioBarMover(Arc<Buses>);
+
+impl BarMover for MmioBarMover {
+    fn move_bar(&self, slot: u8, change: &BarReprogram) -> Result<(), DeviceError> {
+        log::debug!(
+            "PCI 00:{slot:02x}.0 BAR {} moves from {:#x} to {:#x}",
+            change.index,
+            change.old_addr,
+            change.new_addr
+        );
+        self.0
+            .mmio
+            .relocate(change.old_addr, change.new_addr)
+            .map_err(|e| Box::new(e) as DeviceError)
+    }
+}
+
+pub struct PciHost {
+    pub bus: Arc<Mutex<PciBus>>,
+    pub allocator: BarAllocator,
+    mmio32: MmioWindow,
+    mmio64: MmioWindow,
+}
+
+impl PciHost {
+    /// The root bus, reachable through 0xCF8/0xCFC and ECAM on `buses`; BARs go in the
+    /// 32-bit window below the ECAM and the 64-bit window at `mmio64_start`.
+    pub fn new(buses: &Arc<Buses>, mmio64_start: u64) -> Result<Self, PciHostError> {
+        let mmio32 = MmioWindow {
+            base: arch::layout::PCI_MMIO32_START,
+            size: arch::layout::PCI_MMIO32_SIZE,
+        };
+        let mmio64 = MmioWindow {
+            base: mmio64_start,
+            size: arch::layout::PCI_MMIO64_SIZE,
+        };
+        let allocator =
+            BarAllocator::new(mmio32, mmio64).map_err(|e| PciHostError::Windows(e.to_string()))?;
+        let bus = Arc::new(Mutex::new(PciBus::new(Arc::new(MmioBarMover(
+            buses.clone(),
+        )))));
+        buses.pio.insert(
+            Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),
+            PCI_CONFIG_IO_PORT,
+            PCI_CONFIG_IO_PORT_SIZE,
+        )?;
+        buses.mmio.insert(
+            Arc::new(Mutex::new(PciConfigMmio::new(bus.clone()))),
+            arch::layout::PCI_ECAM_START,
+            arch::layout::PCI_ECAM_SIZE,
+        )?;
+        Ok(PciHost {
+            bus,
+            allocator,
+            mmio32,
+            mmio64,
+        })
+    }
+
+    /// The host bridge as the DSDT (`_CRS`) and the MCFG describe it.
+    pub fn acpi_bridge(&self) -> acpi::PciHostBridge {
+        acpi::PciHostBridge {
+            ecam_base: arch::layout::PCI_ECAM_START,
+            ecam_size: arch::layout::PCI_ECAM_SIZE,
+            bus_start: 0,
+            bus_end: ((arch::layout::PCI_ECAM_SIZE >> 20) - 1) as u8,
+            mmio32_base: self.mmio32.base as u32,
+            mmio32_size: self.mmio32.size as u32,
+            mmio64_base: self.mmio64.base,
+            mmio64_size: self.mmio64.size,
+        }
+    }
+}
