@@ -10,6 +10,7 @@ pub mod memory_config;
 pub mod memory_manager;
 pub mod numa;
 pub mod pci_host;
+pub mod resize;
 pub mod stdin_forwarder;
 pub mod vcpu_manager;
 pub mod vm;
