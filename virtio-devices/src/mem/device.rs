@@ -85,25 +85,24 @@ impl VirtioMem {
         self.running.is_some()
     }
 
-    /// Starts the thread over `core`. On failure `core` is handed back.
-    fn start(&mut self, context: ActivateContext, core: MemCore) -> Result<(), StartFailure> {
-        let fail = |core, error| Err(StartFailure { core, error });
+    /// Starts the thread over `core`. On failure `core` goes back to `self.core`.
+    fn start(&mut self, context: ActivateContext, core: MemCore) -> Result<(), ActivateError> {
         let Some((index, queue, queue_event)) = context.queues.into_iter().find(|q| q.0 == 0)
         else {
-            return fail(core, ActivateError::QueueNotEnabled(0));
+            return self.give_back(core, ActivateError::QueueNotEnabled(0));
         };
         let kill = match EventFd::new(libc::EFD_NONBLOCK) {
             Ok(k) => k,
             Err(source) => {
                 let what = "kill eventfd";
-                return fail(core, ActivateError::Io { what, source });
+                return self.give_back(core, ActivateError::Io { what, source });
             }
         };
         let thread_kill = match kill.try_clone() {
             Ok(k) => k,
             Err(source) => {
                 let what = "kill eventfd";
-                return fail(core, ActivateError::Io { what, source });
+                return self.give_back(core, ActivateError::Io { what, source });
             }
         };
         let worker = Worker {
@@ -121,7 +120,7 @@ impl VirtioMem {
             Ok(e) => e,
             Err(source) => {
                 let what = "epoll instance";
-                return fail(worker.core, ActivateError::Io { what, source });
+                return self.give_back(worker.core, ActivateError::Io { what, source });
             }
         };
         // The worker goes over a channel once the thread exists, so that a failed spawn
@@ -132,23 +131,23 @@ impl VirtioMem {
             .spawn(move || receive.recv().ok().map(|(w, epoll)| w.run(epoll)));
         let thread = match spawned {
             Ok(t) => t,
-            Err(e) => return fail(worker.core, ActivateError::Spawn(e)),
+            Err(e) => return self.give_back(worker.core, ActivateError::Spawn(e)),
         };
         if let Err(mpsc::SendError((worker, _))) = send.send((worker, epoll)) {
             // The thread is gone already; it cannot have panicked before receiving.
             let _ = thread.join();
             let e = std::io::Error::other("the device thread exited at once");
-            return fail(worker.core, ActivateError::Spawn(e));
+            return self.give_back(worker.core, ActivateError::Spawn(e));
         }
         self.running = Some(Running { kill, thread });
         Ok(())
     }
-}
 
-/// A failed start, with the state to keep.
-struct StartFailure {
-    core: MemCore,
-    error: ActivateError,
+    /// A failed start: keeps `core` for the next activation.
+    fn give_back(&mut self, core: MemCore, error: ActivateError) -> Result<(), ActivateError> {
+        self.core = Some(core);
+        Err(error)
+    }
 }
 
 impl VirtioDevice for VirtioMem {
@@ -196,10 +195,7 @@ impl VirtioDevice for VirtioMem {
         // A resize asked for before the driver started is applied now.
         let published = self.shared.publish(&mut core.state, None);
         let interrupt = context.interrupt.clone();
-        if let Err(failure) = self.start(context, core) {
-            self.core = Some(failure.core);
-            return Err(failure.error);
-        }
+        self.start(context, core)?;
         self.shared.set_running(true, false);
         if published.config_changed {
             if let Err(e) = interrupt.trigger(VirtioInterruptType::Config) {
