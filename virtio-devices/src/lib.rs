@@ -11,6 +11,9 @@ pub mod device;
 pub mod mem;
 pub mod transport;
 
+#[cfg(test)]
+mod testing;
+
 pub use device::{
     ActivateContext, ActivateError, InterruptError, ResetError, VirtioDevice, VirtioInterrupt,
     VirtioInterruptType,

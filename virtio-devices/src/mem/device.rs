@@ -258,3 +258,7 @@ impl Drop for VirtioMem {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;
