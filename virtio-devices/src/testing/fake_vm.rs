@@ -1,6 +1,6 @@
 //! A `hypervisor::Vm` that records ioeventfd registrations and supports nothing else.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use hypervisor::{
@@ -15,8 +15,8 @@ pub struct FakeVm {
     ioevents: Mutex<Vec<(u64, EventFd)>>,
     /// Addresses unregistered so far, in order.
     pub unregistered: Mutex<Vec<u64>>,
-    /// While set, `register_ioevent` fails.
-    pub fail_ioevent: AtomicBool,
+    /// `register_ioevent` fails once this many ioeventfds are registered (0: never fails).
+    pub ioevent_limit: AtomicUsize,
 }
 
 fn unsupported<T>() -> HvResult<T> {
@@ -79,11 +79,12 @@ impl Vm for FakeVm {
         datamatch: Option<u32>,
     ) -> HvResult<()> {
         assert_eq!(datamatch, None, "notifications need no data match");
-        if self.fail_ioevent.load(Ordering::SeqCst) {
-            return unsupported();
-        }
         let addr = mmio(addr);
         let mut events = self.ioevents.lock().unwrap();
+        let limit = self.ioevent_limit.load(Ordering::SeqCst);
+        if limit != 0 && events.len() >= limit {
+            return unsupported();
+        }
         assert!(
             events.iter().all(|e| e.0 != addr),
             "two ioeventfds at {addr:#x}"

@@ -37,3 +37,6 @@ pub use device::{
 };
 pub use error::VirtioPciError;
 pub use interrupt::VIRTIO_MSI_NO_VECTOR;
+
+#[cfg(test)]
+mod tests;
