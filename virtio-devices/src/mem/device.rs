@@ -1,8 +1,8 @@
 //! [`VirtioMem`]: the virtio-mem device as a [`VirtioDevice`]: one guest-request queue of
 //! 128 entries, the feature bits and configuration space of [`VirtioMemState`], and a device
-//! thread (see [`super::worker`]) while the driver runs it.
+//! thread (the private `worker` module) while the driver runs it.
 //!
-//! The configuration space is read from the published status ([`super::shared`]), so a
+//! The configuration space is read from the published status ([`super::VirtioMemStatus`]), so a
 //! configuration read never waits for a request being handled. A device reset stops the
 //! thread and keeps the plugged blocks (reference §1.7); [`VirtioDevice::system_reset`]
 //! unplugs everything. No `VIRTIO_RING_F_EVENT_IDX` or indirect descriptors are offered: the

@@ -41,9 +41,10 @@ impl VirtioMemHandle {
         self.shared.geometry()
     }
 
-    /// Calls `listener` on the device thread each time the plugged size changes (after
-    /// PLUG, UNPLUG and UNPLUG_ALL requests, and at system reset). It must be quick and must
-    /// not block (sending on a channel is fine). Replaces any earlier listener.
+    /// Calls `listener` each time the plugged size changes: on the device thread after PLUG,
+    /// UNPLUG and UNPLUG_ALL requests, and on the thread doing it at a system reset (which
+    /// holds the PCI device's lock). It must be quick and must not block or lock the device
+    /// (sending on a channel is fine). Replaces any earlier listener.
     pub fn set_plugged_size_listener(
         &self,
         listener: impl Fn(PluggedSizeChange) + Send + Sync + 'static,

@@ -13,8 +13,8 @@
 //! The device built on it:
 //!
 //! - [`device`]: [`VirtioMem`], the [`crate::VirtioDevice`].
-//! - [`worker`]: its device thread.
-//! - [`shared`]: the status it publishes and the resizes it is asked for.
+//! - `worker`: its device thread.
+//! - `shared`: the status it publishes ([`VirtioMemStatus`]) and the resizes it is asked for.
 //! - [`handle`]: [`VirtioMemHandle`], the VMM's side (resize, status, plugged-size events).
 //! - [`latency`]: request handling time.
 
@@ -26,9 +26,9 @@ pub mod discard;
 pub mod handle;
 pub mod latency;
 pub mod request;
-pub mod shared;
+mod shared;
 pub mod state;
-pub mod worker;
+mod worker;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod harness;

@@ -326,7 +326,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
                 let view = CommonView {
                     shared: &self.shared,
                     device_features: self.device.features(),
-                    config_generation: 0,
+                    config_generation: self.device.config_generation() as u8,
                 };
                 if let CommonWrite::Status(v) = self.common.write(o, data, &view) {
                     self.write_status(v);

@@ -3,11 +3,11 @@
 //!
 //! - [`layout`]: where the areas sit in BAR 0.
 //! - [`capabilities`]: the vendor capabilities that announce them.
-//! - [`common_cfg`]: the common configuration structure (features, status, queues).
+//! - `common_cfg`: the common configuration structure (features, status, queues).
 //! - [`status`]: the device status state machine.
-//! - [`interrupt`]: ISR, MSI-X vectors and [`crate::VirtioInterrupt`] on MSI-X.
-//! - [`notify`]: queue notification eventfds and their ioeventfd registration.
-//! - [`pci_cfg`]: the configuration-space window into BAR 0.
+//! - `interrupt`: ISR, MSI-X vectors and [`crate::VirtioInterrupt`] on MSI-X.
+//! - `notify`: queue notification eventfds and their ioeventfd registration.
+//! - `pci_cfg`: the configuration-space window into BAR 0.
 //! - [`device`]: the PCI function tying them together.
 //!
 //! # Wiring (what the VMM does)
@@ -22,13 +22,13 @@
 //! 5. [`VirtioPciDevice::register_ioevents`].
 
 pub mod capabilities;
-pub mod common_cfg;
+mod common_cfg;
 pub mod device;
 pub mod error;
-pub mod interrupt;
+mod interrupt;
 pub mod layout;
-pub mod notify;
-pub mod pci_cfg;
+mod notify;
+mod pci_cfg;
 pub mod status;
 
 pub use device::{
