@@ -157,6 +157,14 @@ impl<'a> Driver<'a> {
     }
 }
 
+/// A driver over a fresh queue, and the device started with it, as the guest driver does
+/// at probe (and again after a reset).
+fn start<'a>(bed: &mut TestBed<VirtioMem>, mem: &'a GuestMemoryMmap) -> Driver<'a> {
+    let driver = Driver::new(mem);
+    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    driver
+}
+
 /// The names of this process's threads.
 fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -259,8 +267,7 @@ fn plug_through_the_queue_is_acked_in_the_used_ring() {
 fn device_reset_stops_the_thread_and_keeps_plugged_blocks() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     driver.send(&bed, PLUG4);
 
     let thread = thread_name(&bed);
@@ -288,9 +295,7 @@ fn device_reset_stops_the_thread_and_keeps_plugged_blocks() {
     assert_eq!(handle.status().plugged_size, 4 * BS);
 
     // The driver comes back (fresh rings) and finds them with STATE.
-    mem.write_slice(&[0u8; 0x2000], GuestAddress(Q)).unwrap();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     assert!(bed.pci().device().is_running());
     let state = Request::State {
         addr: BASE,
@@ -307,8 +312,7 @@ fn device_reset_stops_the_thread_and_keeps_plugged_blocks() {
 fn malformed_chain_sets_needs_reset_and_interrupts() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
 
     // A 20-byte request: a protocol violation.
     driver.post_raw(&PLUG4.to_bytes()[..20], RESPONSE_SIZE as u32);
@@ -333,9 +337,7 @@ fn malformed_chain_sets_needs_reset_and_interrupts() {
     assert_eq!(bed.status(), status);
 
     // Reset and start over: the device works again.
-    mem.write_slice(&[0u8; 0x2000], GuestAddress(Q)).unwrap();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     assert_eq!(bed.status() & DEVICE_NEEDS_RESET, 0);
     assert!(!handle.status().needs_reset);
     let response = driver.send(&bed, PLUG4);
@@ -401,8 +403,7 @@ fn resize_returns_at_once_while_the_device_thread_is_busy() {
     let gate = GateBackend::default();
     let (mut bed, handle) = bed_with(gate.clone());
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     driver.post(PLUG4);
     bed.kick(0);
     gate.wait_entered();
@@ -444,8 +445,7 @@ fn resize_before_activation_shows_in_config_and_applies_at_activation() {
     assert_eq!(bed.config_u64(CFG_REQUESTED), 2 * BS);
     assert_eq!(handle.status().requested_size, 2 * BS);
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     // The device took it: plugging past 2 blocks is refused.
     assert_eq!(driver.send(&bed, PLUG4), Response::Nack.to_bytes());
     let two = Request::Plug {
@@ -459,8 +459,7 @@ fn resize_before_activation_shows_in_config_and_applies_at_activation() {
 fn resize_while_active_interrupts_and_bumps_the_generation() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    start(&mut bed, &mem);
     let generation = bed.common_read(common::CFGGEN, 1);
     let usable = bed.config_u64(CFG_USABLE);
     handle.resize(REQUESTED).unwrap();
@@ -482,8 +481,7 @@ fn plugged_size_listener_sees_each_change() {
     let seen = changes.clone();
     handle.set_plugged_size_listener(move |c| seen.lock().unwrap().push(c));
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     driver.send(&bed, PLUG4);
     driver.send(
         &bed,
@@ -514,8 +512,7 @@ fn plugged_size_listener_sees_each_change() {
 fn system_reset_unplugs_everything() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     driver.send(&bed, PLUG4);
     handle.resize(0).unwrap();
     assert_eq!(handle.status().usable_region_size, BLOCKS * BS);
@@ -536,9 +533,7 @@ fn system_reset_unplugs_everything() {
     assert_eq!(bed.cfg_read(msix + 2, 2) & 0xc000, 0);
 
     // The rebooted guest starts over.
-    mem.write_slice(&[0u8; 0x2000], GuestAddress(Q)).unwrap();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     handle.resize(2 * BS).unwrap();
     assert!(bed.msi.wait_for(CONFIG_VECTOR, 1, WAIT));
     let two = Request::Plug {
@@ -552,8 +547,7 @@ fn system_reset_unplugs_everything() {
 fn notifications_through_mmio_and_the_pci_cfg_window() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
 
     // A notify write that reached the VMM (no ioeventfd on that path).
     driver.post(PLUG4);
@@ -585,8 +579,7 @@ fn notifications_through_mmio_and_the_pci_cfg_window() {
 fn bar_move_re_registers_the_ioeventfds() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     let old = bed.bar_addr;
     let new = old + 0x10_0000;
     // The guest moves the 64-bit BAR, low register then high.
@@ -661,8 +654,7 @@ fn no_vector_means_no_interrupt_but_the_answer_is_there() {
 fn masked_vectors_are_pending_and_fire_on_unmask() {
     let (mut bed, _) = bed();
     let mem = bed.mem.clone();
-    let mut driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    let mut driver = start(&mut bed, &mem);
     // Mask the queue vector (vector control of entry 1).
     bed.write(0x4000 + 16 + 12, 1, 4);
     driver.post(PLUG4);
@@ -683,8 +675,7 @@ fn masked_vectors_are_pending_and_fire_on_unmask() {
 fn dropping_the_device_stops_its_thread() {
     let (mut bed, _) = bed();
     let mem = bed.mem.clone();
-    let driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    start(&mut bed, &mem);
     let thread = thread_name(&bed);
     assert!(thread_is(&thread, true));
     drop(bed);
@@ -695,8 +686,7 @@ fn dropping_the_device_stops_its_thread() {
 fn any_access_at_any_offset_is_safe() {
     let (mut bed, _) = bed();
     let mem = bed.mem.clone();
-    let driver = Driver::new(&mem);
-    bed.init(FEATURES, QUEUE_SIZE, driver.rings());
+    start(&mut bed, &mem);
     let mut rng = testutil::Rng::new(7);
     let interesting = [
         0u64,
