@@ -17,6 +17,8 @@ pub struct FakeVm {
     pub unregistered: Mutex<Vec<u64>>,
     /// `register_ioevent` fails once this many ioeventfds are registered (0: never fails).
     pub ioevent_limit: AtomicUsize,
+    /// How many of the next `register_ioevent` calls fail.
+    pub ioevent_failures: AtomicUsize,
 }
 
 fn unsupported<T>() -> HvResult<T> {
@@ -83,6 +85,12 @@ impl Vm for FakeVm {
         let mut events = self.ioevents.lock().unwrap();
         let limit = self.ioevent_limit.load(Ordering::SeqCst);
         if limit != 0 && events.len() >= limit {
+            return unsupported();
+        }
+        let fail = self
+            .ioevent_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if fail.is_ok() {
             return unsupported();
         }
         assert!(

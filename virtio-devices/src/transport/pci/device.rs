@@ -67,6 +67,9 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     shared: Arc<InterruptState>,
     notifiers: QueueNotifiers,
     bar: Option<BarRegion>,
+    /// Whether the VMM asked for ioeventfds: they then follow every BAR move, even after a
+    /// registration at an intermediate address failed.
+    ioevents_wanted: bool,
     active: bool,
 }
 
@@ -132,6 +135,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             shared: Arc::new(InterruptState::new(layout.queues(), msix)),
             notifiers: QueueNotifiers::new(vm, layout)?,
             bar: None,
+            ioevents_wanted: false,
             active: false,
         })
     }
@@ -172,6 +176,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     /// the device still works, each notification then costing an exit to the VMM.
     pub fn register_ioevents(&mut self) -> Result<(), VirtioPciError> {
         let bar = self.bar.ok_or(VirtioPciError::BarNotPlaced)?;
+        self.ioevents_wanted = true;
         self.notifiers.register(bar.addr)
     }
 
@@ -429,7 +434,7 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
         if let Some(bar) = self.bar.as_mut() {
             bar.addr = change.new_addr;
         }
-        if self.notifiers.registered_at().is_some() {
+        if self.ioevents_wanted {
             self.notifiers.register(change.new_addr)?;
         }
         Ok(())

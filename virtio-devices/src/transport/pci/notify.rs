@@ -46,11 +46,6 @@ impl QueueNotifiers {
         self.events.get(usize::from(queue))
     }
 
-    /// BAR 0's address while registered.
-    pub fn registered_at(&self) -> Option<u64> {
-        self.registered_at
-    }
-
     /// The guest-physical notification address of `queue` with BAR 0 at `bar`.
     fn address(&self, bar: u64, queue: u16) -> IoEventAddress {
         IoEventAddress::Mmio(bar.wrapping_add(self.layout.notify_offset(queue)))

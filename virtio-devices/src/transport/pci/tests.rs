@@ -339,3 +339,25 @@ fn ioevent_registration_is_all_or_nothing() {
     drop(device);
     assert!(vm.ioevent_addresses().is_empty(), "dropping unregisters");
 }
+
+#[test]
+fn ioeventfds_follow_a_bar_move_even_after_a_failed_intermediate_step() {
+    let mut f = fixture();
+    let old = f.bed.bar_addr;
+    let new = 0x200_0010_0000u64;
+    // The low register first: the BAR passes through 0x100_0010_0000, where registering
+    // fails (another device's ioeventfd there, say).
+    f.bed.vm.ioevent_failures.store(1, Ordering::SeqCst);
+    f.bed.cfg_write(0x10, new as u32 | 0x4, 4);
+    assert!(f.bed.vm.ioevent_addresses().is_empty());
+    f.bed.cfg_write(0x14, (new >> 32) as u32, 4);
+    assert_eq!(f.bed.mover.moves.lock().unwrap().len(), 2);
+    assert_eq!(
+        f.bed.vm.ioevent_addresses(),
+        vec![new + 0x3000, new + 0x3004]
+    );
+    assert_eq!(
+        *f.bed.vm.unregistered.lock().unwrap(),
+        vec![old + 0x3000, old + 0x3004]
+    );
+}
