@@ -1,8 +1,21 @@
 //! Accordion's virtio devices.
 //!
-//! For now this holds the transport-independent core of virtio-mem ([`mem`]); the
-//! `VirtioDevice` trait and the virtio-pci transport live beside it once written.
+//! - [`VirtioDevice`] ([`device`]): what a device is to a transport, and
+//!   [`VirtioInterrupt`], how it interrupts the driver.
+//! - [`transport::pci`]: the modern virtio-pci transport, [`VirtioPciDevice`].
+//! - [`mem`]: virtio-mem, its transport-independent core and the [`mem::VirtioMem`] device.
 
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod mem;
+pub mod transport;
+
+#[cfg(test)]
+mod testing;
+
+pub use device::{
+    ActivateContext, ActivateError, InterruptError, ResetError, VirtioDevice, VirtioInterrupt,
+    VirtioInterruptType,
+};
+pub use transport::pci::{VirtioPciDevice, VirtioPciError};

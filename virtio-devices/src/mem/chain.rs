@@ -48,6 +48,26 @@ where
     T::Target: GuestMemory + Sized,
     B: BlockBackend + ?Sized,
 {
+    let result = read_handle_answer(state, mem, chain, backend);
+    if let Err(ChainError::Descriptors(_) | ChainError::Access(_)) = &result {
+        state.count_malformed();
+    }
+    result
+}
+
+/// [`handle_chain`] without the counting of chains that could not be read or written.
+fn read_handle_answer<M, T, B>(
+    state: &mut VirtioMemState,
+    mem: &M,
+    chain: DescriptorChain<T>,
+    backend: &mut B,
+) -> Result<u32, ChainError>
+where
+    M: GuestMemory,
+    T: Deref + Clone,
+    T::Target: GuestMemory + Sized,
+    B: BlockBackend + ?Sized,
+{
     let mut reader = Reader::new(mem, chain.clone()).map_err(ChainError::Descriptors)?;
     let mut writer = Writer::new(mem, chain).map_err(ChainError::Descriptors)?;
 
@@ -216,7 +236,8 @@ mod tests {
             r,
             Err(ChainError::Request(RequestError::UnknownType(9)))
         ));
-        assert_eq!(s.counters().malformed, 5);
+        // Every case above, the one outside guest memory included, and the unknown type.
+        assert_eq!(s.counters().malformed, 6);
     }
 
     #[test]

@@ -10,15 +10,25 @@
 //! - [`discard`]: a [`BlockBackend`] over real host memory (`madvise`, `fallocate`).
 //! - [`chain`]: one descriptor chain of the guest-request queue, read, handled and answered.
 //!
-//! What a transport does with it: see the [`state`] module documentation and
-//! [`VirtioMemState`].
+//! The device built on it:
+//!
+//! - [`device`]: [`VirtioMem`], the [`crate::VirtioDevice`].
+//! - `worker`: its device thread.
+//! - `shared`: the status it publishes ([`VirtioMemStatus`]) and the resizes it is asked for.
+//! - [`handle`]: [`VirtioMemHandle`], the VMM's side (resize, status, plugged-size events).
+//! - [`latency`]: request handling time.
 
 pub mod bitmap;
 pub mod chain;
 pub mod config;
+pub mod device;
 pub mod discard;
+pub mod handle;
+pub mod latency;
 pub mod request;
+mod shared;
 pub mod state;
+mod worker;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod harness;
@@ -32,11 +42,15 @@ pub use config::{
     VIRTIO_ID_MEM, VIRTIO_MEM_F_ACPI_PXM, VIRTIO_MEM_F_PERSISTENT_SUSPEND,
     VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE,
 };
+pub use device::{VirtioMem, VirtioMemError, QUEUE_SIZE};
 pub use discard::{Backing, DiscardError, HostMemoryBackend};
+pub use handle::VirtioMemHandle;
+pub use latency::{LatencyRecorder, LatencySummary, LATENCY_WINDOW};
 pub use request::{
     BlockState, Request, RequestError, RequestType, Response, ResponseType, REQUEST_SIZE,
     RESPONSE_SIZE,
 };
+pub use shared::{PluggedSizeChange, PluggedSizeListener, VirtioMemStatus};
 pub use state::{
     BlockBackend, Counters, MemGeometry, NoopBackend, ResizeError, SetupError, VirtioMemState,
     USABLE_REGION_MARGIN,

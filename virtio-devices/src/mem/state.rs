@@ -269,8 +269,9 @@ pub struct Counters {
     pub unplug_all: u64,
     /// STATE requests.
     pub state: u64,
-    /// Requests that could not be parsed (too short, unknown type) or had no room for the
-    /// response: protocol violations, answered with nothing.
+    /// Requests that could not be parsed (too short, unknown type), had no room for the
+    /// response, or whose buffers could not be accessed: protocol violations, answered with
+    /// nothing.
     pub malformed: u64,
     /// ACK responses.
     pub ack: u64,
@@ -419,6 +420,12 @@ impl VirtioMemState {
             plugged_size: self.plugged_size(),
             requested_size: self.requested_size,
         }
+    }
+
+    /// Counts a protocol violation [`Self::process`] cannot see (a descriptor chain with
+    /// buffers outside guest memory, for example); it counts the ones it finds itself.
+    pub fn count_malformed(&mut self) {
+        self.counters.malformed = self.counters.malformed.wrapping_add(1);
     }
 
     /// Whether PLUG, UNPLUG and UNPLUG_ALL are answered BUSY.

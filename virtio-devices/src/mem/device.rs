@@ -1,0 +1,264 @@
+//! [`VirtioMem`]: the virtio-mem device as a [`VirtioDevice`]: one guest-request queue of
+//! 128 entries, the feature bits and configuration space of [`VirtioMemState`], and a device
+//! thread (the private `worker` module) while the driver runs it.
+//!
+//! The configuration space is read from the published status ([`super::VirtioMemStatus`]), so a
+//! configuration read never waits for a request being handled. A device reset stops the
+//! thread and keeps the plugged blocks (reference §1.7); [`VirtioDevice::system_reset`]
+//! unplugs everything. No `VIRTIO_RING_F_EVENT_IDX` or indirect descriptors are offered: the
+//! Linux driver keeps one request in flight, so neither would save anything.
+
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::config::{features_acceptable, CONFIG_SPACE_SIZE, VIRTIO_ID_MEM};
+use super::handle::VirtioMemHandle;
+use super::shared::MemShared;
+use super::state::{BlockBackend, VirtioMemState};
+use super::worker::{worker_epoll, MemCore, Worker};
+use crate::device::{
+    ActivateContext, ActivateError, ResetError, VirtioDevice, VirtioInterruptType,
+};
+
+/// Size of the guest-request queue (reference §1.1: what QEMU, Cloud Hypervisor and
+/// Firecracker use).
+pub const QUEUE_SIZE: u16 = 128;
+
+/// A virtio-mem device that cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioMemError {
+    /// The resize eventfd could not be created.
+    #[error("cannot create the virtio-mem resize eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+}
+
+/// A running device thread.
+struct Running {
+    kill: EventFd,
+    thread: JoinHandle<Option<MemCore>>,
+}
+
+/// The virtio-mem device; see the module doc.
+pub struct VirtioMem {
+    id: String,
+    shared: Arc<MemShared>,
+    /// The state while no thread runs; `None` while one does, or after it panicked.
+    core: Option<MemCore>,
+    running: Option<Running>,
+}
+
+impl VirtioMem {
+    /// A device named `id` (its thread is `virtio-mem-<id>`) over `state`, populating and
+    /// discarding host memory through `backend` (the VMM's `HostMemoryBackend` for the
+    /// region's mapping).
+    pub fn new(
+        id: impl Into<String>,
+        state: VirtioMemState,
+        backend: impl BlockBackend + Send + 'static,
+    ) -> Result<Self, VirtioMemError> {
+        let shared = MemShared::new(&state).map_err(VirtioMemError::EventFd)?;
+        Ok(VirtioMem {
+            id: id.into(),
+            shared: Arc::new(shared),
+            core: Some(MemCore {
+                state,
+                backend: Box::new(backend),
+            }),
+            running: None,
+        })
+    }
+
+    /// The device id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The VMM's handle: resize, status, plugged-size events.
+    pub fn handle(&self) -> VirtioMemHandle {
+        VirtioMemHandle::new(self.shared.clone())
+    }
+
+    /// Whether the device thread runs.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Starts the thread over `core`. On failure `core` goes back to `self.core`.
+    fn start(&mut self, context: ActivateContext, core: MemCore) -> Result<(), ActivateError> {
+        let Some((index, queue, queue_event)) = context.queues.into_iter().find(|q| q.0 == 0)
+        else {
+            return self.give_back(core, ActivateError::QueueNotEnabled(0));
+        };
+        let kill = match EventFd::new(libc::EFD_NONBLOCK) {
+            Ok(k) => k,
+            Err(source) => {
+                let what = "kill eventfd";
+                return self.give_back(core, ActivateError::Io { what, source });
+            }
+        };
+        let thread_kill = match kill.try_clone() {
+            Ok(k) => k,
+            Err(source) => {
+                let what = "kill eventfd";
+                return self.give_back(core, ActivateError::Io { what, source });
+            }
+        };
+        let worker = Worker {
+            id: self.id.clone(),
+            core,
+            mem: context.mem,
+            queue,
+            queue_index: index,
+            queue_event,
+            kill: thread_kill,
+            shared: self.shared.clone(),
+            interrupt: context.interrupt,
+        };
+        let epoll = match worker_epoll(&worker) {
+            Ok(e) => e,
+            Err(source) => {
+                let what = "epoll instance";
+                return self.give_back(worker.core, ActivateError::Io { what, source });
+            }
+        };
+        // The worker goes over a channel once the thread exists, so that a failed spawn
+        // leaves it (and the device state) here.
+        let (send, receive) = mpsc::channel::<(Worker, vmm_sys_util::epoll::Epoll)>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("virtio-mem-{}", self.id))
+            .spawn(move || receive.recv().ok().map(|(w, epoll)| w.run(epoll)));
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => return self.give_back(worker.core, ActivateError::Spawn(e)),
+        };
+        if let Err(mpsc::SendError((worker, _))) = send.send((worker, epoll)) {
+            // The thread is gone already; it cannot have panicked before receiving.
+            let _ = thread.join();
+            let e = std::io::Error::other("the device thread exited at once");
+            return self.give_back(worker.core, ActivateError::Spawn(e));
+        }
+        self.running = Some(Running { kill, thread });
+        Ok(())
+    }
+
+    /// A failed start: keeps `core` for the next activation.
+    fn give_back(&mut self, core: MemCore, error: ActivateError) -> Result<(), ActivateError> {
+        self.core = Some(core);
+        Err(error)
+    }
+}
+
+impl VirtioDevice for VirtioMem {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_MEM
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        super::config::device_features(self.shared.node_id().is_some())
+    }
+
+    fn features_acceptable(&self, acked: u64) -> bool {
+        features_acceptable(acked)
+    }
+
+    fn config_size(&self) -> usize {
+        CONFIG_SPACE_SIZE
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.shared.read_config(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::debug!(
+            "{}: ignoring a {}-byte write to the read-only configuration space at {offset:#x}",
+            self.id,
+            data.len()
+        );
+    }
+
+    fn config_generation(&self) -> u32 {
+        self.shared.config_generation()
+    }
+
+    fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError> {
+        if self.running.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let mut core = self.core.take().ok_or(ActivateError::Broken)?;
+        // A resize asked for before the driver started is applied now.
+        let published = self.shared.publish(&mut core.state, None);
+        let interrupt = context.interrupt.clone();
+        self.start(context, core)?;
+        self.shared.set_running(true, false);
+        if published.config_changed {
+            if let Err(e) = interrupt.trigger(VirtioInterruptType::Config) {
+                log::warn!("{}: configuration-change interrupt: {e}", self.id);
+            }
+        }
+        if let Some(change) = published.plugged {
+            self.shared.plugged_size_changed(change);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), ResetError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        if let Err(e) = running.kill.write(1) {
+            self.running = Some(running);
+            return Err(ResetError::Kill(e));
+        }
+        self.shared.set_running(false, false);
+        match running.thread.join() {
+            Ok(Some(core)) => {
+                self.core = Some(core);
+                Ok(())
+            }
+            Ok(None) | Err(_) => {
+                log::error!(
+                    "{}: the device thread panicked; the device is broken",
+                    self.id
+                );
+                Err(ResetError::ThreadPanicked)
+            }
+        }
+    }
+
+    fn system_reset(&mut self) {
+        if let Err(e) = self.reset() {
+            log::error!("{}: stopping the device for a system reset: {e}", self.id);
+        }
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        // A pending resize first, so that the usable region is recomputed from it.
+        self.shared.publish(&mut core.state, None);
+        if let Err(e) = core.state.system_reset(&mut *core.backend) {
+            log::error!("{}: discarding the region at system reset: {e}", self.id);
+        }
+        let published = self.shared.publish(&mut core.state, None);
+        if let Some(change) = published.plugged {
+            self.shared.plugged_size_changed(change);
+        }
+    }
+}
+
+impl Drop for VirtioMem {
+    fn drop(&mut self) {
+        if let Err(e) = self.reset() {
+            log::error!("{}: stopping the device thread: {e}", self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

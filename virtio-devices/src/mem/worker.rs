@@ -1,0 +1,195 @@
+//! The device thread of a running virtio-mem device (`virtio-mem-<id>`): an epoll loop over
+//! the guest-request queue's notification eventfd, the resize eventfd and a kill eventfd.
+//!
+//! For each descriptor chain: [`handle_chain`], add it to the used ring, time it, publish the
+//! status. After a batch, one queue interrupt (event-index suppression is honoured when the
+//! driver negotiated it). A malformed chain (reference §1.5, §3) is logged, the device is
+//! marked DEVICE_NEEDS_RESET with a configuration-change interrupt, and the queue is left
+//! alone until the driver resets the device; resizes are still served. On a kill the thread
+//! hands the state and backend back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::chain::handle_chain;
+use super::shared::MemShared;
+use super::state::{BlockBackend, VirtioMemState};
+use crate::device::{VirtioInterrupt, VirtioInterruptType};
+
+/// What the device owns between activations: the memory state and the backend.
+pub struct MemCore {
+    /// Bitmap, sizes, counters.
+    pub state: VirtioMemState,
+    /// Populates and discards host memory.
+    pub backend: Box<dyn BlockBackend + Send>,
+}
+
+/// epoll tokens.
+const QUEUE: u64 = 0;
+const RESIZE: u64 = 1;
+const KILL: u64 = 2;
+
+/// Everything the device thread runs with.
+pub struct Worker {
+    /// The device id, for logs.
+    pub id: String,
+    /// State and backend.
+    pub core: MemCore,
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The guest-request queue.
+    pub queue: Queue,
+    /// Its index, for the queue interrupt.
+    pub queue_index: u16,
+    /// Signalled when the driver notifies the queue.
+    pub queue_event: EventFd,
+    /// Signalled to stop the thread.
+    pub kill: EventFd,
+    /// Status publication and resizes.
+    pub shared: Arc<MemShared>,
+    /// Interrupts to the driver.
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+/// The epoll instance of a worker, set up before the thread starts so that failures are
+/// reported by `activate`.
+pub fn worker_epoll(worker: &Worker) -> std::io::Result<Epoll> {
+    use std::os::fd::AsRawFd;
+    let epoll = Epoll::new()?;
+    for (fd, token) in [
+        (worker.queue_event.as_raw_fd(), QUEUE),
+        (worker.shared.wake_event().as_raw_fd(), RESIZE),
+        (worker.kill.as_raw_fd(), KILL),
+    ] {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )?;
+    }
+    Ok(epoll)
+}
+
+impl Worker {
+    /// Runs until killed; returns the state and backend.
+    pub fn run(mut self, epoll: Epoll) -> MemCore {
+        let mut broken = false;
+        let mut events = [EpollEvent::default(); 3];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("{}: epoll failed, the device stops: {e}", self.id);
+                    return self.core;
+                }
+            };
+            let mut tokens = [false; 3];
+            for event in &events[..n] {
+                if let Some(seen) = usize::try_from(event.data())
+                    .ok()
+                    .and_then(|t| tokens.get_mut(t))
+                {
+                    *seen = true;
+                }
+            }
+            if tokens[KILL as usize] {
+                return self.core;
+            }
+            if tokens[RESIZE as usize] {
+                drain(self.shared.wake_event());
+                self.publish(None);
+            }
+            if tokens[QUEUE as usize] {
+                drain(&self.queue_event);
+                if !broken {
+                    broken = !self.process_queue();
+                }
+            }
+        }
+    }
+
+    /// Handles every available chain. Returns false when the driver broke the protocol.
+    fn process_queue(&mut self) -> bool {
+        let mut used = false;
+        let healthy = loop {
+            let chain = match self.queue.iter(&self.mem) {
+                Ok(mut available) => available.next(),
+                Err(e) => break self.fail(&format!("the available ring is invalid: {e}")),
+            };
+            let Some(chain) = chain else {
+                break true;
+            };
+            let start = Instant::now();
+            let head = chain.head_index();
+            let core = &mut self.core;
+            match handle_chain(&mut core.state, &self.mem, chain, &mut *core.backend) {
+                Ok(len) => {
+                    if let Err(e) = self.queue.add_used(&self.mem, head, len) {
+                        break self.fail(&format!("the used ring is invalid: {e}"));
+                    }
+                    used = true;
+                    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.publish(Some(ns));
+                }
+                Err(e) => {
+                    self.publish(None);
+                    break self.fail(&e.to_string());
+                }
+            }
+        };
+        if used {
+            self.signal_used();
+        }
+        healthy
+    }
+
+    /// Interrupts the driver for used buffers, unless it asked not to be (event index).
+    fn signal_used(&mut self) {
+        let needed = self.queue.needs_notification(&self.mem).unwrap_or(true);
+        if needed {
+            let queue = VirtioInterruptType::Queue(self.queue_index);
+            if let Err(e) = self.interrupt.trigger(queue) {
+                log::warn!("{}: queue interrupt: {e}", self.id);
+            }
+        }
+    }
+
+    /// Publishes the status; sends the configuration-change interrupt after a resize and
+    /// tells the listener about a plugged-size change.
+    fn publish(&mut self, latency_ns: Option<u64>) {
+        let published = self.shared.publish(&mut self.core.state, latency_ns);
+        if published.config_changed {
+            if let Err(e) = self.interrupt.trigger(VirtioInterruptType::Config) {
+                log::warn!("{}: configuration-change interrupt: {e}", self.id);
+            }
+        }
+        if let Some(change) = published.plugged {
+            self.shared.plugged_size_changed(change);
+        }
+    }
+
+    /// The driver broke the protocol: DEVICE_NEEDS_RESET. Returns false.
+    fn fail(&mut self, reason: &str) -> bool {
+        log::warn!(
+            "{}: malformed guest request, the device needs a reset: {reason}",
+            self.id
+        );
+        self.shared.set_needs_reset();
+        if let Err(e) = self.interrupt.set_needs_reset() {
+            log::warn!("{}: {e}", self.id);
+        }
+        false
+    }
+}
+
+/// Resets a non-blocking eventfd's counter.
+fn drain(event: &EventFd) {
+    // EAGAIN when it was already 0: nothing to do.
+    let _ = event.read();
+}
