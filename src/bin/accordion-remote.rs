@@ -83,6 +83,18 @@ const ENDPOINTS: &[Endpoint] = &[
         about: "Stop the VM and forget its configuration",
     },
     Endpoint {
+        command: "resize",
+        endpoint: "vm.resize",
+        method: "PUT",
+        about: "Set the guest's total RAM (boot RAM plus virtio-mem); returns at once",
+    },
+    Endpoint {
+        command: "resize-zone",
+        endpoint: "vm.resize-zone",
+        method: "PUT",
+        about: "Set one memory zone's RAM (its boot RAM plus its virtio-mem device)",
+    },
+    Endpoint {
         command: "shutdown-vmm",
         endpoint: "vmm.shutdown",
         method: "PUT",
@@ -105,13 +117,42 @@ fn cli() -> Command {
         );
     for e in ENDPOINTS {
         let mut sub = Command::new(e.command).about(e.about);
-        if e.command == "create" {
-            sub = sub.arg(
-                Arg::new("file")
-                    .value_name("FILE")
-                    .required(true)
-                    .help("The VM configuration as JSON (the body of vm.create)"),
-            );
+        match e.command {
+            "create" => {
+                sub = sub.arg(
+                    Arg::new("file")
+                        .value_name("FILE")
+                        .required(true)
+                        .help("The VM configuration as JSON (the body of vm.create)"),
+                );
+            }
+            "resize" => {
+                sub = sub.arg(
+                    Arg::new("memory")
+                        .long("memory")
+                        .value_name("SIZE")
+                        .required(true)
+                        .help("Total guest RAM wanted, with an optional K, M or G suffix"),
+                );
+            }
+            "resize-zone" => {
+                sub = sub
+                    .arg(
+                        Arg::new("id")
+                            .long("id")
+                            .value_name("ZONE")
+                            .required(true)
+                            .help("The memory zone (--memory-zone id=)"),
+                    )
+                    .arg(
+                        Arg::new("size")
+                            .long("size")
+                            .value_name("SIZE")
+                            .required(true)
+                            .help("The zone's RAM wanted, with an optional K, M or G suffix"),
+                    );
+            }
+            _ => {}
         }
         cmd = cmd.subcommand(sub);
     }
@@ -123,9 +164,26 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+fn size_arg(args: &ArgMatches, name: &str) -> Result<u64, String> {
+    let value = args.get_one::<String>(name).cloned().unwrap_or_default();
+    vmm::config::parse_size(&value).map_err(|e| format!("--{name}: {e}"))
+}
+
 fn body_for(command: &str, args: &ArgMatches) -> Result<Option<String>, String> {
-    if command != "create" {
-        return Ok(None);
+    match command {
+        "create" => {}
+        "resize" => {
+            let ram = size_arg(args, "memory")?;
+            return Ok(Some(serde_json::json!({ "desired_ram": ram }).to_string()));
+        }
+        "resize-zone" => {
+            let id = args.get_one::<String>("id").cloned().unwrap_or_default();
+            let ram = size_arg(args, "size")?;
+            return Ok(Some(
+                serde_json::json!({ "id": id, "desired_ram": ram }).to_string(),
+            ));
+        }
+        _ => return Ok(None),
     }
     let file = args.get_one::<String>("file").cloned().unwrap_or_default();
     let text = if file == "-" {

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod event_monitor;
 pub mod logger;
 pub mod memory_config;
+pub mod memory_devices;
 pub mod memory_manager;
 pub mod numa;
 pub mod pci_host;

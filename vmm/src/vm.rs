@@ -13,6 +13,7 @@ use crate::devices::serial::SerialCounters;
 use crate::devices::{
     acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
 };
+use crate::memory_devices::MemoryDevice;
 use crate::memory_manager::{MemoryError, MemoryManager};
 use crate::pci_host::PciHost;
 use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
@@ -47,6 +48,8 @@ pub enum VmError {
     #[error("{0}")]
     Pci(#[from] crate::pci_host::PciHostError),
     #[error("{0}")]
+    MemoryDevice(#[from] crate::memory_devices::MemoryDeviceError),
+    #[error("{0}")]
     State(&'static str),
     #[error("cannot pause: {0}")]
     Pause(String),
@@ -73,6 +76,8 @@ pub struct Vm {
     serial_counters: Arc<SerialCounters>,
     ged: Arc<Mutex<GedDevice>>,
     pci: PciHost,
+    /// Dropped before `memory` (fields drop in order): the device threads use its mappings.
+    memory_devices: Vec<MemoryDevice>,
     events: Arc<VmEventSignal>,
     vcpus: Option<VcpuManager>,
     paused: bool,
@@ -89,7 +94,17 @@ impl Vm {
         vm.create_platform_irqchip()?;
         let memory = MemoryManager::new(&vm, config)?;
         let buses = Arc::new(Buses::default());
-        let pci = PciHost::new(&buses, memory.mmio64_start())?;
+        let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
+        let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
+        let memory_devices = crate::memory_devices::create(
+            &vm,
+            &routing,
+            memory.guest_memory(),
+            &mut pci,
+            &buses,
+            memory.zones(),
+            config.numa.is_some(),
+        )?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
@@ -130,6 +145,7 @@ impl Vm {
             serial_counters,
             ged,
             pci,
+            memory_devices,
             events,
             vcpus: None,
             paused: false,
@@ -215,6 +231,9 @@ impl Vm {
         if let Some(mut vcpus) = self.vcpus.take() {
             vcpus.stop();
         }
+        for device in &self.memory_devices {
+            device.stop();
+        }
         self.paused = false;
     }
 
@@ -267,18 +286,53 @@ impl Vm {
     /// Per-device counters for `vm.counters`: device name, then counter name and value.
     pub fn counters(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
         use std::sync::atomic::Ordering::Relaxed;
-        vec![(
+        let mut all = vec![(
             "serial".to_string(),
             vec![
                 ("tx_bytes", self.serial_counters.tx_bytes.load(Relaxed)),
                 ("rx_bytes", self.serial_counters.rx_bytes.load(Relaxed)),
             ],
-        )]
+        )];
+        for d in &self.memory_devices {
+            all.push((format!("virtio-mem-{}", d.id), d.counters()));
+        }
+        all
     }
 
-    /// Guest RAM in bytes (boot RAM; virtio-mem will add what is plugged).
+    /// Guest RAM in bytes: boot RAM and what the guest has plugged.
     pub fn memory_actual_size(&self) -> u64 {
         self.memory.ram_size()
+            + self
+                .memory_devices
+                .iter()
+                .map(MemoryDevice::plugged_size)
+                .sum::<u64>()
+    }
+
+    pub fn memory_zones(&self) -> &[crate::memory_manager::MemoryZone] {
+        self.memory.zones()
+    }
+
+    pub fn memory_devices(&self) -> &[MemoryDevice] {
+        &self.memory_devices
+    }
+
+    /// Asks the device of zone `zone` for `requested_size` bytes; returns at once.
+    pub fn resize_memory(&self, plan: crate::resize::ResizePlan) -> Result<(), String> {
+        let zone = self
+            .memory
+            .zones()
+            .get(plan.zone)
+            .ok_or_else(|| "no such memory zone".to_string())?;
+        let device = self
+            .memory_devices
+            .iter()
+            .find(|d| d.id == zone.id)
+            .ok_or_else(|| format!("memory zone {} has no virtio-mem device", zone.id))?;
+        device
+            .handle
+            .resize(plan.requested_size)
+            .map_err(|e| e.to_string())
     }
 }
 

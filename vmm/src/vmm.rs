@@ -238,13 +238,18 @@ impl Vmm {
             .as_ref()
             .map(Vm::memory_actual_size)
             .unwrap_or(config.memory.boot_ram());
+        let devices: Vec<serde_json::Value> = self
+            .vm
+            .as_ref()
+            .map(|vm| vm.memory_devices().iter().map(|d| d.info()).collect())
+            .unwrap_or_default();
         Ok(Some(json!({
             "config": config,
             "state": self.state_name(),
             "memory_actual_size": memory_actual_size,
             "memory": {
                 "boot_ram": config.memory.boot_ram(),
-                "devices": [],
+                "devices": devices,
             },
         })))
     }
@@ -315,12 +320,32 @@ impl Vmm {
                 Ok(_) => self.reboot().map(|()| None).map_err(vmm_api_error),
                 Err(e) => Err(e),
             },
+            ApiAction::VmResize(body) => {
+                self.resize(|zones| crate::resize::plan_resize(zones, &body))
+            }
+            ApiAction::VmResizeZone(body) => {
+                self.resize(|zones| crate::resize::plan_resize_zone(zones, &body))
+            }
             ApiAction::VmPowerButton => self
                 .running_vm()
                 .and_then(|vm| vm.power_button().map_err(vm_api_error))
                 .map(|()| None),
         };
         (result, false)
+    }
+
+    /// Validates a resize against the VM's zones and hands it to the device; never waits for
+    /// the guest or the device thread.
+    fn resize(
+        &mut self,
+        plan: impl FnOnce(
+            &[crate::memory_manager::MemoryZone],
+        ) -> Result<crate::resize::ResizePlan, ApiError>,
+    ) -> ApiResult {
+        let vm = self.running_vm()?;
+        let plan = plan(vm.memory_zones())?;
+        vm.resize_memory(plan).map_err(ApiError::bad_request)?;
+        Ok(None)
     }
 
     fn api_boot(&mut self) -> ApiResult {

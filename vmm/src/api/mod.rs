@@ -25,6 +25,8 @@ pub enum ApiAction {
     VmShutdown,
     VmReboot,
     VmPowerButton,
+    VmResize(crate::resize::VmResize),
+    VmResizeZone(crate::resize::VmResizeZone),
 }
 
 /// An API failure: the HTTP status and a message for the client.

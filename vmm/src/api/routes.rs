@@ -31,6 +31,8 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/vm.shutdown"),
     route("PUT", "/vm.reboot"),
     route("PUT", "/vm.power-button"),
+    route("PUT", "/vm.resize"),
+    route("PUT", "/vm.resize-zone"),
 ];
 
 /// Why a request matched no action.
@@ -75,8 +77,25 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteEr
         "/vm.shutdown" => ApiAction::VmShutdown,
         "/vm.reboot" => ApiAction::VmReboot,
         "/vm.power-button" => ApiAction::VmPowerButton,
+        "/vm.resize" => {
+            ApiAction::VmResize(parse_body("vm.resize", body).map_err(RouteError::BadRequest)?)
+        }
+        "/vm.resize-zone" => ApiAction::VmResizeZone(
+            parse_body("vm.resize-zone", body).map_err(RouteError::BadRequest)?,
+        ),
         other => return Err(RouteError::NotFound(other.to_string())),
     })
+}
+
+/// A JSON body of type `T`, with serde's message (unknown field, wrong type) on error.
+fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(format!(
+            "{endpoint} needs a JSON body"
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid {endpoint} body: {e}")))
 }
 
 /// The body of `vm.create`: a `VmConfig` in JSON, checked as the command line's is.
@@ -119,10 +138,11 @@ mod tests {
     fn every_route_parses() {
         for r in ROUTES {
             let path = format!("{API_PREFIX}{}", r.path);
-            let body = if r.path == "/vm.create" {
-                r#"{"payload":{"kernel":"/proc/self/exe"}}"#
-            } else {
-                ""
+            let body = match r.path {
+                "/vm.create" => r#"{"payload":{"kernel":"/proc/self/exe"}}"#,
+                "/vm.resize" => r#"{"desired_ram":1073741824}"#,
+                "/vm.resize-zone" => r#"{"id":"mem0","desired_ram":1073741824}"#,
+                _ => "",
             };
             assert!(parse(r.method, &path, body.as_bytes()).is_ok(), "{path}");
         }
@@ -176,6 +196,22 @@ mod tests {
             r#"{"payload":{"kernel":"/nonexistent/vmlinux"}}"#,
         );
         assert!(m.contains("/nonexistent/vmlinux"), "{m}");
+    }
+
+    #[test]
+    fn resize_bodies_are_checked() {
+        let m = bad_request_message("PUT", "/api/v1/vm.resize", "");
+        assert!(m.contains("needs a JSON body"), "{m}");
+        let m = bad_request_message("PUT", "/api/v1/vm.resize", r#"{"desired_ram":"2G"}"#);
+        assert!(m.contains("invalid type"), "{m}");
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.resize-zone",
+            r#"{"id":"a","desired_ram":1,"x":0}"#,
+        );
+        assert!(m.contains("unknown field `x`"), "{m}");
+        let m = bad_request_message("PUT", "/api/v1/vm.resize-zone", r#"{"desired_ram":1}"#);
+        assert!(m.contains("missing field `id`"), "{m}");
     }
 }
 

@@ -1,0 +1,218 @@
+//! The virtio-mem devices: one per memory zone with a device region, each a virtio-pci
+//! function on bus 0 with its own MSI-X vectors, and a handle the VMM keeps for resizing and
+//! for status that never waits on the device thread.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use pci::{GsiRoutingTable, KvmMsiGroup, PciBarBusDevice};
+use serde_json::{json, Value};
+use virtio_devices::mem::{
+    Backing as DiscardBacking, HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem,
+    VirtioMemHandle, VirtioMemState,
+};
+use virtio_devices::transport::pci::msix_vector_count;
+use virtio_devices::VirtioPciDevice;
+use vm_memory::GuestMemoryMmap;
+
+use crate::bus::Buses;
+use crate::memory_manager::{Backing, MemoryZone};
+use crate::pci_host::PciHost;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryDeviceError {
+    #[error("virtio-mem {id}: {reason}")]
+    Setup { id: String, reason: String },
+}
+
+/// One virtio-mem device as the VMM sees it.
+pub struct MemoryDevice {
+    /// The zone's id (`default` for `--memory`).
+    pub id: String,
+    pub node: u32,
+    pub backend: &'static str,
+    pub handle: VirtioMemHandle,
+    _pci: Arc<Mutex<VirtioPciDevice<VirtioMem>>>,
+}
+
+fn backend_name(backing: &Backing, page_size: u64) -> &'static str {
+    match (backing, page_size > 4096) {
+        (Backing::PrivateAnonymous, _) => "anonymous",
+        (Backing::SharedFile(_), false) => "memfd-shared",
+        (Backing::SharedFile(_), true) => "hugetlb-shared",
+        (Backing::PrivateFile(_), _) => "hugetlb-private",
+    }
+}
+
+/// Creates the devices for `zones` and puts them on the PCI bus.
+pub fn create(
+    vm: &Arc<dyn hypervisor::Vm>,
+    routing: &Arc<GsiRoutingTable>,
+    guest_memory: &GuestMemoryMmap,
+    pci: &mut PciHost,
+    buses: &Arc<Buses>,
+    zones: &[MemoryZone],
+    with_numa: bool,
+) -> Result<Vec<MemoryDevice>, MemoryDeviceError> {
+    let mut devices = Vec::new();
+    for zone in zones {
+        let Some(region) = &zone.device else { continue };
+        let id = zone.id.clone();
+        let fail = |reason: String| MemoryDeviceError::Setup {
+            id: id.clone(),
+            reason,
+        };
+        let geometry = MemGeometry::new(region.addr, region.size, region.block_size)
+            .map_err(|e| fail(e.to_string()))?;
+        let node = with_numa
+            .then(|| u16::try_from(zone.node))
+            .transpose()
+            .map_err(|_| fail(format!("node {} does not fit 16 bits", zone.node)))?;
+        let state = VirtioMemState::new(geometry, node, region.hotplugged_size)
+            .map_err(|e| fail(e.to_string()))?;
+        let backing = match &region.backing {
+            Backing::PrivateAnonymous => DiscardBacking::PrivateAnonymous,
+            Backing::SharedFile(file) => DiscardBacking::SharedFile {
+                file: file.clone(),
+                file_offset: 0,
+            },
+            Backing::PrivateFile(file) => DiscardBacking::PrivateFile {
+                file: file.clone(),
+                file_offset: 0,
+            },
+        };
+        // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the
+        // memory manager for this device alone; it lives as long as the VM's guest memory,
+        // which outlives the device (the Vm drops its devices first).
+        let backend = unsafe {
+            HostMemoryBackend::new(
+                region.host_addr as *mut u8,
+                region.size,
+                backing,
+                region.page_size,
+                region.prefault,
+            )
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        let device = VirtioMem::new(id.clone(), state, backend).map_err(|e| fail(e.to_string()))?;
+        let handle = device.handle();
+        let event_id = id.clone();
+        handle.set_plugged_size_listener(move |change: PluggedSizeChange| {
+            let mut props = BTreeMap::new();
+            props.insert("id".to_string(), event_id.clone());
+            props.insert("plugged_size".to_string(), change.plugged.to_string());
+            props.insert("previous_size".to_string(), change.previous.to_string());
+            props.insert("requested_size".to_string(), change.requested.to_string());
+            crate::event_monitor::event_with("virtio-mem", "plugged-size-changed", Some(props));
+        });
+        let msi = KvmMsiGroup::new(routing.clone(), msix_vector_count(1))
+            .map_err(|e| fail(format!("MSI-X vectors: {e}")))?;
+        let pci_device = Arc::new(Mutex::new(
+            VirtioPciDevice::new(
+                format!("virtio-mem-{id}"),
+                device,
+                guest_memory.clone(),
+                Arc::new(msi),
+                vm.clone(),
+            )
+            .map_err(|e| fail(e.to_string()))?,
+        ));
+        let added = pci
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(pci_device.clone(), &mut pci.allocator)
+            .map_err(|e| fail(format!("PCI: {e}")))?;
+        for bar in &added.bars {
+            buses
+                .mmio
+                .insert(
+                    Arc::new(Mutex::new(PciBarBusDevice::new(
+                        pci_device.clone(),
+                        bar.index,
+                    ))),
+                    bar.addr,
+                    bar.size,
+                )
+                .map_err(|e| fail(format!("BAR {}: {e}", bar.index)))?;
+        }
+        pci_device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_ioevents()
+            .map_err(|e| fail(format!("queue notifications: {e}")))?;
+        log::info!(
+            "virtio-mem {id}: 00:{:02x}.0, region {:#x}+{:#x}, block {:#x}, node {:?}",
+            added.slot,
+            region.addr,
+            region.size,
+            region.block_size,
+            node
+        );
+        devices.push(MemoryDevice {
+            id,
+            node: zone.node,
+            backend: backend_name(&region.backing, region.page_size),
+            handle,
+            _pci: pci_device,
+        });
+    }
+    Ok(devices)
+}
+
+impl MemoryDevice {
+    /// What `vm.info` lists, as QEMU's `info memory-devices` does.
+    pub fn info(&self) -> Value {
+        let s = self.handle.status();
+        json!({
+            "id": self.id,
+            "type": "virtio-mem",
+            "node": self.node,
+            "addr": s.addr,
+            "region_size": s.region_size,
+            "usable_region_size": s.usable_region_size,
+            "requested_size": s.requested_size,
+            "plugged_size": s.plugged_size,
+            "block_size": s.block_size,
+            "backend": self.backend,
+            "active": s.active,
+            "needs_reset": s.needs_reset,
+        })
+    }
+
+    /// What `vm.counters` lists for this device.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.handle.status();
+        let (c, l) = (s.counters, s.latency);
+        vec![
+            ("plug_requests", c.plug),
+            ("unplug_requests", c.unplug),
+            ("unplug_all_requests", c.unplug_all),
+            ("state_requests", c.state),
+            ("malformed_requests", c.malformed),
+            ("ack_responses", c.ack),
+            ("nack_responses", c.nack),
+            ("busy_responses", c.busy),
+            ("error_responses", c.error),
+            ("backend_errors", c.backend_errors),
+            ("latency_count", l.count),
+            ("latency_total_ns", l.total_ns),
+            ("latency_max_ns", l.max_ns),
+            ("latency_median_ns", l.median_ns),
+        ]
+    }
+
+    /// Stops the device thread (it touches the region's mapping, so it must stop before
+    /// guest memory is unmapped).
+    pub fn stop(&self) {
+        use virtio_devices::VirtioDevice;
+        let mut pci = self._pci.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = pci.device_mut().reset() {
+            log::error!("virtio-mem {}: stopping the device thread: {e}", self.id);
+        }
+    }
+
+    pub fn plugged_size(&self) -> u64 {
+        self.handle.status().plugged_size
+    }
+}
