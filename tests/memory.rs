@@ -35,3 +35,257 @@ fn hotplug_region_is_in_the_srat_and_not_in_ram() {
     vmm.send("poweroff -f");
     assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
 }
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::api::{
+    http, remote_err, remote_json, remote_ok, socket_in, wait_for_socket, SOCKET_TIMEOUT,
+};
+use common::TempDir;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Plugging is quick; unplugging makes the guest migrate pages, which in the nested test
+/// host takes about 1.5 s per 128 MiB.
+const RESIZE_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The test guest with an API socket and extra options; returns it with its MemTotal at
+/// READY (boot RAM as the guest counts it).
+fn boot_with(tag: &str, dir: &TempDir, args: &[&str]) -> (Vmm, u64) {
+    let socket = socket_in(&dir.0);
+    let api = format!("path={}", socket.display());
+    let events = format!("path={}", dir.path("events.jsonl").display());
+    let mut all = vec![
+        "--api-socket",
+        api.as_str(),
+        "--event-monitor",
+        events.as_str(),
+    ];
+    all.extend_from_slice(args);
+    let mut vmm = Vmm::boot_guest(tag, &guest().vmlinux, "", &all);
+    let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    let kb = field(&ready, "memtotal_kb").expect("memtotal_kb");
+    (vmm, kb)
+}
+
+fn wait_memtotal(vmm: &mut Vmm, kb: u64) {
+    vmm.wait_for(&format!("MEMTOTAL {kb} kB"), RESIZE_TIMEOUT);
+}
+
+fn device_info(socket: &Path, id: &str) -> serde_json::Value {
+    let info = remote_json(socket, &["info"]);
+    info["memory"]["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no memory device {id} in {info}"))
+}
+
+/// No virtio_mem error or warning in the guest's kernel log.
+fn assert_clean_guest_log(vmm: &mut Vmm) {
+    let done = vmm.run_command("dmesg | grep -i virtio_mem | grep -i -E 'error|fail|warn|broken'");
+    assert_eq!(
+        field(&done, "rc"),
+        Some(1),
+        "virtio_mem complained:\n{:?}",
+        vmm.serial_lines()
+    );
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn grow_and_shrink_land_on_the_exact_memtotal() {
+    let dir = TempDir::new("vmem-resize");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with(
+        "vmem-resize",
+        &dir,
+        &[
+            "--memory",
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
+        ],
+    );
+    let dev = device_info(&socket, "default");
+    assert_eq!(dev["region_size"], 4 * GIB);
+    assert_eq!(dev["block_size"], 2 * MIB);
+    assert_eq!(dev["plugged_size"], 0);
+
+    for (total, plugged) in [
+        (2 * GIB, GIB),
+        (4 * GIB, 3 * GIB),
+        (GIB + 512 * MIB, 512 * MIB),
+    ] {
+        remote_ok(
+            &socket,
+            &["resize", "--memory", &format!("{}M", total / MIB)],
+        );
+        wait_memtotal(&mut vmm, base + plugged / 1024);
+        let dev = device_info(&socket, "default");
+        assert_eq!(dev["requested_size"], plugged);
+        assert_eq!(dev["plugged_size"], plugged, "{dev}");
+        assert_eq!(
+            remote_json(&socket, &["info"])["memory_actual_size"],
+            GIB + plugged
+        );
+    }
+    let counters = remote_json(&socket, &["counters"]);
+    let c = &counters["virtio-mem-default"];
+    assert!(c["plug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
+    assert!(c["unplug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
+    assert_eq!(c["error_responses"], 0, "{counters}");
+    assert_eq!(c["malformed_requests"], 0, "{counters}");
+    let events = std::fs::read_to_string(dir.path("events.jsonl")).unwrap();
+    assert!(events.contains("plugged-size-changed"), "{events}");
+    assert_clean_guest_log(&mut vmm);
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn bad_resizes_are_refused_and_change_nothing() {
+    let dir = TempDir::new("vmem-bad");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, _) = boot_with(
+        "vmem-bad",
+        &dir,
+        &["--memory", "size=1G,hotplug_size=2G,hotplugged_size=512M"],
+    );
+    let before = device_info(&socket, "default");
+    for (args, needle) in [
+        (vec!["resize", "--memory", "1025M"], "block size"),
+        (vec!["resize", "--memory", "4G"], "exceeds"),
+        (vec!["resize", "--memory", "512M"], "below the boot RAM"),
+        (
+            vec!["resize-zone", "--id", "nope", "--size", "1G"],
+            "no memory zone with id nope",
+        ),
+    ] {
+        let err = remote_err(&socket, &args);
+        assert!(
+            err.contains("400") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    let a = http(
+        &socket,
+        "PUT",
+        "/api/v1/vm.resize",
+        Some(br#"{"desired_ram": "2G"}"#),
+    );
+    assert_eq!(a.status, 400, "{a:?}");
+    let a = http(
+        &socket,
+        "PUT",
+        "/api/v1/vm.resize",
+        Some(br#"{"desired_ram": 2147483648, "extra": 1}"#),
+    );
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(
+        before["requested_size"],
+        device_info(&socket, "default")["requested_size"]
+    );
+    assert_eq!(before["requested_size"], 512 * MIB);
+    let done = vmm.run_command("echo alive");
+    assert_eq!(field(&done, "rc"), Some(0));
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn a_vm_without_virtio_mem_refuses_resize() {
+    let dir = TempDir::new("vmem-none");
+    let socket = socket_in(&dir.0);
+    let (_vmm, _) = boot_with("vmem-none", &dir, &["--memory", "size=512M"]);
+    let err = remote_err(&socket, &["resize", "--memory", "1G"]);
+    assert!(
+        err.contains("400") && err.contains("no virtio-mem device"),
+        "{err}"
+    );
+    assert_eq!(
+        remote_json(&socket, &["info"])["memory"]["devices"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn hotplugged_size_is_plugged_at_boot_and_again_after_reboot() {
+    let dir = TempDir::new("vmem-boot");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with(
+        "vmem-boot",
+        &dir,
+        &["--memory", "size=1G,hotplug_size=2G,hotplugged_size=512M"],
+    );
+    // READY may come before the driver has plugged: wait for the sum.
+    wait_memtotal(&mut vmm, base + 512 * 1024);
+    remote_ok(&socket, &["resize", "--memory", "2G"]);
+    wait_memtotal(&mut vmm, base + 1024 * 1024);
+    // A reboot starts with nothing plugged, then the new guest is asked for the same size.
+    vmm.send("reboot -f");
+    let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
+    assert!(field(&ready, "memtotal_kb").unwrap_or(0) <= base + 1024 * 1024);
+    wait_memtotal(&mut vmm, base + 1024 * 1024);
+    assert_eq!(device_info(&socket, "default")["plugged_size"], GIB);
+    assert_clean_guest_log(&mut vmm);
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn two_zones_on_two_nodes_resize_independently() {
+    let dir = TempDir::new("vmem-numa");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, _) = boot_with(
+        "vmem-numa",
+        &dir,
+        &[
+            "--cpus",
+            "boot=2",
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=512M,hotplug_size=1G",
+            "--memory-zone",
+            "id=mem1,size=512M,hotplug_size=1G",
+            "--numa",
+            "guest_numa_id=0,cpus=0,memory_zones=mem0",
+            "--numa",
+            "guest_numa_id=1,cpus=1,memory_zones=mem1",
+        ],
+    );
+    let node_kb = |vmm: &mut Vmm, node: u32| -> u64 {
+        vmm.run_command(&format!(
+            "echo NODE{node} $(grep MemTotal /sys/devices/system/node/node{node}/meminfo)"
+        ));
+        let line = vmm
+            .serial_lines()
+            .iter()
+            .rev()
+            .find(|l| l.starts_with(&format!("NODE{node} ")))
+            .cloned()
+            .unwrap_or_default();
+        line.split_whitespace()
+            .nth(4)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (n0, n1) = (node_kb(&mut vmm, 0), node_kb(&mut vmm, 1));
+    assert!(n0 > 0 && n1 > 0, "both nodes have memory: {n0} {n1}");
+    assert_eq!(device_info(&socket, "mem1")["node"], 1);
+
+    remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while device_info(&socket, "mem1")["plugged_size"] != 512 * MIB {
+        assert!(std::time::Instant::now() < deadline, "mem1 did not plug");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        node_kb(&mut vmm, 1),
+        n1 + 512 * 1024,
+        "node 1 grows by 512 MiB"
+    );
+    assert_eq!(node_kb(&mut vmm, 0), n0, "node 0 is untouched");
+    assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
+    let err = remote_err(&socket, &["resize", "--memory", "2G"]);
+    assert!(err.contains("vm.resize-zone"), "{err}");
+}

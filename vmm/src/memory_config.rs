@@ -166,6 +166,19 @@ impl MemoryConfig {
         })
     }
 
+    /// Records what zone `id` (`default` for `--memory`) should have plugged.
+    pub fn set_hotplugged_size(&mut self, id: &str, size: u64) {
+        match self.zones.as_mut() {
+            Some(zones) => {
+                if let Some(z) = zones.iter_mut().find(|z| z.id == id) {
+                    z.hotplugged_size = Some(size);
+                }
+            }
+            None if id == "default" => self.hotplugged_size = Some(size),
+            None => {}
+        }
+    }
+
     /// Boot RAM in bytes, zones included.
     pub fn boot_ram(&self) -> u64 {
         match &self.zones {

@@ -345,6 +345,14 @@ impl Vmm {
         let vm = self.running_vm()?;
         let plan = plan(vm.memory_zones())?;
         vm.resize_memory(plan).map_err(ApiError::bad_request)?;
+        // The configuration follows, as in Cloud Hypervisor: vm.info shows it, and a reboot
+        // asks the new guest for the same size again.
+        let zone_id = vm.memory_zones().get(plan.zone).map(|z| z.id.clone());
+        if let (Some(config), Some(zone_id)) = (self.config.as_mut(), zone_id) {
+            config
+                .memory
+                .set_hotplugged_size(&zone_id, plan.requested_size);
+        }
         Ok(None)
     }
 
