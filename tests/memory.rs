@@ -211,22 +211,55 @@ fn a_vm_without_virtio_mem_refuses_resize() {
 fn hotplugged_size_is_plugged_at_boot_and_again_after_reboot() {
     let dir = TempDir::new("vmem-boot");
     let socket = socket_in(&dir.0);
-    let (mut vmm, base) = boot_with(
+    let (mut vmm, _) = boot_with(
         "vmem-boot",
         &dir,
         &["--memory", "size=1G,hotplug_size=2G,hotplugged_size=512M"],
     );
-    // READY may come before the driver has plugged: wait for the sum.
-    wait_memtotal(&mut vmm, base + 512 * 1024);
+    // The driver plugs hotplugged_size as it probes, perhaps before READY: wait for the
+    // device to report it, then read MemTotal.
+    wait_plugged(&socket, "default", 512 * MIB);
+    let at_boot = memtotal_now(&mut vmm);
     remote_ok(&socket, &["resize", "--memory", "2G"]);
-    wait_memtotal(&mut vmm, base + 1024 * 1024);
+    wait_memtotal(&mut vmm, at_boot + 512 * 1024);
+    assert_eq!(
+        remote_json(&socket, &["info"])["config"]["memory"]["hotplugged_size"],
+        GIB
+    );
     // A reboot starts with nothing plugged, then the new guest is asked for the same size.
     vmm.send("reboot -f");
-    let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
-    assert!(field(&ready, "memtotal_kb").unwrap_or(0) <= base + 1024 * 1024);
-    wait_memtotal(&mut vmm, base + 1024 * 1024);
-    assert_eq!(device_info(&socket, "default")["plugged_size"], GIB);
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    wait_plugged(&socket, "default", GIB);
+    wait_memtotal(&mut vmm, at_boot + 512 * 1024);
     assert_clean_guest_log(&mut vmm);
+}
+
+/// Waits until device `id` reports `bytes` plugged.
+fn wait_plugged(socket: &Path, id: &str, bytes: u64) {
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while device_info(socket, id)["plugged_size"] != bytes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} did not reach {bytes} plugged"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The guest's MemTotal in kB, read now.
+fn memtotal_now(vmm: &mut Vmm) -> u64 {
+    vmm.run_command("echo NOWTOTAL $(grep MemTotal /proc/meminfo)");
+    let line = vmm
+        .serial_lines()
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("NOWTOTAL "))
+        .cloned()
+        .unwrap_or_default();
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal")
 }
 
 #[test]
@@ -273,11 +306,7 @@ fn two_zones_on_two_nodes_resize_independently() {
     assert_eq!(device_info(&socket, "mem1")["node"], 1);
 
     remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
-    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while device_info(&socket, "mem1")["plugged_size"] != 512 * MIB {
-        assert!(std::time::Instant::now() < deadline, "mem1 did not plug");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_plugged(&socket, "mem1", 512 * MIB);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         node_kb(&mut vmm, 1),
