@@ -398,7 +398,10 @@ fn bad_requests_leave_a_running_guest_untouched() {
     assert_eq!(http(&socket, "PUT", "/api/v1/vm.resume", None).status, 409);
     assert_eq!(http(&socket, "PUT", "/api/v1/vm.boot", None).status, 409);
     assert_eq!(http(&socket, "POST", "/api/v1/vm.pause", None).status, 405);
-    assert_eq!(http(&socket, "GET", "/api/v1/vm.resize", None).status, 404);
+    assert_eq!(
+        http(&socket, "GET", "/api/v1/vm.snapshot", None).status,
+        404
+    );
     let mut stalled = UnixStream::connect(&socket).unwrap();
     stalled.write_all(b"PUT /api/v1/vm.shutdown HTT").unwrap();
     assert!(timed_ping(&socket) < PING_LIMIT);
