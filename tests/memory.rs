@@ -318,3 +318,65 @@ fn two_zones_on_two_nodes_resize_independently() {
     let err = remote_err(&socket, &["resize", "--memory", "2G"]);
     assert!(err.contains("vm.resize-zone"), "{err}");
 }
+
+/// Resident kB of the accordion process's mappings of exactly `size_kb` kB (the virtio-mem
+/// region's mapping), and of the whole process.
+fn rss_kb(pid: u32, size_kb: u64) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut region = 0;
+    let mut in_region = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Size:"), Some(v)) => in_region = v.parse::<u64>().ok() == Some(size_kb),
+            (Some("Rss:"), Some(v)) if in_region => region += v.parse::<u64>().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let total = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    (region, total)
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn unplugged_memory_goes_back_to_the_host() {
+    let dir = TempDir::new("vmem-rss");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, _) = boot_with("vmem-rss", &dir, &["--memory", "size=1G,hotplug_size=2G"]);
+    let region_kb = 2 * GIB / 1024;
+    remote_ok(&socket, &["resize", "--memory", "3G"]);
+    wait_plugged(&socket, "default", 2 * GIB);
+    // The guest fills nearly all its memory (so the plugged blocks are touched), then frees it.
+    // (A tmpfs of its own: the root's was sized at boot, before the memory was plugged.)
+    let done = vmm.run_command(
+        "mkdir -p /fillfs && mount -t tmpfs -o size=2600m fill /fillfs && \
+         dd if=/dev/zero of=/fillfs/x bs=1M count=2400 2>/dev/null; rm -f /fillfs/x; umount /fillfs",
+    );
+    assert_eq!(field(&done, "rc"), Some(0), "{done}");
+    let (touched, total_before) = rss_kb(vmm.pid(), region_kb);
+    assert!(
+        touched > region_kb / 2,
+        "the guest touched only {touched} kB of the region"
+    );
+    remote_ok(&socket, &["resize", "--memory", "1G"]);
+    wait_plugged(&socket, "default", 0);
+    let (left, total_after) = rss_kb(vmm.pid(), region_kb);
+    eprintln!(
+        "region RSS {touched} kB -> {left} kB; process RSS {total_before} kB -> {total_after} kB"
+    );
+    assert!(
+        total_before.saturating_sub(total_after) * 10 >= touched * 9,
+        "process RSS fell by {} kB, less than 90 % of the {touched} kB unplugged",
+        total_before.saturating_sub(total_after)
+    );
+    assert!(
+        left * 10 <= touched,
+        "{left} kB of the region stayed resident"
+    );
+}

@@ -183,6 +183,11 @@ impl Vmm {
         stdin.flush().unwrap();
     }
 
+    /// The accordion process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs a shell command in the guest and returns its completion line (`rc=N`).
     pub fn run_command(&mut self, command: &str) -> String {
         self.send(command);
