@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# virtio-mem resize latency: Accordion (vm.resize) against QEMU (qom-set requested-size) on
+# the same test guest, in the same test host (scripts/test-host.sh; directly where /dev/kvm
+# boots Linux). Each VMM boots the guest with 1 GiB of boot RAM and a 4 GiB region, then
+# BENCH_RUNS times grows it by 2 GiB and shrinks it by 2 GiB; a resize is timed from the
+# request to the guest's MemTotal line showing the target. Prints a markdown table of the
+# medians with the ratio Accordion/QEMU, and the Accordion device thread's own time per
+# request from vm.counters (median over its last 1024 requests).
+#
+# Usage: scripts/bench-resize.sh
+# Environment: BENCH_RUNS (default 5), BENCH_KEEP=DIR (keep consoles and results).
+set -euo pipefail
+
+LOG_TAG=bench-resize
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ $# -eq 0 ] || die "unknown option '$1' (usage: scripts/bench-resize.sh)"
+RUNS=${BENCH_RUNS:-5}
+
+log "building accordion (release)"
+(cd "$ROOT" && cargo build --release --bin accordion >&2)
+GUEST=$("$ROOT/scripts/build-guest.sh" --print-dir)
+WORK=${BENCH_KEEP:-$(mktemp -d "${TMPDIR:-/tmp}/accordion-bench-resize.XXXXXX")}
+mkdir -p "$WORK"
+[ -n "${BENCH_KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
+ACCORDION_TEST_HOST_RW=$WORK "$ROOT/scripts/test-host.sh" \
+  sh -c "python3 '$ROOT/scripts/lib/resize-bench.py' '$ROOT/target/release' '$GUEST' '$WORK' '$RUNS' > '$WORK/results.jsonl'" >&2
+python3 - "$WORK/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(vmm, op):
+    xs = [r["seconds"] for r in rows if r.get("vmm") == vmm and r.get("op") == op]
+    return (statistics.median(xs), xs) if xs else (None, [])
+print("| resize | Accordion median (s) | QEMU median (s) | ratio Accordion/QEMU | Accordion runs | QEMU runs |")
+print("| --- | --- | --- | --- | --- | --- |")
+for op in ("+2G", "-2G"):
+    a, ar = med("accordion", op)
+    q, qr = med("qemu", op)
+    ratio = f"{a / q:.2f}" if a and q else "-"
+    print(f"| {op} | {a} | {q} | {ratio} | {ar} | {qr} |")
+dev = next((r["device"] for r in rows if "device" in r), {})
+if dev:
+    print()
+    print("| Accordion device thread | value |")
+    print("| --- | --- |")
+    for k in ("latency_count", "latency_median_ns", "latency_max_ns", "latency_total_ns",
+              "plug_requests", "unplug_requests", "ack_responses", "nack_responses"):
+        print(f"| {k} | {dev.get(k)} |")
+PY
