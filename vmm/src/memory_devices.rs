@@ -82,8 +82,10 @@ pub fn create(
             },
         };
         // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the
-        // memory manager for this device alone; it lives as long as the VM's guest memory,
-        // which outlives the device (the Vm drops its devices first).
+        // memory manager for this device alone and owned by `guest_memory`'s regions. The
+        // backend lives inside the VirtioMem, inside the VirtioPciDevice built below, which
+        // holds its own clone of `guest_memory` (declared after the device, so dropped after
+        // it): the mapping outlives the backend whatever order the Vm drops things in.
         let backend = unsafe {
             HostMemoryBackend::new(
                 region.host_addr as *mut u8,

@@ -70,14 +70,15 @@ pub struct Vm {
     config: VmConfig,
     vm: Arc<dyn hypervisor::Vm>,
     supported_cpuid: Vec<hypervisor::CpuIdEntry>,
+    /// Declared before `memory` so that it is dropped first (fields drop in declaration
+    /// order); `shutdown`, run by `Drop`, has already stopped the device threads by then.
+    memory_devices: Vec<MemoryDevice>,
     memory: MemoryManager,
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_counters: Arc<SerialCounters>,
     ged: Arc<Mutex<GedDevice>>,
     pci: PciHost,
-    /// Dropped before `memory` (fields drop in order): the device threads use its mappings.
-    memory_devices: Vec<MemoryDevice>,
     events: Arc<VmEventSignal>,
     vcpus: Option<VcpuManager>,
     paused: bool,
