@@ -160,6 +160,14 @@ struct Vmm {
 }
 
 impl Vmm {
+    /// The running VM's UART when its serial port is the terminal (stdin feeds it).
+    fn tty_serial(&self) -> Option<&Arc<std::sync::Mutex<crate::devices::SerialDevice>>> {
+        self.vm
+            .as_ref()
+            .filter(|vm| vm.config().serial.mode == ConsoleMode::Tty)
+            .map(Vm::serial)
+    }
+
     fn state_name(&self) -> &'static str {
         match (&self.config, &self.vm) {
             (None, _) => "NotCreated",
@@ -481,12 +489,7 @@ fn control_loop(
     let mut stdin = StdinForwarder::new(epoll.0.as_raw_fd(), TOKEN_STDIN, forward_stdin);
     let mut ready = [epoll::Event::new(epoll::Events::empty(), 0); EPOLL_EVENTS];
     loop {
-        let serial = vmm
-            .vm
-            .as_ref()
-            .filter(|vm| vm.config().serial.mode == ConsoleMode::Tty)
-            .map(|vm| vm.serial().clone());
-        let timeout = stdin.prepare(serial.as_ref());
+        let timeout = stdin.prepare(vmm.tty_serial());
         let n = match epoll::wait(epoll.0.as_raw_fd(), timeout, &mut ready) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -517,7 +520,8 @@ fn control_loop(
                         }
                     }
                 }
-                TOKEN_STDIN => stdin.forward(serial.as_ref()),
+                // Looked up again: an event earlier in this batch may have replaced the VM.
+                TOKEN_STDIN => stdin.forward(vmm.tty_serial()),
                 _ => {}
             }
         }
