@@ -250,6 +250,16 @@ fn parse_cpu_list(option: &str, value: &str) -> Result<Vec<u32>> {
         if first > last {
             return Err(bad());
         }
+        // Bounded before expanding: `0-4294967295` must not allocate 16 GiB.
+        if last >= crate::config::MAX_VCPUS {
+            return Err(ConfigError::new(
+                option,
+                format!(
+                    "cpus={value}: vCPU {last} is beyond the {} supported",
+                    crate::config::MAX_VCPUS
+                ),
+            ));
+        }
         cpus.extend(first..=last);
     }
     Ok(cpus)
@@ -678,6 +688,8 @@ mod tests {
         assert_eq!(parse_cpu_list("--numa", "[0-1]").unwrap(), vec![0, 1]);
         assert!(parse_cpu_list("--numa", "2-1").is_err());
         assert!(parse_cpu_list("--numa", "x").is_err());
+        let e = parse_cpu_list("--numa", "0-4294967295").unwrap_err();
+        assert!(e.reason.contains("beyond"), "{e}");
     }
 
     #[test]
