@@ -149,16 +149,16 @@ fn split_ranges(ranges: &[(u64, u64)], sizes: &[u64]) -> Vec<Vec<(u64, u64)>> {
 const HUGE_PAGE_SIZE: u64 = 2 << 20;
 
 /// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
-/// Device regions are `MAP_NORESERVE`.
+/// `extra_flags`: `MAP_NORESERVE` for device regions, `MAP_POPULATE` for prefaulted boot RAM.
 fn map(
     size: u64,
     shared: bool,
     hugepages: bool,
-    noreserve: bool,
+    extra_flags: i32,
 ) -> Result<(vm_memory::mmap::MmapRegion, Backing), MemoryError> {
     let fail = |reason: String| MemoryError::Allocate { size, reason };
     let len = usize::try_from(size).map_err(|_| fail("too large for this host".into()))?;
-    let mut flags = if noreserve { libc::MAP_NORESERVE } else { 0 };
+    let mut flags = extra_flags;
     let (file, backing) = if shared || hugepages {
         let mut memfd_flags = libc::MFD_CLOEXEC;
         if hugepages {
@@ -222,19 +222,16 @@ impl MemoryManager {
             arch::layout::place_device_regions(ram_size, block_size, &hotplug_sizes)
                 .ok_or(MemoryError::Layout)?;
 
-        let any_file = requests.iter().any(|z| z.shared || z.hugepages);
         let mut regions = Vec::new();
-        // Boot RAM: one mapping per range; shared or hugepages if any zone wants it.
-        let (shared, hugepages) = (
-            requests.iter().any(|z| z.shared),
-            requests.iter().any(|z| z.hugepages),
-        );
+        // Boot RAM: one mapping per range; shared, hugepages or prefaulted if any zone wants it.
+        let any = |want: fn(&ZoneRequest) -> bool| requests.iter().any(want);
+        let populate = if any(|z| z.prefault) {
+            libc::MAP_POPULATE
+        } else {
+            0
+        };
         for &(start, size) in &boot_ranges {
-            let (mapping, _) = if any_file {
-                map(size, shared, hugepages, false)?
-            } else {
-                map(size, false, false, false)?
-            };
+            let (mapping, _) = map(size, any(|z| z.shared), any(|z| z.hugepages), populate)?;
             regions.push(
                 GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
             );
@@ -245,7 +242,8 @@ impl MemoryManager {
             let device = match request.hotplug {
                 Some((size, hotplugged_size)) => {
                     let addr = starts.next().ok_or(MemoryError::Layout)?;
-                    let (mapping, backing) = map(size, request.shared, request.hugepages, true)?;
+                    let (mapping, backing) =
+                        map(size, request.shared, request.hugepages, libc::MAP_NORESERVE)?;
                     let host_addr = mapping.as_ptr() as u64;
                     regions.push(
                         GuestRegionMmap::new(mapping, GuestAddress(addr))
