@@ -47,7 +47,16 @@ impl Input<'_> {
 /// Checks the state's invariants (reference §1.3) and its agreement with the backend.
 pub fn check_invariants(s: &VirtioMemState, backend: &FakeBackend) {
     let bs = s.block_size();
-    assert_eq!(s.plugged_size(), s.bitmap().count() * bs, "plugged_size");
+    // Counted from the bits themselves, not from the bitmap's running count that
+    // `plugged_size` is defined by.
+    let set_bits: u64 = s
+        .bitmap()
+        .words()
+        .iter()
+        .map(|w| u64::from(w.count_ones()))
+        .sum();
+    assert_eq!(s.bitmap().count(), set_bits, "the bitmap's running count");
+    assert_eq!(s.plugged_size(), set_bits * bs, "plugged_size");
     assert!(
         s.plugged_size() <= s.usable_region_size(),
         "plugged > usable"
@@ -76,9 +85,20 @@ pub fn check_invariants(s: &VirtioMemState, backend: &FakeBackend) {
             );
         }
     }
+    // What the guest reads: the config space bytes (usable_region_size at 32, plugged_size
+    // at 40), against the values derived above.
     let c = s.config();
-    assert_eq!(c.plugged_size, s.plugged_size());
-    assert_eq!(c.usable_region_size, s.usable_region_size());
+    let field = |offset: u64| {
+        let mut b = [0u8; 8];
+        c.read(offset, &mut b);
+        u64::from_le_bytes(b)
+    };
+    assert_eq!(field(40), set_bits * bs, "config plugged_size");
+    assert_eq!(
+        field(32),
+        s.usable_region_size(),
+        "config usable_region_size"
+    );
 }
 
 /// Checks what one answered request may have changed.
