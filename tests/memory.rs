@@ -217,11 +217,13 @@ fn hotplugged_size_is_plugged_at_boot_and_again_after_reboot() {
         &["--memory", "size=1G,hotplug_size=2G,hotplugged_size=512M"],
     );
     // The driver plugs hotplugged_size as it probes, perhaps before READY: wait for the
-    // device to report it, then read MemTotal.
+    // device to report it and for the guest to have onlined it all, then read MemTotal.
     wait_plugged(&socket, "default", 512 * MIB);
-    let at_boot = memtotal_now(&mut vmm);
+    let at_boot = settled_memtotal(&mut vmm);
     remote_ok(&socket, &["resize", "--memory", "2G"]);
     wait_memtotal(&mut vmm, at_boot + 512 * 1024);
+    let before_reboot = settled_memtotal(&mut vmm);
+    assert_eq!(before_reboot, at_boot + 512 * 1024);
     assert_eq!(
         remote_json(&socket, &["info"])["config"]["memory"]["hotplugged_size"],
         GIB
@@ -230,7 +232,7 @@ fn hotplugged_size_is_plugged_at_boot_and_again_after_reboot() {
     vmm.send("reboot -f");
     vmm.wait_for(READY, BOOT_TIMEOUT);
     wait_plugged(&socket, "default", GIB);
-    wait_memtotal(&mut vmm, at_boot + 512 * 1024);
+    assert_eq!(settled_memtotal(&mut vmm), before_reboot);
     assert_clean_guest_log(&mut vmm);
 }
 
@@ -243,6 +245,25 @@ fn wait_plugged(socket: &Path, id: &str, bytes: u64) {
             "{id} did not reach {bytes} plugged"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The guest's MemTotal in kB once it stops changing (the device reports blocks plugged
+/// before the guest has onlined all of them): two reads a second apart agree.
+fn settled_memtotal(vmm: &mut Vmm) -> u64 {
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    let mut last = memtotal_now(vmm);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = memtotal_now(vmm);
+        if now == last {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MemTotal never settled"
+        );
+        last = now;
     }
 }
 

@@ -176,6 +176,18 @@ impl Vmm {
         }
     }
 
+    /// Collects every serial line that arrives within `period` (into `serial_lines`).
+    pub fn drain(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Types a line on the guest's serial console.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
