@@ -19,15 +19,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [ $# -eq 0 ] || die "unknown option '$1' (usage: scripts/bench-resize.sh)"
 RUNS=${BENCH_RUNS:-5}
 
+ensure_qemu  # the QEMU side of the comparison, also where no test host is needed
 log "building accordion (release)"
 (cd "$ROOT" && cargo build --release --bin accordion >&2)
 GUEST=$("$ROOT/scripts/build-guest.sh" --print-dir)
 WORK=${BENCH_KEEP:-$(mktemp -d "${TMPDIR:-/tmp}/accordion-bench-resize.XXXXXX")}
 mkdir -p "$WORK"
 [ -n "${BENCH_KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
+# Inside the test host, the interpreter by absolute path (scripts/README.md); the paths go
+# as arguments, not spliced into the shell text.
+# shellcheck disable=SC2016  # $1.. belong to the inner shell
 ACCORDION_TEST_HOST_RW=$WORK "$ROOT/scripts/test-host.sh" \
-  sh -c "python3 '$ROOT/scripts/lib/resize-bench.py' '$ROOT/target/release' '$GUEST' '$WORK' '$RUNS' > '$WORK/results.jsonl'" >&2
-python3 - "$WORK/results.jsonl" <<'PY'
+  sh -c '/usr/bin/python3 "$1" "$2" "$3" "$4" "$5" > "$4/results.jsonl"' sh \
+  "$ROOT/scripts/lib/resize-bench.py" "$ROOT/target/release" "$GUEST" "$WORK" "$RUNS" >&2
+python - "$WORK/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(vmm, op):
