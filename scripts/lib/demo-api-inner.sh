@@ -13,7 +13,16 @@ rm -f "$SOCK" "$EVENTS" "$SERIAL"
 "$BIN/accordion" --api-socket "path=$SOCK" --event-monitor "path=$EVENTS" &
 VMM=$!
 trap 'kill $VMM 2>/dev/null || true' EXIT
-while [ ! -S "$SOCK" ]; do sleep 0.05; done
+# tick WHAT: one step of a wait; gives up when accordion has gone or after 10 minutes.
+ticks=0
+tick() {
+  kill -0 $VMM 2>/dev/null || { echo "demo-api: accordion exited while waiting for $1" >&2; exit 1; }
+  ticks=$((ticks + 1))
+  [ "$ticks" -lt 3000 ] || { echo "demo-api: gave up waiting for $1" >&2; exit 1; }
+  sleep 0.2
+}
+
+while [ ! -S "$SOCK" ]; do tick "the API socket"; done
 
 run() {
   echo "\$ accordion-remote --api-socket $SOCK $*"
@@ -23,7 +32,7 @@ wait_serial() {  # wait_serial PATTERN COUNT: until PATTERN is in the serial log
   while :; do
     n=$(grep -c "$1" "$SERIAL" 2>/dev/null) || true
     [ "${n:-0}" -lt "$2" ] || break
-    sleep 0.2
+    tick "$1 in the serial log"
   done
   grep "$1" "$SERIAL" | tail -1
 }
@@ -60,7 +69,7 @@ wait_serial ACCORDION_POWER_BUTTON 1
 
 "$BIN/accordion" --api-socket "path=$SOCK" --event-monitor "path=$EVENTS.2" &
 VMM=$!
-while [ ! -S "$SOCK" ]; do sleep 0.05; done
+while [ ! -S "$SOCK" ]; do tick "the API socket"; done
 run create "$WORK/vm.json"
 run delete
 run info
