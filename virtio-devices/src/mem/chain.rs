@@ -15,7 +15,7 @@ use std::ops::Deref;
 use virtio_queue::{DescriptorChain, Reader, Writer};
 use vm_memory::GuestMemory;
 
-use super::request::{RequestError, Response, REQUEST_SIZE, RESPONSE_SIZE};
+use super::request::{RequestError, REQUEST_SIZE, RESPONSE_SIZE};
 use super::state::{BlockBackend, VirtioMemState};
 
 /// A descriptor chain the device cannot answer: a protocol violation.
@@ -48,49 +48,34 @@ where
     T::Target: GuestMemory + Sized,
     B: BlockBackend + ?Sized,
 {
-    let result = read_handle_answer(state, mem, chain, backend);
+    let result = (|| {
+        let mut reader = Reader::new(mem, chain.clone()).map_err(ChainError::Descriptors)?;
+        let mut writer = Writer::new(mem, chain).map_err(ChainError::Descriptors)?;
+
+        let mut request = [0u8; REQUEST_SIZE];
+        let mut got = 0;
+        while got < REQUEST_SIZE {
+            match reader.read(&mut request[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ChainError::Access(e)),
+            }
+        }
+
+        // Only as much room as the driver gave, so that `process` refuses a short buffer
+        // before it changes anything; on success it has encoded the whole response there.
+        let mut response = [0u8; RESPONSE_SIZE];
+        let room = writer.available_bytes().min(RESPONSE_SIZE);
+        state.process(&request[..got], &mut response[..room], backend)?;
+        writer.write_all(&response).map_err(ChainError::Access)?;
+        Ok(RESPONSE_SIZE as u32)
+    })();
+    // Chains that could not be read or written are protocol violations too.
     if let Err(ChainError::Descriptors(_) | ChainError::Access(_)) = &result {
         state.count_malformed();
     }
     result
-}
-
-/// [`handle_chain`] without the counting of chains that could not be read or written.
-fn read_handle_answer<M, T, B>(
-    state: &mut VirtioMemState,
-    mem: &M,
-    chain: DescriptorChain<T>,
-    backend: &mut B,
-) -> Result<u32, ChainError>
-where
-    M: GuestMemory,
-    T: Deref + Clone,
-    T::Target: GuestMemory + Sized,
-    B: BlockBackend + ?Sized,
-{
-    let mut reader = Reader::new(mem, chain.clone()).map_err(ChainError::Descriptors)?;
-    let mut writer = Writer::new(mem, chain).map_err(ChainError::Descriptors)?;
-
-    let mut request = [0u8; REQUEST_SIZE];
-    let mut got = 0;
-    while got < REQUEST_SIZE {
-        match reader.read(&mut request[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ChainError::Access(e)),
-        }
-    }
-
-    // Only as much room as the driver gave, so that `process` refuses a short buffer before
-    // it changes anything.
-    let mut response = [0u8; RESPONSE_SIZE];
-    let room = writer.available_bytes().min(RESPONSE_SIZE);
-    let answer: Response = state.process(&request[..got], &mut response[..room], backend)?;
-    writer
-        .write_all(&answer.to_bytes())
-        .map_err(ChainError::Access)?;
-    Ok(RESPONSE_SIZE as u32)
 }
 
 #[cfg(test)]
@@ -101,7 +86,7 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::*;
-    use crate::mem::request::{Request, REQUEST_SIZE};
+    use crate::mem::request::{Request, Response, REQUEST_SIZE};
     use crate::mem::state::MemGeometry;
     use crate::mem::testutil::FakeBackend;
 
