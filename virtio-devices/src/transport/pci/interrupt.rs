@@ -118,13 +118,13 @@ impl InterruptState {
         }
     }
 
-    /// Raises `vector` through MSI-X; nothing for [`VIRTIO_MSI_NO_VECTOR`].
-    fn raise(&self, vector: u16) -> Result<(), InterruptError> {
+    /// Raises `vector` through the (locked) MSI-X state; nothing for
+    /// [`VIRTIO_MSI_NO_VECTOR`].
+    fn raise(msix: &mut MsixConfig, vector: u16) -> Result<(), InterruptError> {
         if vector == VIRTIO_MSI_NO_VECTOR {
             return Ok(());
         }
-        self.msix()
-            .trigger(vector)
+        msix.trigger(vector)
             .map_err(|source| InterruptError::Msi { vector, source })
     }
 }
@@ -134,18 +134,20 @@ impl VirtioInterrupt for InterruptState {
         match interrupt {
             VirtioInterruptType::Config => {
                 self.isr.fetch_or(ISR_CONFIG, Ordering::AcqRel);
-                self.raise(self.config_vector())
+                Self::raise(&mut self.msix(), self.config_vector())
             }
             VirtioInterruptType::Queue(queue) => {
                 let slot = self
                     .queue_vectors
                     .get(usize::from(queue))
                     .ok_or(InterruptError::NoSuchQueue(queue))?;
+                // One lock per queue interrupt (this runs for every answered batch).
+                let mut msix = self.msix();
                 // The queue bit is for drivers without MSI-X (virtio 1.x §4.1.4.5.1).
-                if !self.msix().enabled() {
+                if !msix.enabled() {
                     self.isr.fetch_or(ISR_QUEUE, Ordering::AcqRel);
                 }
-                self.raise(slot.load(Ordering::Acquire))
+                Self::raise(&mut msix, slot.load(Ordering::Acquire))
             }
         }
     }
