@@ -83,30 +83,40 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteEr
         "/vm.resize-zone" => ApiAction::VmResizeZone(
             parse_body("vm.resize-zone", body).map_err(RouteError::BadRequest)?,
         ),
+        // Every path of ROUTES has its arm above (`every_route_parses` checks it).
         other => return Err(RouteError::NotFound(other.to_string())),
     })
 }
 
-/// A JSON body of type `T`, with serde's message (unknown field, wrong type) on error.
-fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, ApiError> {
+/// A JSON body of type `T`: `missing` when there is none, `invalid: <serde's message>`
+/// (unknown field, wrong type) when it does not parse.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    missing: &str,
+    invalid: &str,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(format!(
-            "{endpoint} needs a JSON body"
-        )));
+        return Err(ApiError::bad_request(missing));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid {endpoint} body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{invalid}: {e}")))
+}
+
+/// The JSON body of a plain endpoint.
+fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, ApiError> {
+    parse_json(
+        body,
+        &format!("{endpoint} needs a JSON body"),
+        &format!("invalid {endpoint} body"),
+    )
 }
 
 /// The body of `vm.create`: a `VmConfig` in JSON, checked as the command line's is.
 fn parse_vm_config(body: &[u8]) -> Result<VmConfig, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "vm.create needs the VM configuration as its JSON body",
-        ));
-    }
-    let config: VmConfig = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
+    let config: VmConfig = parse_json(
+        body,
+        "vm.create needs the VM configuration as its JSON body",
+        "invalid VM configuration",
+    )?;
     config
         .validate()
         .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
