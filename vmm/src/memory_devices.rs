@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use pci::{GsiRoutingTable, KvmMsiGroup, PciBarBusDevice};
+use pci::{GsiRoutingTable, KvmMsiGroup};
 use serde_json::{json, Value};
 use virtio_devices::mem::{
     Backing as DiscardBacking, HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem,
@@ -15,7 +15,6 @@ use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
-use crate::bus::Buses;
 use crate::memory_manager::{Backing, MemoryZone};
 use crate::pci_host::PciHost;
 
@@ -50,7 +49,6 @@ pub fn create(
     routing: &Arc<GsiRoutingTable>,
     guest_memory: &GuestMemoryMmap,
     pci: &mut PciHost,
-    buses: &Arc<Buses>,
     zones: &[MemoryZone],
     with_numa: bool,
 ) -> Result<Vec<MemoryDevice>, MemoryDeviceError> {
@@ -119,33 +117,16 @@ pub fn create(
             )
             .map_err(|e| fail(e.to_string()))?,
         ));
-        let added = pci
-            .bus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add_device(pci_device.clone(), &mut pci.allocator)
-            .map_err(|e| fail(format!("PCI: {e}")))?;
-        for bar in &added.bars {
-            buses
-                .mmio
-                .insert(
-                    Arc::new(Mutex::new(PciBarBusDevice::new(
-                        pci_device.clone(),
-                        bar.index,
-                    ))),
-                    bar.addr,
-                    bar.size,
-                )
-                .map_err(|e| fail(format!("BAR {}: {e}", bar.index)))?;
-        }
+        let slot = pci
+            .add_device(pci_device.clone())
+            .map_err(|e| fail(e.to_string()))?;
         pci_device
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .register_ioevents()
             .map_err(|e| fail(format!("queue notifications: {e}")))?;
         log::info!(
-            "virtio-mem {id}: 00:{:02x}.0, region {:#x}+{:#x}, block {:#x}, node {:?}",
-            added.slot,
+            "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, node {:?}",
             region.addr,
             region.size,
             region.block_size,

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use pci::{
-    BarAllocator, BarMover, BarReprogram, DeviceError, MmioWindow, PciBus, PciConfigIo,
-    PciConfigMmio, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE,
+    BarAllocator, BarMover, BarReprogram, DeviceError, MmioWindow, PciBarBusDevice, PciBus,
+    PciConfigIo, PciConfigMmio, PciDevice, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE,
 };
 
 use crate::bus::{BusError, Buses};
@@ -15,8 +15,10 @@ use crate::bus::{BusError, Buses};
 pub enum PciHostError {
     #[error("PCI windows: {0}")]
     Windows(String),
-    #[error("PCI configuration access: {0}")]
+    #[error("PCI bus: {0}")]
     Bus(#[from] BusError),
+    #[error("PCI device: {0}")]
+    Device(String),
 }
 
 /// Follows BAR moves on the MMIO bus.
@@ -38,10 +40,9 @@ impl BarMover for MmioBarMover {
 }
 
 pub struct PciHost {
-    pub bus: Arc<Mutex<PciBus>>,
-    pub allocator: BarAllocator,
-    mmio32: MmioWindow,
-    mmio64: MmioWindow,
+    bus: Arc<Mutex<PciBus>>,
+    allocator: BarAllocator,
+    buses: Arc<Buses>,
 }
 
 impl PciHost {
@@ -74,22 +75,44 @@ impl PciHost {
         Ok(PciHost {
             bus,
             allocator,
-            mmio32,
-            mmio64,
+            buses: buses.clone(),
         })
+    }
+
+    /// Puts `device` in the first free slot and maps its BARs on the MMIO bus; returns the
+    /// slot. (Later BAR moves follow through `MmioBarMover`.)
+    pub fn add_device(&mut self, device: Arc<Mutex<dyn PciDevice>>) -> Result<u8, PciHostError> {
+        let added = self
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(device.clone(), &mut self.allocator)
+            .map_err(|e| PciHostError::Device(e.to_string()))?;
+        for bar in &added.bars {
+            self.buses.mmio.insert(
+                Arc::new(Mutex::new(PciBarBusDevice::new(device.clone(), bar.index))),
+                bar.addr,
+                bar.size,
+            )?;
+        }
+        Ok(added.slot)
     }
 
     /// The host bridge as the DSDT (`_CRS`) and the MCFG describe it.
     pub fn acpi_bridge(&self) -> acpi::PciHostBridge {
+        let (mmio32, mmio64) = (
+            self.allocator.mmio32_window(),
+            self.allocator.mmio64_window(),
+        );
         acpi::PciHostBridge {
             ecam_base: arch::layout::PCI_ECAM_START,
             ecam_size: arch::layout::PCI_ECAM_SIZE,
             bus_start: 0,
             bus_end: ((arch::layout::PCI_ECAM_SIZE >> 20) - 1) as u8,
-            mmio32_base: self.mmio32.base as u32,
-            mmio32_size: self.mmio32.size as u32,
-            mmio64_base: self.mmio64.base,
-            mmio64_size: self.mmio64.size,
+            mmio32_base: mmio32.base as u32,
+            mmio32_size: mmio32.size as u32,
+            mmio64_base: mmio64.base,
+            mmio64_size: mmio64.size,
         }
     }
 }

@@ -102,7 +102,6 @@ impl Vm {
             &routing,
             memory.guest_memory(),
             &mut pci,
-            &buses,
             memory.zones(),
             config.numa.is_some(),
         )?;
