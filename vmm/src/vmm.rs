@@ -211,7 +211,8 @@ impl Vmm {
         Ok(())
     }
 
-    fn shutdown_vm(&mut self) -> bool {
+    /// Stops and drops the VM, if one runs; returns whether one did.
+    fn stop_vm(&mut self) -> bool {
         match self.vm.take() {
             Some(mut vm) => {
                 vm.shutdown();
@@ -221,9 +222,16 @@ impl Vmm {
         }
     }
 
+    /// `stop_vm`, with the `shutdown` event when a VM was running.
+    fn shutdown_vm(&mut self) {
+        if self.stop_vm() {
+            event("vm", "shutdown");
+        }
+    }
+
     fn reboot(&mut self) -> Result<(), VmmError> {
         event("vm", "rebooting");
-        self.shutdown_vm();
+        self.stop_vm();
         self.boot()?;
         event("vm", "rebooted");
         Ok(())
@@ -285,18 +293,14 @@ impl Vmm {
                 "features": [],
             }))),
             ApiAction::VmmShutdown => {
-                if self.shutdown_vm() {
-                    event("vm", "shutdown");
-                }
+                self.shutdown_vm();
                 return (Ok(None), true);
             }
             ApiAction::VmCreate(config) => self.create(*config).map(|()| None),
             ApiAction::VmBoot => self.api_boot(),
             ApiAction::VmDelete => {
                 if self.config.is_some() {
-                    if self.shutdown_vm() {
-                        event("vm", "shutdown");
-                    }
+                    self.shutdown_vm();
                     self.config = None;
                     event("vm", "deleted");
                 }
@@ -319,7 +323,6 @@ impl Vmm {
             ApiAction::VmShutdown => match self.running_vm() {
                 Ok(_) => {
                     self.shutdown_vm();
-                    event("vm", "shutdown");
                     Ok(None)
                 }
                 Err(e) => Err(e),
@@ -465,9 +468,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     }
     let _raw = raw_terminal.then(RawStdin::enable).flatten();
     let status = control_loop(&mut vmm, api.as_ref(), forward_stdin);
-    if vmm.shutdown_vm() {
-        event("vm", "shutdown");
-    }
+    vmm.shutdown_vm();
     drop(api);
     event("vmm", "shutdown");
     if let Some(monitor) = monitor {
