@@ -51,6 +51,7 @@ if dev:
     print("| Accordion device thread | value |")
     print("| --- | --- |")
     for k in ("latency_count", "latency_median_ns", "latency_max_ns", "latency_total_ns",
+              "discard_count", "discard_median_ns", "discard_max_ns",
               "plug_requests", "unplug_requests", "ack_responses", "nack_responses"):
         print(f"| {k} | {dev.get(k)} |")
 PY

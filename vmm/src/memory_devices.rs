@@ -166,7 +166,7 @@ impl MemoryDevice {
     /// What `vm.counters` lists for this device.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.handle.status();
-        let (c, l) = (s.counters, s.latency);
+        let (c, l, d) = (s.counters, s.latency, s.discard);
         vec![
             ("plug_requests", c.plug),
             ("unplug_requests", c.unplug),
@@ -178,10 +178,15 @@ impl MemoryDevice {
             ("busy_responses", c.busy),
             ("error_responses", c.error),
             ("backend_errors", c.backend_errors),
+            ("discard_errors", c.discard_errors),
             ("latency_count", l.count),
             ("latency_total_ns", l.total_ns),
             ("latency_max_ns", l.max_ns),
             ("latency_median_ns", l.median_ns),
+            ("discard_count", d.count),
+            ("discard_total_ns", d.total_ns),
+            ("discard_max_ns", d.max_ns),
+            ("discard_median_ns", d.median_ns),
         ]
     }
 

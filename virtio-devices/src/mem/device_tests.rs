@@ -355,14 +355,28 @@ fn a_broken_queue_at_driver_ok_needs_reset() {
     assert_eq!(bed.msi.count(CONFIG_VECTOR), 1);
 }
 
-/// A backend whose `plug` blocks until the test opens the gate.
+/// A backend whose `plug` (or, with `on_unplug`, `unplug`) blocks until the test opens the
+/// gate; its `unplug` fails with `fail_unplug`.
 #[derive(Clone, Default)]
 struct GateBackend {
     entered: Arc<(Mutex<bool>, Condvar)>,
     open: Arc<(Mutex<bool>, Condvar)>,
+    on_unplug: bool,
+    fail_unplug: bool,
 }
 
 impl GateBackend {
+    fn pass(&self) {
+        {
+            let (lock, cond) = &*self.entered;
+            *lock.lock().unwrap() = true;
+            cond.notify_all();
+        }
+        let (lock, cond) = &*self.open;
+        let guard = lock.lock().unwrap();
+        drop(cond.wait_while(guard, |open| !*open).unwrap());
+    }
+
     fn wait_entered(&self) {
         let (lock, cond) = &*self.entered;
         let guard = lock.lock().unwrap();
@@ -382,20 +396,97 @@ impl GateBackend {
 
 impl BlockBackend for GateBackend {
     fn plug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
-        {
-            let (lock, cond) = &*self.entered;
-            *lock.lock().unwrap() = true;
-            cond.notify_all();
+        if !self.on_unplug {
+            self.pass();
         }
-        let (lock, cond) = &*self.open;
-        let guard = lock.lock().unwrap();
-        drop(cond.wait_while(guard, |open| !*open).unwrap());
         Ok(())
     }
 
     fn unplug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        if self.on_unplug {
+            self.pass();
+        }
+        if self.fail_unplug {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
         Ok(())
     }
+}
+
+#[test]
+fn an_unplug_is_answered_before_its_memory_is_discarded() {
+    let gate = GateBackend {
+        on_unplug: true,
+        ..GateBackend::default()
+    };
+    let (mut bed, handle) = bed_with(gate.clone());
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    assert_eq!(driver.send(&bed, PLUG4), Response::Ack(None).to_bytes());
+
+    // The answer arrives while the discard is still stuck in the backend.
+    let unplug = Request::Unplug {
+        addr: BASE,
+        nb_blocks: 4,
+    };
+    assert_eq!(driver.send(&bed, unplug), Response::Ack(None).to_bytes());
+    gate.wait_entered();
+    let status = handle.status();
+    assert_eq!(status.plugged_size, 0);
+    assert_eq!(status.discard.count, 0, "the discard has not finished");
+    assert_eq!(status.latency.count, 2);
+
+    // A PLUG of the same blocks waits for it: they are never discarded after a re-plug.
+    driver.post(PLUG4);
+    bed.kick(0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        driver.used_idx(),
+        2,
+        "the re-plug was answered during the discard"
+    );
+    gate.open();
+    assert!(bed.msi.wait_for(QUEUE_VECTOR, 3, WAIT));
+    assert_eq!(driver.response(2), Response::Ack(None).to_bytes());
+    let status = handle.status();
+    assert_eq!(status.discard.count, 1);
+    assert_eq!(status.plugged_size, 4 * BS);
+}
+
+#[test]
+fn a_failed_discard_after_the_answer_is_counted_and_the_device_goes_on() {
+    let backend = GateBackend {
+        on_unplug: true,
+        fail_unplug: true,
+        ..GateBackend::default()
+    };
+    backend.open();
+    let (mut bed, handle) = bed_with(backend);
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    assert_eq!(driver.send(&bed, PLUG4), Response::Ack(None).to_bytes());
+    let unplug = Request::Unplug {
+        addr: BASE,
+        nb_blocks: 2,
+    };
+    assert_eq!(driver.send(&bed, unplug), Response::Ack(None).to_bytes());
+    let deadline = Instant::now() + WAIT;
+    while handle.status().counters.discard_errors == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = handle.status();
+    assert_eq!(status.counters.discard_errors, 1);
+    assert_eq!(status.counters.backend_errors, 0);
+    assert_eq!(status.plugged_size, 2 * BS);
+    assert!(!status.needs_reset);
+    let state = Request::State {
+        addr: BASE,
+        nb_blocks: 4,
+    };
+    assert_eq!(
+        driver.send(&bed, state),
+        Response::Ack(Some(BlockState::Mixed)).to_bytes()
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! The device built on it:
 //!
 //! - [`device`]: [`VirtioMem`], the [`crate::VirtioDevice`].
-//! - `worker`: its device thread.
+//! - `worker`: its device thread; `deferred`: the discards it does after answering.
 //! - `shared`: the status it publishes ([`VirtioMemStatus`]) and the resizes it is asked for.
 //! - [`handle`]: [`VirtioMemHandle`], the VMM's side (resize, status, plugged-size events).
 //! - [`latency`]: request handling time.
@@ -21,6 +21,7 @@
 pub mod bitmap;
 pub mod chain;
 pub mod config;
+mod deferred;
 pub mod device;
 pub mod discard;
 pub mod handle;

@@ -39,8 +39,12 @@ pub struct VirtioMemStatus {
     pub usable_region_size: u64,
     /// Requests and responses by type.
     pub counters: Counters,
-    /// Request handling time in the device thread.
+    /// Request handling time in the device thread: from taking a request off the queue to
+    /// its answer in the used ring.
     pub latency: LatencySummary,
+    /// Time the device thread spent giving unplugged memory back after answering, per
+    /// discarded range.
+    pub discard: LatencySummary,
     /// Whether the driver has started the device (DRIVER_OK) and it is running.
     pub active: bool,
     /// Whether the device stopped on a malformed request and waits for a device reset.
@@ -75,6 +79,7 @@ struct Inner {
     config: VirtioMemConfig,
     counters: Counters,
     latency: LatencyRecorder,
+    discard: LatencyRecorder,
     generation: u32,
     pending_resize: Option<u64>,
     active: bool,
@@ -100,6 +105,7 @@ impl MemShared {
                 config: state.config(),
                 counters: state.counters(),
                 latency: LatencyRecorder::new(),
+                discard: LatencyRecorder::new(),
                 generation: 0,
                 pending_resize: None,
                 active: false,
@@ -178,6 +184,11 @@ impl MemShared {
         }
     }
 
+    /// Records the time of one discard done after its answer.
+    pub fn record_discard(&self, ns: u64) {
+        self.lock().discard.record(ns);
+    }
+
     /// Records whether the device runs, and whether it waits for a reset.
     pub fn set_running(&self, active: bool, needs_reset: bool) {
         let mut inner = self.lock();
@@ -203,12 +214,13 @@ impl MemShared {
 
     /// The status now.
     pub fn status(&self) -> VirtioMemStatus {
-        let (config, counters, latency, active, needs_reset) = {
+        let (config, counters, latency, discard, active, needs_reset) = {
             let inner = self.lock();
             (
                 inner.config,
                 inner.counters,
                 inner.latency.clone(),
+                inner.discard.clone(),
                 inner.active,
                 inner.needs_reset,
             )
@@ -223,6 +235,7 @@ impl MemShared {
             usable_region_size: config.usable_region_size,
             counters,
             latency: latency.summary(),
+            discard: discard.summary(),
             active,
             needs_reset,
         }

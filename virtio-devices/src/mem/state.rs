@@ -281,8 +281,12 @@ pub struct Counters {
     pub busy: u64,
     /// ERROR responses.
     pub error: u64,
-    /// Backend (populate or discard) failures, each of which also answered BUSY.
+    /// Backend failures answered BUSY: a failed populate (PLUG), or a failed discard where
+    /// the discard is done before the answer.
     pub backend_errors: u64,
+    /// Discards done after the answer (the device thread's way, see `deferred`) that failed:
+    /// the blocks are unplugged, but their host memory was not given back.
+    pub discard_errors: u64,
 }
 
 impl Counters {
@@ -426,6 +430,11 @@ impl VirtioMemState {
     /// buffers outside guest memory, for example); it counts the ones it finds itself.
     pub fn count_malformed(&mut self) {
         self.counters.malformed = self.counters.malformed.wrapping_add(1);
+    }
+
+    /// Counts a discard that failed after its UNPLUG was answered.
+    pub fn count_discard_error(&mut self) {
+        self.counters.discard_errors = self.counters.discard_errors.wrapping_add(1);
     }
 
     /// Whether PLUG, UNPLUG and UNPLUG_ALL are answered BUSY.

@@ -494,6 +494,7 @@ fn counters_count_requests_and_responses() {
             busy: 1,
             error: 1,
             backend_errors: 0,
+            discard_errors: 0,
         }
     );
 }

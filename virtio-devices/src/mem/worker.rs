@@ -3,7 +3,8 @@
 //!
 //! For each descriptor chain: [`handle_chain`], add it to the used ring, time it, publish the
 //! status. After a batch, one queue interrupt (event-index suppression is honoured when the
-//! driver negotiated it). A malformed chain (reference §1.5, §3) is logged, the device is
+//! driver negotiated it), then the discards of the batch's unplugs, which were held until the
+//! guest had its answers ([`DeferredDiscard`]). A malformed chain (reference §1.5, §3) is logged, the device is
 //! marked DEVICE_NEEDS_RESET with a configuration-change interrupt, and the queue is left
 //! alone until the driver resets the device; resizes are still served. On a kill the thread
 //! hands the state and backend back.
@@ -17,8 +18,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::handle_chain;
+use super::deferred::{DeferredDiscard, Discarded};
 use super::shared::MemShared;
-use super::state::{BlockBackend, VirtioMemState};
+use super::state::{BlockBackend, NoopBackend, VirtioMemState};
 use crate::device::{VirtioInterrupt, VirtioInterruptType};
 
 /// What the device owns between activations: the memory state and the backend.
@@ -116,6 +118,9 @@ impl Worker {
 
     /// Handles every available chain. Returns false when the driver broke the protocol.
     fn process_queue(&mut self) -> bool {
+        // The backend is the batch's for as long as it holds discards.
+        let mut backend = std::mem::replace(&mut self.core.backend, Box::new(NoopBackend));
+        let mut deferred = DeferredDiscard::new(&mut *backend);
         let mut used = false;
         let healthy = loop {
             let chain = match self.queue.iter(&self.mem) {
@@ -127,8 +132,7 @@ impl Worker {
             };
             let start = Instant::now();
             let head = chain.head_index();
-            let core = &mut self.core;
-            match handle_chain(&mut core.state, &self.mem, chain, &mut *core.backend) {
+            match handle_chain(&mut self.core.state, &self.mem, chain, &mut deferred) {
                 Ok(len) => {
                     if let Err(e) = self.queue.add_used(&self.mem, head, len) {
                         break self.fail(&format!("the used ring is invalid: {e}"));
@@ -146,7 +150,32 @@ impl Worker {
         if used {
             self.signal_used();
         }
+        let discarded = deferred.finish();
+        self.core.backend = backend;
+        self.account(discarded);
         healthy
+    }
+
+    /// Records the batch's discards; a failed one is logged and counted (the guest was
+    /// already told the blocks are unplugged, which they are; only their host memory stays).
+    fn account(&mut self, discarded: Discarded) {
+        for ns in discarded.times_ns {
+            self.shared.record_discard(ns);
+        }
+        if discarded.failures.is_empty() {
+            return;
+        }
+        let addr = self.core.state.addr();
+        for (offset, len, e) in &discarded.failures {
+            self.core.state.count_discard_error();
+            let start = addr.saturating_add(*offset);
+            log::warn!(
+                "{}: giving back the host memory of unplugged [{start:#x}, {:#x}) failed: {e}",
+                self.id,
+                start.saturating_add(*len)
+            );
+        }
+        self.publish(None);
     }
 
     /// Interrupts the driver for used buffers, unless it asked not to be (event index).
