@@ -30,6 +30,8 @@ cargo fmt --all -- --check
 
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+# The benchmarks behind virtio-devices' test-utils feature (scripts/bench-device.sh).
+cargo clippy -p virtio-devices --features test-utils --all-targets -- -D warnings
 
 step "unit tests and host-side integration tests"
 cargo test --workspace

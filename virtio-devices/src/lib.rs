@@ -11,8 +11,8 @@ pub mod device;
 pub mod mem;
 pub mod transport;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 pub use device::{
     ActivateContext, ActivateError, InterruptError, ResetError, VirtioDevice, VirtioInterrupt,

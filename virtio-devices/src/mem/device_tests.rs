@@ -7,14 +7,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use pci::PciDevice;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use super::*;
 use crate::mem::*;
 use crate::testing::driver::{common, TestBed};
+use crate::testing::mem_driver::{
+    MemDriver as Driver, CONFIG_VECTOR, QUEUE_ADDR as Q, QUEUE_VECTOR, WAIT,
+};
 use crate::transport::pci::capabilities::VIRTIO_PCI_CAP_PCI_CFG;
 use crate::transport::pci::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK};
 use crate::transport::pci::VIRTIO_MSI_NO_VECTOR;
@@ -23,13 +23,7 @@ const BS: u64 = 2 << 20;
 const BASE: u64 = 1 << 32;
 const BLOCKS: u64 = 64;
 const REQUESTED: u64 = 32 * BS;
-const Q: u64 = 0x1_0000;
-const BUF: u64 = 0x10_0000;
 const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE);
-const WAIT: Duration = Duration::from_secs(5);
-/// MSI-X vectors the test driver assigns.
-const CONFIG_VECTOR: u16 = 0;
-const QUEUE_VECTOR: u16 = 1;
 /// Offsets in `struct virtio_mem_config`.
 const CFG_USABLE: u64 = 32;
 const CFG_PLUGGED: u64 = 40;
@@ -54,107 +48,6 @@ fn bed_with(backend: impl BlockBackend + Send + 'static) -> (TestBed<VirtioMem>,
 
 fn bed() -> (TestBed<VirtioMem>, VirtioMemHandle) {
     bed_with(NoopBackend)
-}
-
-fn rings(q: &MockSplitQueue<'_, GuestMemoryMmap>) -> [u64; 3] {
-    [q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0]
-}
-
-/// The driver's side of the guest-request queue.
-struct Driver<'a> {
-    mem: &'a GuestMemoryMmap,
-    queue: MockSplitQueue<'a, GuestMemoryMmap>,
-    /// Requests posted so far.
-    posted: u16,
-}
-
-impl<'a> Driver<'a> {
-    fn new(mem: &'a GuestMemoryMmap) -> Self {
-        Driver {
-            mem,
-            queue: MockSplitQueue::create(mem, GuestAddress(Q), QUEUE_SIZE),
-            posted: 0,
-        }
-    }
-
-    fn rings(&self) -> [u64; 3] {
-        rings(&self.queue)
-    }
-
-    fn request_addr(n: u16) -> u64 {
-        BUF + u64::from(n) * 0x100
-    }
-
-    fn response_addr(n: u16) -> u64 {
-        Self::request_addr(n) + 0x80
-    }
-
-    /// Posts `bytes` as request number `posted`, with `resp_len` bytes of response buffer.
-    fn post_raw(&mut self, bytes: &[u8], resp_len: u32) {
-        let n = self.posted;
-        let req = Self::request_addr(n);
-        self.mem.write_slice(bytes, GuestAddress(req)).unwrap();
-        self.mem
-            .write_slice(&[0xee; 16], GuestAddress(Self::response_addr(n)))
-            .unwrap();
-        let head = (n * 2) % QUEUE_SIZE;
-        let descs = [
-            RawDescriptor::from(Descriptor::new(
-                req,
-                bytes.len() as u32,
-                VRING_DESC_F_NEXT as u16,
-                head + 1,
-            )),
-            RawDescriptor::from(Descriptor::new(
-                Self::response_addr(n),
-                resp_len,
-                VRING_DESC_F_WRITE as u16,
-                0,
-            )),
-        ];
-        self.queue.add_desc_chains(&descs, head).unwrap();
-        self.posted += 1;
-    }
-
-    fn post(&mut self, request: Request) {
-        self.post_raw(&request.to_bytes(), RESPONSE_SIZE as u32);
-    }
-
-    /// The used ring's index.
-    fn used_idx(&self) -> u16 {
-        self.mem
-            .read_obj(self.queue.used_addr().unchecked_add(2))
-            .unwrap()
-    }
-
-    /// Used ring element `i`: (id, len).
-    fn used(&self, i: u16) -> (u32, u32) {
-        let at = self.queue.used_addr().unchecked_add(4 + 8 * u64::from(i));
-        let id: u32 = self.mem.read_obj(at).unwrap();
-        let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
-        (id, len)
-    }
-
-    /// The response to request `n`.
-    fn response(&self, n: u16) -> [u8; RESPONSE_SIZE] {
-        let mut r = [0u8; RESPONSE_SIZE];
-        self.mem
-            .read_slice(&mut r, GuestAddress(Self::response_addr(n)))
-            .unwrap();
-        r
-    }
-
-    /// Posts `request`, kicks, waits for the queue interrupt, returns the response.
-    fn send(&mut self, bed: &TestBed<VirtioMem>, request: Request) -> [u8; RESPONSE_SIZE] {
-        let before = bed.msi.count(QUEUE_VECTOR);
-        self.post(request);
-        bed.kick(0);
-        assert!(
-            bed.msi.wait_for(QUEUE_VECTOR, before + 1, WAIT),
-            "no queue interrupt for {request:?}"
-        );
-        self.response(self.posted - 1)
-    }
 }
 
 /// A driver over a fresh queue, and the device started with it, as the guest driver does
