@@ -340,20 +340,28 @@ fn two_zones_on_two_nodes_resize_independently() {
     assert!(err.contains("vm.resize-zone"), "{err}");
 }
 
-/// Resident kB of the accordion process's mappings of exactly `size_kb` kB (the virtio-mem
-/// region's mapping), and of the whole process.
-fn rss_kb(pid: u32, size_kb: u64) -> (u64, u64) {
+/// The sum of the smaps `fields` (in kB) over the accordion process's mappings of exactly
+/// `size_kb` kB (the virtio-mem region's mapping).
+fn mapping_kb(pid: u32, size_kb: u64, fields: &[&str]) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
-    let mut region = 0;
+    let mut sum = 0;
     let mut in_region = false;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
             (Some("Size:"), Some(v)) => in_region = v.parse::<u64>().ok() == Some(size_kb),
-            (Some("Rss:"), Some(v)) if in_region => region += v.parse::<u64>().unwrap_or(0),
+            (Some(field), Some(v)) if in_region && fields.contains(&field) => {
+                sum += v.parse::<u64>().unwrap_or(0)
+            }
             _ => {}
         }
     }
+    sum
+}
+
+/// Resident kB of the region's mapping, and of the whole process.
+fn rss_kb(pid: u32, size_kb: u64) -> (u64, u64) {
+    let region = mapping_kb(pid, size_kb, &["Rss:"]);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let total = status
         .lines()
@@ -362,6 +370,17 @@ fn rss_kb(pid: u32, size_kb: u64) -> (u64, u64) {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS");
     (region, total)
+}
+
+/// The guest fills a tmpfs of its own with `mib` MiB and frees it again, so that plugged
+/// blocks are touched. (Its own: the root's tmpfs was sized at boot, before any plug.)
+fn guest_fills_memory(vmm: &mut Vmm, mib: u64) {
+    let done = vmm.run_command(&format!(
+        "mkdir -p /fillfs && mount -t tmpfs -o size={}m fill /fillfs && \
+         dd if=/dev/zero of=/fillfs/x bs=1M count={mib} 2>/dev/null; rm -f /fillfs/x; umount /fillfs",
+        mib + mib / 4
+    ));
+    assert_eq!(field(&done, "rc"), Some(0), "{done}");
 }
 
 #[test]
@@ -373,13 +392,8 @@ fn unplugged_memory_goes_back_to_the_host() {
     let region_kb = 2 * GIB / 1024;
     remote_ok(&socket, &["resize", "--memory", "3G"]);
     wait_plugged(&socket, "default", 2 * GIB);
-    // The guest fills nearly all its memory (so the plugged blocks are touched), then frees it.
-    // (A tmpfs of its own: the root's was sized at boot, before the memory was plugged.)
-    let done = vmm.run_command(
-        "mkdir -p /fillfs && mount -t tmpfs -o size=2600m fill /fillfs && \
-         dd if=/dev/zero of=/fillfs/x bs=1M count=2400 2>/dev/null; rm -f /fillfs/x; umount /fillfs",
-    );
-    assert_eq!(field(&done, "rc"), Some(0), "{done}");
+    // The guest fills nearly all its memory, then frees it.
+    guest_fills_memory(&mut vmm, 2400);
     let (touched, total_before) = rss_kb(vmm.pid(), region_kb);
     assert!(
         touched > region_kb / 2,
@@ -400,4 +414,87 @@ fn unplugged_memory_goes_back_to_the_host() {
         left * 10 <= touched,
         "{left} kB of the region stayed resident"
     );
+}
+
+/// The host's huge page pool: `(total, free)` 2 MiB pages.
+fn huge_pages() -> (u64, u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let get = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("HugePages_Total:"), get("HugePages_Free:"))
+}
+
+/// Sets the host's 2 MiB pool to `pages` (root only; the test host runs tests as root).
+fn set_huge_pages(pages: u64) {
+    // Not fatal here: the caller checks the pool it got, with a message that says why.
+    let _ = std::fs::write("/proc/sys/vm/nr_hugepages", pages.to_string());
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn hugepage_memory_is_plugged_and_punched_back() {
+    // 512 MiB of boot RAM and a 1 GiB region, both on 2 MiB huge pages, and some slack.
+    let needed = (512 + 1024) / 2 + 16;
+    let (total, free) = huge_pages();
+    if free < needed {
+        set_huge_pages(total + needed - free);
+    }
+    let (_, free) = huge_pages();
+    assert!(
+        free >= needed,
+        "this test needs {needed} free 2 MiB huge pages and the host has {free}: \
+         echo {} > /proc/sys/vm/nr_hugepages as root",
+        total + needed
+    );
+    let dir = TempDir::new("vmem-huge");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with(
+        "vmem-huge",
+        &dir,
+        &[
+            "--memory",
+            "size=512M,hotplug_method=virtio-mem,hotplug_size=1G,hugepages=on",
+        ],
+    );
+    assert_eq!(device_info(&socket, "default")["backend"], "hugetlb-private");
+    let region_kb = GIB / 1024;
+    let huge_kb = |vmm: &Vmm| {
+        mapping_kb(
+            vmm.pid(),
+            region_kb,
+            &["Shared_Hugetlb:", "Private_Hugetlb:"],
+        )
+    };
+    remote_ok(&socket, &["resize", "--memory", "1G"]);
+    wait_memtotal(&mut vmm, base + 512 * 1024);
+    guest_fills_memory(&mut vmm, 600);
+    let touched = huge_kb(&vmm);
+    assert!(
+        touched >= 128 * 1024,
+        "the guest touched only {touched} kB of the huge page region"
+    );
+    remote_ok(&socket, &["resize", "--memory", "512M"]);
+    wait_plugged(&socket, "default", 0);
+    wait_memtotal(&mut vmm, base);
+    // The holes are punched after the answers: give the device thread a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while huge_kb(&vmm) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = huge_kb(&vmm);
+    eprintln!("huge page region: {touched} kB touched, {left} kB left after unplugging");
+    assert_eq!(left, 0, "huge pages stayed in the region after unplug");
+    let counters = remote_json(&socket, &["counters"]);
+    let c = &counters["virtio-mem-default"];
+    assert_eq!(c["discard_errors"], 0, "{counters}");
+    assert_eq!(c["backend_errors"], 0, "{counters}");
+    assert_clean_guest_log(&mut vmm);
+    vmm.send("poweroff -f");
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+    set_huge_pages(total);
 }
