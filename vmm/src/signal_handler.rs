@@ -43,16 +43,23 @@ impl ExitSignal {
     }
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it starts from
-/// now on), and starts the thread that waits for them. Call it before starting any other
-/// thread.
-pub fn start(seccomp: ThreadFilter) -> io::Result<ExitSignal> {
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts from
+/// now on. Call it before starting any thread: a thread that has them unblocked would take
+/// them and die of them.
+pub fn block_exit_signals() -> io::Result<()> {
     let set = signal_set();
     // SAFETY: `set` is initialised; the old mask is not asked for.
     let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if ret != 0 {
         return Err(io::Error::from_raw_os_error(ret));
     }
+    Ok(())
+}
+
+/// Starts the thread that waits for SIGTERM and SIGINT, once they are blocked
+/// ([`block_exit_signals`]).
+pub fn start(seccomp: ThreadFilter) -> io::Result<ExitSignal> {
+    let set = signal_set();
     let event = EventFd::new(libc::EFD_NONBLOCK)?;
     let notify = event.try_clone()?;
     let received = Arc::new(AtomicI32::new(0));

@@ -444,6 +444,8 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         config.validate()?;
     }
     let seccomp = options.seccomp;
+    // Before any thread exists: SIGTERM and SIGINT go to the signal_handler thread alone.
+    crate::signal_handler::block_exit_signals().map_err(io_err("blocking SIGTERM and SIGINT"))?;
     // Before any filter: a refused call must find the handler that reports it.
     if seccomp == SeccompMode::Trap {
         crate::seccomp::install_sigsys_handler()?;
@@ -454,7 +456,6 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         .as_ref()
         .map(|config| ApiThread::start(config, seccomp))
         .transpose()?;
-    // SIGTERM and SIGINT are blocked from here on, in every thread started after this.
     let exit_signal =
         crate::signal_handler::start(ThreadFilter::new(ThreadKind::SignalHandler, seccomp)?)
             .map_err(io_err("starting the signal handler thread"))?;

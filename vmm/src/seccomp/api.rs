@@ -14,7 +14,7 @@ pub(super) fn rules() -> Result<Rules> {
         // New connections on the listening socket (it was bound before the filter).
         any(libc::SYS_accept4),
         // Each connection is made non-blocking (UnixStream::set_nonblocking).
-        ioctl_in(&[libc::FIONBIO as u64])?,
+        ioctl_in(&[libc::FIONBIO])?,
         // Requests in, answers out (UnixStream read is recvfrom, micro_http sends with
         // send, which is sendto); eventfds are read and written.
         any(libc::SYS_recvfrom),
