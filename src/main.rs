@@ -11,6 +11,7 @@ use vmm::config::{
     ConfigError, ConsoleConfig, CpusConfig, MemoryConfig, MemoryZoneConfig, NumaConfig,
     OptionParser, PayloadConfig, VmConfig,
 };
+use vmm::seccomp::SeccompMode;
 use vmm::{ExitStatus, VmmOptions};
 
 fn cli() -> Command {
@@ -94,6 +95,17 @@ fn cli() -> Command {
                 .help("Write lifecycle events here, one JSON object a line"),
         )
         .arg(
+            Arg::new("seccomp")
+                .long("seccomp")
+                .value_name("true|false|log")
+                .default_value("true")
+                .help(
+                    "Confine each thread to the system calls its job needs: true (a \
+                     forbidden call stops the process, naming the thread and the call), log \
+                     (the kernel logs it and lets it run), false (no filter)",
+                ),
+        )
+        .arg(
             Arg::new("log-file")
                 .long("log-file")
                 .value_name("PATH")
@@ -141,6 +153,7 @@ fn event_monitor_from(value: &str) -> Result<File, ConfigError> {
 }
 
 fn options_from(m: &ArgMatches) -> Result<VmmOptions, ConfigError> {
+    let seccomp = SeccompMode::parse(&string(m, "seccomp"))?;
     let api_socket = m
         .get_one::<String>("api-socket")
         .map(|v| ApiSocketConfig::parse(v))
@@ -157,6 +170,7 @@ fn options_from(m: &ArgMatches) -> Result<VmmOptions, ConfigError> {
         vm,
         api_socket,
         event_monitor,
+        seccomp,
     })
 }
 
@@ -211,6 +225,8 @@ fn main() -> ExitCode {
     match vmm::run(options) {
         Ok(ExitStatus::PowerOff | ExitStatus::VmmShutdown) => ExitCode::SUCCESS,
         Ok(ExitStatus::GuestFailure(reason)) => fail(reason),
+        // The shell's convention for a process ended by a signal; the VM was shut down.
+        Ok(ExitStatus::Signal(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
         // A configuration error already names its option.
         Err(vmm::VmmError::Config(e)) => fail(e),
         Err(e) => fail(e),

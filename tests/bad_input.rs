@@ -137,3 +137,12 @@ fn initramfs_that_does_not_fit_is_refused() {
         &["guest memory too small", "initramfs"],
     );
 }
+
+#[test]
+fn bad_seccomp_value_is_named() {
+    let stderr = assert_refused(
+        &["--kernel", "/x", "--seccomp", "maybe"],
+        &["--seccomp", "maybe"],
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+}

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::seccomp::ThreadFilter;
+
 #[derive(Serialize)]
 struct Timestamp {
     secs: u64,
@@ -72,13 +74,17 @@ impl EventMonitorThread {
     }
 }
 
-/// Starts the writer thread on `file`. Events raised before this, or with no monitor, are
-/// dropped.
-pub fn start(mut file: File) -> std::io::Result<EventMonitorThread> {
+/// Starts the writer thread on `file`; it applies `seccomp` first. Events raised before
+/// this, or with no monitor, are dropped.
+pub fn start(mut file: File, seccomp: ThreadFilter) -> std::io::Result<EventMonitorThread> {
     let (tx, rx) = channel::<Option<String>>();
     let handle = std::thread::Builder::new()
         .name("event-monitor".into())
         .spawn(move || {
+            if let Err(e) = seccomp.apply("event-monitor") {
+                log::error!("no events are written: {e}");
+                return;
+            }
             for line in rx.iter().map_while(|line| line) {
                 if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
                     log::warn!("event monitor: {e}; no more events are written");

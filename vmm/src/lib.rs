@@ -12,6 +12,8 @@ pub mod memory_manager;
 pub mod numa;
 pub mod pci_host;
 pub mod resize;
+pub mod seccomp;
+pub mod signal_handler;
 pub mod stdin_forwarder;
 pub mod vcpu_manager;
 pub mod vm;

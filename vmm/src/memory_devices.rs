@@ -17,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::memory_manager::{Backing, MemoryZone};
 use crate::pci_host::PciHost;
+use crate::seccomp::ThreadFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryDeviceError {
@@ -51,6 +52,7 @@ pub fn create(
     pci: &mut PciHost,
     zones: &[MemoryZone],
     with_numa: bool,
+    seccomp: &ThreadFilter,
 ) -> Result<Vec<MemoryDevice>, MemoryDeviceError> {
     let mut devices = Vec::new();
     for zone in zones {
@@ -94,7 +96,13 @@ pub fn create(
             )
         }
         .map_err(|e| fail(e.to_string()))?;
-        let device = VirtioMem::new(id.clone(), state, backend).map_err(|e| fail(e.to_string()))?;
+        let mut device =
+            VirtioMem::new(id.clone(), state, backend).map_err(|e| fail(e.to_string()))?;
+        // The device thread applies its filter before it serves the queue.
+        let filter = seccomp.clone();
+        device.set_thread_start_hook(Arc::new(move || {
+            filter.apply_to_current().map_err(|e| e.to_string())
+        }));
         let handle = device.handle();
         let event_id = id.clone();
         handle.set_plugged_size_listener(move |change: PluggedSizeChange| {

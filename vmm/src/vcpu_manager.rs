@@ -12,6 +12,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::bus::Buses;
+use crate::seccomp::ThreadFilter;
 use crate::vm_event::{VmEvent, VmEventSignal};
 
 /// Signal used to knock a vCPU thread out of `KVM_RUN`.
@@ -42,6 +43,8 @@ pub struct VcpuContext {
     pub memory: GuestMemoryMmap,
     pub stop: Arc<AtomicBool>,
     pub pause: Arc<PauseGate>,
+    /// Applied by each vCPU thread before its first `KVM_RUN`.
+    pub seccomp: ThreadFilter,
 }
 
 /// Holds vCPU threads outside `KVM_RUN` while the VM is paused.
@@ -197,6 +200,12 @@ enum Step {
 }
 
 fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
+    if let Err(e) = ctx.seccomp.apply(&format!("vcpu{id}")) {
+        let message = format!("vcpu{id} cannot start: {e}");
+        log::error!("{message}");
+        ctx.events.raise(VmEvent::GuestFailure(message));
+        return;
+    }
     loop {
         ctx.pause.wait_if_paused(&ctx.stop);
         if ctx.stop.load(Ordering::SeqCst) {

@@ -16,6 +16,7 @@ use crate::devices::{
 use crate::memory_devices::MemoryDevice;
 use crate::memory_manager::{MemoryError, MemoryManager};
 use crate::pci_host::PciHost;
+use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
 use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
 use crate::vm_event::VmEventSignal;
 
@@ -51,6 +52,8 @@ pub enum VmError {
     MemoryDevice(#[from] crate::memory_devices::MemoryDeviceError),
     #[error("{0}")]
     State(&'static str),
+    #[error("{0}")]
+    Seccomp(#[from] SeccompError),
     #[error("cannot pause: {0}")]
     Pause(String),
     #[error("{what}: {source}")]
@@ -82,6 +85,8 @@ pub struct Vm {
     events: Arc<VmEventSignal>,
     vcpus: Option<VcpuManager>,
     paused: bool,
+    /// The vCPU threads' seccomp filter.
+    vcpu_filter: ThreadFilter,
 }
 
 impl Vm {
@@ -90,7 +95,11 @@ impl Vm {
         config: &VmConfig,
         events: Arc<VmEventSignal>,
         serial_output: SerialOutput,
+        seccomp: SeccompMode,
     ) -> Result<Self, VmError> {
+        // Compiled here, on the VMM thread, so that a bad filter fails the VM's creation.
+        let vcpu_filter = ThreadFilter::new(ThreadKind::Vcpu, seccomp)?;
+        let virtio_mem_filter = ThreadFilter::new(ThreadKind::VirtioMem, seccomp)?;
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
         let memory = MemoryManager::new(&vm, config)?;
@@ -104,6 +113,7 @@ impl Vm {
             &mut pci,
             memory.zones(),
             config.numa.is_some(),
+            &virtio_mem_filter,
         )?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
@@ -149,6 +159,7 @@ impl Vm {
             events,
             vcpus: None,
             paused: false,
+            vcpu_filter,
         })
     }
 
@@ -221,6 +232,7 @@ impl Vm {
             memory: mem.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             pause: Arc::new(PauseGate::default()),
+            seccomp: self.vcpu_filter.clone(),
         };
         self.vcpus = Some(VcpuManager::start(vcpus, ctx).map_err(io_err("vCPU thread"))?);
         Ok(())

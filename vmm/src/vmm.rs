@@ -19,6 +19,8 @@ use crate::api::{ApiAction, ApiError, ApiRequest, ApiResult};
 use crate::config::{ConsoleMode, VmConfig};
 use crate::devices::SerialOutput;
 use crate::event_monitor::event;
+use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
+use crate::signal_handler::ExitSignal;
 use crate::stdin_forwarder::{RawStdin, StdinForwarder};
 use crate::vcpu_manager::install_kick_handler;
 use crate::vm::{Vm, VmError};
@@ -34,6 +36,8 @@ pub enum VmmError {
     Vm(#[from] VmError),
     #[error("{0}")]
     ApiSocket(#[from] ApiSocketError),
+    #[error("{0}")]
+    Seccomp(#[from] SeccompError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -58,6 +62,8 @@ pub enum ExitStatus {
     VmmShutdown,
     /// The guest could not go on; the text says why.
     GuestFailure(String),
+    /// SIGTERM or SIGINT (the number) asked the VMM to exit.
+    Signal(i32),
 }
 
 /// What the VMM process is told at start.
@@ -67,12 +73,15 @@ pub struct VmmOptions {
     pub api_socket: Option<ApiSocketConfig>,
     /// Where lifecycle events go, one JSON object a line.
     pub event_monitor: Option<File>,
+    /// `--seccomp`.
+    pub seccomp: SeccompMode,
 }
 
 const EPOLL_EVENTS: usize = 8;
 const TOKEN_VM_EVENT: u64 = 0;
 const TOKEN_API: u64 = 1;
 const TOKEN_STDIN: u64 = 2;
+const TOKEN_SIGNAL: u64 = 3;
 
 fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError> {
     Ok(match config.serial.mode {
@@ -109,7 +118,8 @@ struct ApiThread {
 }
 
 impl ApiThread {
-    fn start(config: &ApiSocketConfig) -> Result<Self, VmmError> {
+    fn start(config: &ApiSocketConfig, seccomp: SeccompMode) -> Result<Self, VmmError> {
+        let filter = ThreadFilter::new(ThreadKind::Api, seccomp)?;
         let socket = ApiSocket::open(config)?;
         let listener = socket.listener.try_clone().map_err(io_err("API socket"))?;
         let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
@@ -123,6 +133,7 @@ impl ApiThread {
             listener,
             api_channel,
             stop.try_clone().map_err(io_err("eventfd"))?,
+            filter,
         )
         .map_err(io_err("starting the api thread"))?;
         Ok(ApiThread {
@@ -153,6 +164,7 @@ impl Drop for ApiThread {
 struct Vmm {
     hypervisor: KvmHypervisor,
     events: Arc<VmEventSignal>,
+    seccomp: SeccompMode,
     config: Option<VmConfig>,
     vm: Option<Vm>,
     /// Boots of the current configuration so far (reboots included).
@@ -183,6 +195,9 @@ impl Vmm {
                 "a VM already exists (PUT /api/v1/vm.delete first)",
             ));
         }
+        config
+            .validate()
+            .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
         event("vm", "creating");
         self.config = Some(config);
         self.boots = 0;
@@ -203,6 +218,7 @@ impl Vmm {
             config,
             self.events.clone(),
             serial_output(config, self.boots)?,
+            self.seccomp,
         )?;
         vm.boot()?;
         log::info!("VM booted (boot #{})", self.boots);
@@ -427,24 +443,38 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     if let Some(config) = &options.vm {
         config.validate()?;
     }
+    let seccomp = options.seccomp;
+    // Before any thread exists: SIGTERM and SIGINT go to the signal_handler thread alone.
+    crate::signal_handler::block_exit_signals().map_err(io_err("blocking SIGTERM and SIGINT"))?;
+    // Before any filter: a refused call must find the handler that reports it.
+    if seccomp == SeccompMode::Trap {
+        crate::seccomp::install_sigsys_handler()?;
+    }
     // Bind the socket first, while this is the only thread (see `ApiSocket`).
     let api = options
         .api_socket
         .as_ref()
-        .map(ApiThread::start)
+        .map(|config| ApiThread::start(config, seccomp))
         .transpose()?;
+    let exit_signal =
+        crate::signal_handler::start(ThreadFilter::new(ThreadKind::SignalHandler, seccomp)?)
+            .map_err(io_err("starting the signal handler thread"))?;
+    let monitor_filter = ThreadFilter::new(ThreadKind::EventMonitor, seccomp)?;
     let monitor = options
         .event_monitor
-        .map(crate::event_monitor::start)
+        .map(|file| crate::event_monitor::start(file, monitor_filter))
         .transpose()
         .map_err(io_err("starting the event monitor"))?;
     event("vmm", "starting");
     install_kick_handler().map_err(io_err("installing the vCPU kick signal handler"))?;
+    // This thread's own filter, before it boots a guest or takes an API request.
+    ThreadFilter::new(ThreadKind::Vmm, seccomp)?.apply("vmm")?;
     let hypervisor = KvmHypervisor::new()?;
     let events = Arc::new(VmEventSignal::new().map_err(io_err("eventfd"))?);
     let mut vmm = Vmm {
         hypervisor,
         events,
+        seccomp,
         config: None,
         vm: None,
         boots: 0,
@@ -467,7 +497,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         event("vm", "booted");
     }
     let _raw = raw_terminal.then(RawStdin::enable).flatten();
-    let status = control_loop(&mut vmm, api.as_ref(), forward_stdin);
+    let status = control_loop(&mut vmm, api.as_ref(), &exit_signal, forward_stdin);
     vmm.shutdown_vm();
     drop(api);
     event("vmm", "shutdown");
@@ -480,10 +510,12 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
 fn control_loop(
     vmm: &mut Vmm,
     api: Option<&ApiThread>,
+    exit_signal: &ExitSignal,
     forward_stdin: bool,
 ) -> Result<ExitStatus, VmmError> {
     let epoll = EpollFd::new()?;
     epoll.add(vmm.events.eventfd().as_raw_fd(), TOKEN_VM_EVENT)?;
+    epoll.add(exit_signal.event.as_raw_fd(), TOKEN_SIGNAL)?;
     if let Some(api) = api {
         epoll.add(api.notify.as_raw_fd(), TOKEN_API)?;
     }
@@ -523,6 +555,11 @@ fn control_loop(
                 }
                 // Looked up again: an event earlier in this batch may have replaced the VM.
                 TOKEN_STDIN => stdin.forward(vmm.tty_serial()),
+                TOKEN_SIGNAL => {
+                    if let Some(signal) = exit_signal.received() {
+                        return Ok(ExitStatus::Signal(signal));
+                    }
+                }
                 _ => {}
             }
         }

@@ -34,6 +34,11 @@ pub enum VirtioMemError {
     EventFd(#[source] std::io::Error),
 }
 
+/// Run first thing in the device thread, before it handles any guest request (the VMM
+/// installs the thread's seccomp filter with it). An error stops the thread before it serves
+/// the queue.
+pub type ThreadStartHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// A running device thread.
 struct Running {
     kill: EventFd,
@@ -47,6 +52,8 @@ pub struct VirtioMem {
     /// The state while no thread runs; `None` while one does, or after it panicked.
     core: Option<MemCore>,
     running: Option<Running>,
+    /// Run at the start of each device thread.
+    thread_start: Option<ThreadStartHook>,
 }
 
 impl VirtioMem {
@@ -67,7 +74,13 @@ impl VirtioMem {
                 backend: Box::new(backend),
             }),
             running: None,
+            thread_start: None,
         })
+    }
+
+    /// Sets what each device thread runs first (see [`ThreadStartHook`]).
+    pub fn set_thread_start_hook(&mut self, hook: ThreadStartHook) {
+        self.thread_start = Some(hook);
     }
 
     /// The device id.
@@ -126,9 +139,17 @@ impl VirtioMem {
         // The worker goes over a channel once the thread exists, so that a failed spawn
         // leaves it (and the device state) here.
         let (send, receive) = mpsc::channel::<(Worker, vmm_sys_util::epoll::Epoll)>();
+        let hook = self.thread_start.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("virtio-mem-{}", self.id))
-            .spawn(move || receive.recv().ok().map(|(w, epoll)| w.run(epoll)));
+            .spawn(move || {
+                let (worker, epoll) = receive.recv().ok()?;
+                if let Some(Err(e)) = hook.as_deref().map(|hook| hook()) {
+                    log::error!("{}: the device thread cannot start: {e}", worker.id);
+                    return Some(worker.core);
+                }
+                Some(worker.run(epoll))
+            });
         let thread = match spawned {
             Ok(t) => t,
             Err(e) => return self.give_back(worker.core, ActivateError::Spawn(e)),

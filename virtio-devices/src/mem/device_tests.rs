@@ -727,3 +727,52 @@ fn any_access_at_any_offset_is_safe() {
         }
     }
 }
+
+#[test]
+fn the_thread_start_hook_runs_on_each_device_thread_before_requests() {
+    let mut device = VirtioMem::new(unique_id(), state(), NoopBackend).unwrap();
+    let ran_on = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = ran_on.clone();
+    device.set_thread_start_hook(Arc::new(move || {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        record.lock().unwrap().push(name);
+        Ok(())
+    }));
+    let mut bed = TestBed::new(device);
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    assert_eq!(driver.send(&bed, PLUG4), Response::Ack(None).to_bytes());
+    let name = thread_name(&bed);
+    assert_eq!(*ran_on.lock().unwrap(), vec![name.clone()]);
+    // A device reset ends the thread; the next DRIVER_OK starts one that runs it again.
+    bed.set_status(0);
+    assert!(thread_is(&name, false));
+    let mut driver = start(&mut bed, &mem);
+    let state = Request::State {
+        addr: BASE,
+        nb_blocks: 4,
+    };
+    assert_eq!(
+        driver.send(&bed, state),
+        Response::Ack(Some(BlockState::Plugged)).to_bytes()
+    );
+    assert_eq!(*ran_on.lock().unwrap(), vec![name.clone(), name]);
+}
+
+#[test]
+fn a_failing_thread_start_hook_leaves_the_queue_unserved() {
+    let mut device = VirtioMem::new(unique_id(), state(), NoopBackend).unwrap();
+    device.set_thread_start_hook(Arc::new(|| Err("no filter".to_string())));
+    let handle = device.handle();
+    let mut bed = TestBed::new(device);
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    assert!(thread_is(&thread_name(&bed), false));
+    driver.post(PLUG4);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(driver.used_idx(), 0, "a request was served");
+    assert_eq!(handle.status().plugged_size, 0);
+    // A reset still works and gives the state back.
+    bed.set_status(0);
+    assert!(!bed.pci().device().is_running());
+}

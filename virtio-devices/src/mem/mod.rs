@@ -43,7 +43,7 @@ pub use config::{
     VIRTIO_ID_MEM, VIRTIO_MEM_F_ACPI_PXM, VIRTIO_MEM_F_PERSISTENT_SUSPEND,
     VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE,
 };
-pub use device::{VirtioMem, VirtioMemError, QUEUE_SIZE};
+pub use device::{ThreadStartHook, VirtioMem, VirtioMemError, QUEUE_SIZE};
 pub use discard::{Backing, DiscardError, HostMemoryBackend};
 pub use handle::VirtioMemHandle;
 pub use latency::{LatencyRecorder, LatencySummary, LATENCY_WINDOW};

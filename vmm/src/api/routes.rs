@@ -110,17 +110,15 @@ fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Re
     )
 }
 
-/// The body of `vm.create`: a `VmConfig` in JSON, checked as the command line's is.
+/// The body of `vm.create`: a `VmConfig` in JSON. The VMM thread validates it as the
+/// command line's is (that looks at the payload files, which the `api` thread's seccomp
+/// filter does not let it open).
 fn parse_vm_config(body: &[u8]) -> Result<VmConfig, ApiError> {
-    let config: VmConfig = parse_json(
+    parse_json(
         body,
         "vm.create needs the VM configuration as its JSON body",
         "invalid VM configuration",
-    )?;
-    config
-        .validate()
-        .map_err(|e| ApiError::bad_request(format!("invalid VM configuration: {e}")))?;
-    Ok(config)
+    )
 }
 
 #[cfg(test)]
@@ -200,12 +198,13 @@ mod tests {
             r#"{"payload":{"kernel":"/proc/self/exe"},"cpus":{"boot_vcpus":"two"}}"#,
         );
         assert!(m.contains("invalid type"), "{m}");
-        let m = bad_request_message(
+        // Files are looked at by the VMM thread (Vmm::create), not here.
+        assert!(parse(
             "PUT",
             "/api/v1/vm.create",
-            r#"{"payload":{"kernel":"/nonexistent/vmlinux"}}"#,
-        );
-        assert!(m.contains("/nonexistent/vmlinux"), "{m}");
+            br#"{"payload":{"kernel":"/nonexistent/vmlinux"}}"#
+        )
+        .is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::routes::{self, RouteError};
 use super::{ApiAction, ApiRequest, ApiResult};
+use crate::seccomp::ThreadFilter;
 
 /// The VMM thread's end of the API: requests arrive on the channel, and `notify` is
 /// written once per request so that the VMM's epoll loop wakes up.
@@ -67,17 +68,23 @@ fn handle(channel: &ApiChannel, request: Request) -> Response {
     }
 }
 
-/// Starts the `api` thread; it serves until `stop` is written.
+/// Starts the `api` thread; it serves until `stop` is written. It applies `seccomp` before
+/// it accepts a connection.
 pub fn start(
     listener: UnixListener,
     channel: ApiChannel,
     stop: EventFd,
+    seccomp: ThreadFilter,
 ) -> std::io::Result<JoinHandle<()>> {
     let mut server = HttpServer::new(listener, ServerConfig::default())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            if let Err(e) = seccomp.apply("api") {
+                log::error!("the API is not served: {e}");
+                return;
+            }
             let mut handler = |request: Request| handle(&channel, request);
             if let Err(e) = server.run(&stop, &mut handler) {
                 log::error!("API server stopped: {e}");

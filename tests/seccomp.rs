@@ -1,0 +1,87 @@
+//! `--seccomp` on the real binary, on any KVM (a tiny kernel that halts, so the host's
+//! KVM-PVM will do): with each mode, every thread but virtio-mem's (the vmm, api,
+//! event-monitor, vcpu and signal_handler threads) does its job under its filter through
+//! API use, pause and resume, and a SIGTERM ends the VMM cleanly. The filters' refusals are
+//! tested in vmm/tests/seccomp.rs; the virtio-mem thread runs in the guest tests.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use common::api::{remote_json, remote_ok, socket_in, wait_for_socket, SOCKET_TIMEOUT};
+use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
+
+fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
+    let kernel = dir.path("kernel");
+    // hlt; jmp back to the hlt.
+    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
+    let socket = socket_in(&dir.0);
+    let vmm = Vmm::spawn(
+        tag,
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "size=64M",
+            "--serial",
+            "off",
+            "--api-socket",
+            &format!("path={}", socket.display()),
+            "--event-monitor",
+            &format!("path={}", dir.path("events").display()),
+            "--seccomp",
+            seccomp,
+        ],
+    );
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    vmm
+}
+
+fn threads_work_and_sigterm_shuts_down(seccomp: &str) {
+    let tag = format!("seccomp-{seccomp}");
+    let dir = TempDir::new(&tag);
+    let socket = socket_in(&dir.0);
+    let mut vmm = halting_vmm_with(&tag, &dir, seccomp);
+
+    assert!(remote_json(&socket, &["ping"])["pid"].is_u64());
+    assert_eq!(remote_json(&socket, &["info"])["state"], "Running");
+    remote_ok(&socket, &["pause"]);
+    assert_eq!(remote_json(&socket, &["info"])["state"], "Paused");
+    remote_ok(&socket, &["resume"]);
+    assert!(remote_json(&socket, &["counters"])["serial"].is_object());
+
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(vmm.pid() as i32, libc::SIGTERM) }, 0);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    let stderr = vmm.stderr();
+    assert_eq!(
+        (status.code(), status.signal()),
+        (Some(128 + libc::SIGTERM), None),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("seccomp"), "{stderr}");
+    assert!(!socket.exists(), "the API socket was not removed");
+    let events = std::fs::read_to_string(dir.path("events")).unwrap();
+    assert!(
+        events
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains(r#""event":"shutdown""#)),
+        "{events}"
+    );
+}
+
+#[test]
+fn threads_work_and_sigterm_shuts_down_with_seccomp_true() {
+    threads_work_and_sigterm_shuts_down("true");
+}
+
+#[test]
+fn threads_work_and_sigterm_shuts_down_with_seccomp_log() {
+    threads_work_and_sigterm_shuts_down("log");
+}
+
+#[test]
+fn threads_work_and_sigterm_shuts_down_with_seccomp_false() {
+    threads_work_and_sigterm_shuts_down("false");
+}

@@ -1,0 +1,238 @@
+//! Seccomp: every thread of the VMM runs under a filter of its own that allows only the
+//! system calls its job needs (see docs/seccomp.md). The filter of each thread kind is in a
+//! file of its own; [`ThreadFilter`] compiles one, and the thread applies it as its first
+//! action, before it handles guest or client input.
+//!
+//! Filters stack: a thread inherits the filters of the thread that spawned it, and a system
+//! call must pass all of them. The vCPU threads start under the `vmm` filter, and the
+//! virtio-mem thread (spawned by a vCPU thread when the driver sets DRIVER_OK) under both the
+//! `vmm` and the `vcpu` filters, so those two also allow what a new thread does before it
+//! installs its own filter, and what the virtio-mem thread needs.
+
+mod api;
+mod event_monitor;
+mod kvm;
+mod rules;
+mod signal;
+mod sigsys;
+mod syscall_names;
+mod vcpu;
+mod virtio_mem;
+mod vmm;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+use crate::config::ConfigError;
+pub use sigsys::{install_sigsys_handler, syscall_name};
+
+/// `--seccomp`: what a system call outside a thread's filter does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// `true`: the call raises SIGSYS; the handler reports the thread and the call, and the
+    /// process dies.
+    #[default]
+    Trap,
+    /// `log`: the kernel logs the call (audit, `type=1326`) and lets it run.
+    Log,
+    /// `false`: no filter at all.
+    Off,
+}
+
+impl SeccompMode {
+    /// Parses the value of `--seccomp`: `true`, `false` or `log`.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "true" => Ok(SeccompMode::Trap),
+            "log" => Ok(SeccompMode::Log),
+            "false" => Ok(SeccompMode::Off),
+            _ => Err(ConfigError::new(
+                "--seccomp",
+                format!("'{value}' is not one of true, false, log"),
+            )),
+        }
+    }
+
+    fn mismatch_action(self) -> Option<SeccompAction> {
+        match self {
+            SeccompMode::Trap => Some(SeccompAction::Trap),
+            SeccompMode::Log => Some(SeccompAction::Log),
+            SeccompMode::Off => None,
+        }
+    }
+}
+
+/// The kinds of threads, each with its own filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// The main thread: argument parsing, then the control loop.
+    Vmm,
+    /// The REST API server.
+    Api,
+    /// The `--event-monitor` writer.
+    EventMonitor,
+    /// A vCPU thread (`vcpu<N>`).
+    Vcpu,
+    /// A virtio-mem device thread (`virtio-mem-<id>`).
+    VirtioMem,
+    /// The thread that waits for SIGTERM and SIGINT (`signal_handler`).
+    SignalHandler,
+}
+
+impl ThreadKind {
+    /// Every kind, for tests and reports.
+    pub const ALL: [ThreadKind; 6] = [
+        ThreadKind::Vmm,
+        ThreadKind::Api,
+        ThreadKind::EventMonitor,
+        ThreadKind::Vcpu,
+        ThreadKind::VirtioMem,
+        ThreadKind::SignalHandler,
+    ];
+
+    /// The kind's name, as docs/seccomp.md lists it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadKind::Vmm => "vmm",
+            ThreadKind::Api => "api",
+            ThreadKind::EventMonitor => "event-monitor",
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::VirtioMem => "virtio-mem",
+            ThreadKind::SignalHandler => "signal_handler",
+        }
+    }
+
+    /// The allowed system calls, each with its argument conditions (none: any arguments).
+    fn rules(self) -> Result<rules::Rules, seccompiler::BackendError> {
+        match self {
+            ThreadKind::Vmm => vmm::rules(),
+            ThreadKind::Api => api::rules(),
+            ThreadKind::EventMonitor => event_monitor::rules(),
+            ThreadKind::Vcpu => vcpu::rules(),
+            ThreadKind::VirtioMem => virtio_mem::rules(),
+            ThreadKind::SignalHandler => signal::rules(),
+        }
+    }
+
+    /// How many distinct system calls the kind's filter allows (with or without argument
+    /// conditions).
+    pub fn allowed_syscall_count(self) -> Result<usize, SeccompError> {
+        Ok(self.rule_map()?.len())
+    }
+
+    /// The rules by system call number. A call listed more than once (by the shared
+    /// runtime rules and by the kind's own) is allowed when any entry allows it; an entry
+    /// without conditions allows every use.
+    fn rule_map(self) -> Result<BTreeMap<i64, Vec<seccompiler::SeccompRule>>, SeccompError> {
+        let rules = self.rules().map_err(|source| SeccompError::Build {
+            kind: self.name(),
+            source: source.into(),
+        })?;
+        let mut map: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = BTreeMap::new();
+        for (nr, chain) in rules {
+            match map.get_mut(&nr) {
+                None => {
+                    map.insert(nr, chain);
+                }
+                Some(existing) if existing.is_empty() => {}
+                Some(existing) if chain.is_empty() => existing.clear(),
+                Some(existing) => existing.extend(chain),
+            }
+        }
+        Ok(map)
+    }
+
+    /// The names of the system calls the kind's filter allows, sorted by number.
+    pub fn allowed_syscalls(self) -> Result<Vec<&'static str>, SeccompError> {
+        Ok(self
+            .rule_map()?
+            .keys()
+            .map(|&nr| syscall_name(nr).unwrap_or("?"))
+            .collect())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("cannot build the seccomp filter of the {kind} thread: {source}")]
+    Build {
+        kind: &'static str,
+        #[source]
+        source: seccompiler::Error,
+    },
+    #[error("cannot install the seccomp filter of thread '{thread}': {source}")]
+    Apply {
+        thread: String,
+        #[source]
+        source: seccompiler::Error,
+    },
+    #[error("cannot install the SIGSYS handler: {0}")]
+    Handler(#[source] std::io::Error),
+}
+
+/// The compiled filter for threads of one kind (nothing with `--seccomp false`). Compile it
+/// in the spawning thread, so that a bad filter is an error there, and apply it in the new
+/// thread.
+#[derive(Clone, Debug)]
+pub struct ThreadFilter {
+    kind: ThreadKind,
+    program: Option<Arc<BpfProgram>>,
+}
+
+impl ThreadFilter {
+    pub fn new(kind: ThreadKind, mode: SeccompMode) -> Result<Self, SeccompError> {
+        let program = match mode.mismatch_action() {
+            None => None,
+            Some(mismatch) => Some(Arc::new(compile(kind, mismatch)?)),
+        };
+        Ok(ThreadFilter { kind, program })
+    }
+
+    pub fn kind(&self) -> ThreadKind {
+        self.kind
+    }
+
+    /// Installs the filter on the calling thread, which the SIGSYS report will call
+    /// `thread_name`. Nothing to do with `--seccomp false`.
+    pub fn apply(&self, thread_name: &str) -> Result<(), SeccompError> {
+        let Some(program) = &self.program else {
+            return Ok(());
+        };
+        sigsys::set_thread_name(thread_name);
+        seccompiler::apply_filter(program).map_err(|source| SeccompError::Apply {
+            thread: thread_name.to_string(),
+            source,
+        })
+    }
+
+    /// [`apply`](Self::apply) under the name the thread was spawned with (the kind's name
+    /// for an unnamed thread or the main thread).
+    pub fn apply_to_current(&self) -> Result<(), SeccompError> {
+        let current = std::thread::current();
+        match current.name() {
+            Some(name) if name != "main" => self.apply(name),
+            _ => self.apply(self.kind.name()),
+        }
+    }
+}
+
+/// Compiles the filter of `kind` for x86-64 with `mismatch` for calls it does not allow.
+fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
+    let build = |source: seccompiler::Error| SeccompError::Build {
+        kind: kind.name(),
+        source,
+    };
+    let filter = SeccompFilter::new(
+        kind.rule_map()?,
+        mismatch,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| build(e.into()))?;
+    BpfProgram::try_from(filter).map_err(|e| build(e.into()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+fn numbers(kind: ThreadKind) -> BTreeSet<i64> {
+    kind.rule_map().unwrap().keys().copied().collect()
+}
+
+#[test]
+fn every_filter_compiles_to_bpf_for_x86_64() {
+    for kind in ThreadKind::ALL {
+        for mode in [SeccompMode::Trap, SeccompMode::Log] {
+            let filter = ThreadFilter::new(kind, mode).unwrap();
+            let program = filter.program.expect("a program");
+            // The architecture check, one jump per rule, the two actions: never tiny.
+            assert!(
+                program.len() > 20,
+                "{}: {} instructions",
+                kind.name(),
+                program.len()
+            );
+            // Within the kernel's limit of 4096 instructions (BPF_MAXINSNS).
+            assert!(program.len() <= 4096, "{}: {}", kind.name(), program.len());
+        }
+        assert!(ThreadFilter::new(kind, SeccompMode::Off)
+            .unwrap()
+            .program
+            .is_none());
+    }
+}
+
+#[test]
+fn allowed_syscall_counts() {
+    for kind in ThreadKind::ALL {
+        let names = kind.allowed_syscalls().unwrap();
+        assert_eq!(names.len(), kind.allowed_syscall_count().unwrap());
+        assert!(!names.contains(&"?"), "{}: an unnamed call", kind.name());
+        println!(
+            "{}: {} system calls: {}",
+            kind.name(),
+            names.len(),
+            names.join(" ")
+        );
+    }
+}
+
+/// A thread inherits its parent's filter, so a child's calls must pass the parent's.
+#[test]
+fn filters_of_spawned_threads_are_subsets_of_their_parents() {
+    let (vmm, vcpu, mem) = (
+        numbers(ThreadKind::Vmm),
+        numbers(ThreadKind::Vcpu),
+        numbers(ThreadKind::VirtioMem),
+    );
+    assert!(
+        vcpu.is_subset(&vmm),
+        "vcpu - vmm: {:?}",
+        vcpu.difference(&vmm)
+    );
+    assert!(
+        mem.is_subset(&vcpu),
+        "virtio-mem - vcpu: {:?}",
+        mem.difference(&vcpu)
+    );
+}
+
+#[test]
+fn dangerous_calls_are_in_no_filter() {
+    for kind in ThreadKind::ALL {
+        let allowed = numbers(kind);
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_ptrace,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_process_vm_writev,
+            libc::SYS_mount,
+            libc::SYS_bpf,
+        ] {
+            assert!(
+                !allowed.contains(&nr),
+                "{} allows {}",
+                kind.name(),
+                syscall_name(nr).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_vmm_thread_opens_files() {
+    for kind in ThreadKind::ALL {
+        assert_eq!(
+            numbers(kind).contains(&libc::SYS_openat),
+            kind == ThreadKind::Vmm,
+            "{}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
+fn modes_parse() {
+    assert_eq!(SeccompMode::parse("true").unwrap(), SeccompMode::Trap);
+    assert_eq!(SeccompMode::parse("log").unwrap(), SeccompMode::Log);
+    assert_eq!(SeccompMode::parse("false").unwrap(), SeccompMode::Off);
+    assert_eq!(SeccompMode::default(), SeccompMode::Trap);
+    let e = SeccompMode::parse("maybe").unwrap_err().to_string();
+    assert!(e.contains("--seccomp") && e.contains("maybe"), "{e}");
+}

@@ -1,0 +1,401 @@
+//! Each thread kind's real filter stops forbidden system calls. A child process (this test
+//! binary again, told what to do by an environment variable) applies the filter of one
+//! thread kind the way the thread does (`ThreadFilter::new(kind, mode)?.apply(name)`, after
+//! `install_sigsys_handler`), makes a call the thread needs, which must work, then a
+//! forbidden one. The parent checks that the child died of SIGSYS with the one-line report
+//! naming the thread and the call, or, with `--seccomp log`, that the call ran and the child
+//! went on.
+//!
+//! No libtest harness (`harness = false`): the child is this same `main`, and with a harness
+//! it would have to be a test that passes when run on its own.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitCode};
+
+use vmm::seccomp::{install_sigsys_handler, syscall_name, SeccompMode, ThreadFilter, ThreadKind};
+
+const CHILD: &str = "ACCORDION_SECCOMP_CHILD";
+const ALLOWED_OK: &str = "allowed call ok";
+const SURVIVED: &str = "forbidden call returned";
+/// The file `Forbidden::OpenatNew` tries to create.
+const NEW_FILE: &str = "/tmp/accordion-seccomp-test-new-file";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Forbidden {
+    /// `socket(AF_INET, SOCK_STREAM)`: no thread talks to the network.
+    SocketInet,
+    /// `execve("/bin/true")`.
+    Execve,
+    /// `ptrace(PTRACE_PEEKDATA, 1)`.
+    Ptrace,
+    /// `openat` of a new file.
+    OpenatNew,
+}
+
+impl Forbidden {
+    const ALL: [Forbidden; 4] = [
+        Forbidden::SocketInet,
+        Forbidden::Execve,
+        Forbidden::Ptrace,
+        Forbidden::OpenatNew,
+    ];
+
+    fn nr(self) -> i64 {
+        match self {
+            Forbidden::SocketInet => libc::SYS_socket,
+            Forbidden::Execve => libc::SYS_execve,
+            Forbidden::Ptrace => libc::SYS_ptrace,
+            Forbidden::OpenatNew => libc::SYS_openat,
+        }
+    }
+
+    fn parse(s: &str) -> Forbidden {
+        *Forbidden::ALL
+            .iter()
+            .find(|f| format!("{f:?}") == s)
+            .unwrap_or_else(|| panic!("unknown call {s}"))
+    }
+
+    /// Makes the call with raw syscall(2), so that libc adds nothing around it.
+    fn call(self) -> i64 {
+        let path = std::ffi::CString::new(NEW_FILE).unwrap_or_default();
+        let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null::<libc::c_char>()];
+        // SAFETY: each call gets valid pointers to NUL-terminated strings and
+        // NULL-terminated arrays that outlive it; none writes to our memory.
+        unsafe {
+            match self {
+                Forbidden::SocketInet => {
+                    libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0)
+                }
+                Forbidden::Execve => libc::syscall(
+                    libc::SYS_execve,
+                    c"/bin/true".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                ),
+                Forbidden::Ptrace => {
+                    libc::syscall(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 1, 0, 0)
+                }
+                Forbidden::OpenatNew => libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o600,
+                ),
+            }
+        }
+    }
+}
+
+/// The name a thread of `kind` applies its filter under.
+fn thread_name(kind: ThreadKind) -> &'static str {
+    match kind {
+        ThreadKind::Vmm => "vmm",
+        ThreadKind::Api => "api",
+        ThreadKind::EventMonitor => "event-monitor",
+        ThreadKind::Vcpu => "vcpu0",
+        ThreadKind::VirtioMem => "virtio-mem-mem0",
+        ThreadKind::SignalHandler => "signal_handler",
+    }
+}
+
+fn kind_named(name: &str) -> ThreadKind {
+    *ThreadKind::ALL
+        .iter()
+        .find(|k| k.name() == name)
+        .unwrap_or_else(|| panic!("unknown thread kind {name}"))
+}
+
+/// Writes `s` to fd `fd` with write(2), which every filter allows.
+fn say(fd: i32, s: &str) {
+    // SAFETY: `s` is valid for reads of its length.
+    unsafe { libc::write(fd, s.as_ptr().cast(), s.len()) };
+}
+
+fn check(what: &str, ret: i64) {
+    if ret < 0 {
+        say(
+            2,
+            &format!("{what} failed: {}\n", std::io::Error::last_os_error()),
+        );
+        // SAFETY: ends the child; what it is refused shows in the parent's assertions.
+        unsafe { libc::_exit(3) };
+    }
+}
+
+/// Descriptors the allowed call of a kind needs, made before the filter.
+struct Setup {
+    fds: [i32; 2],
+}
+
+fn setup(kind: ThreadKind) -> Setup {
+    let mut fds = [-1; 2];
+    // SAFETY: the calls write at most two descriptors into `fds`, or a signal set we own.
+    unsafe {
+        match kind {
+            ThreadKind::Api => {
+                check(
+                    "socketpair",
+                    i64::from(libc::socketpair(
+                        libc::AF_UNIX,
+                        libc::SOCK_STREAM,
+                        0,
+                        fds.as_mut_ptr(),
+                    )),
+                );
+            }
+            ThreadKind::EventMonitor => check("pipe", i64::from(libc::pipe(fds.as_mut_ptr()))),
+            ThreadKind::VirtioMem => {
+                fds[0] = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                check("epoll_create1", i64::from(fds[0]));
+            }
+            ThreadKind::SignalHandler => {
+                // The thread waits for signals blocked in every thread.
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            ThreadKind::Vmm | ThreadKind::Vcpu => {}
+        }
+    }
+    Setup { fds }
+}
+
+/// A call the thread of `kind` makes for its job; it must work under the filter.
+fn allowed_call(kind: ThreadKind, s: &Setup) {
+    // SAFETY: every pointer passed is to a live local buffer of the length given; the
+    // descriptors were made by `setup`.
+    unsafe {
+        match kind {
+            ThreadKind::Vmm => {
+                // Opening a payload file.
+                let fd = libc::openat(libc::AT_FDCWD, c"/dev/null".as_ptr(), libc::O_RDONLY);
+                check("openat /dev/null", i64::from(fd));
+                libc::close(fd);
+            }
+            ThreadKind::Api => {
+                // A request in, an answer out.
+                let sent = libc::send(s.fds[1], b"GET".as_ptr().cast(), 3, 0);
+                check("send", sent as i64);
+                let mut buf = [0u8; 8];
+                let got = libc::recv(s.fds[0], buf.as_mut_ptr().cast(), buf.len(), 0);
+                check("recv", got as i64);
+            }
+            ThreadKind::EventMonitor => {
+                let n = libc::write(s.fds[1], b"{}\n".as_ptr().cast(), 3);
+                check("write", n as i64);
+            }
+            ThreadKind::Vcpu => {
+                // Activating a virtio-mem device: its kill eventfd and epoll set.
+                let e = libc::eventfd(0, libc::EFD_NONBLOCK);
+                check("eventfd", i64::from(e));
+                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                check("epoll_create1", i64::from(ep));
+                libc::close(ep);
+                libc::close(e);
+            }
+            ThreadKind::VirtioMem => {
+                // Waiting for the queue, then discarding an unplugged page.
+                let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+                check(
+                    "epoll_wait",
+                    i64::from(libc::epoll_wait(s.fds[0], ev.as_mut_ptr(), 1, 0)),
+                );
+                let len = 4096;
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    check("mmap", -1);
+                }
+                *(p as *mut u8) = 7;
+                check(
+                    "madvise",
+                    i64::from(libc::madvise(p, len, libc::MADV_DONTNEED)),
+                );
+                if *(p as *const u8) != 0 {
+                    say(2, "the discarded page did not read back as zero\n");
+                    libc::_exit(4);
+                }
+            }
+            ThreadKind::SignalHandler => {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // Nothing is pending: EAGAIN, from the kernel rather than from the filter.
+                let r = libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if r != -1 || errno != Some(libc::EAGAIN) {
+                    say(2, &format!("sigtimedwait: {r} {errno:?}\n"));
+                    libc::_exit(3);
+                }
+            }
+        }
+    }
+}
+
+/// The child: `kind:mode:call`.
+fn child(spec: &str) -> ! {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (kind, mode, call) = (
+        kind_named(parts[0]),
+        SeccompMode::parse(parts[1]).unwrap(),
+        Forbidden::parse(parts[2]),
+    );
+    if mode == SeccompMode::Trap {
+        install_sigsys_handler().unwrap();
+    }
+    let s = setup(kind);
+    let filter = ThreadFilter::new(kind, mode).unwrap();
+    filter.apply(thread_name(kind)).unwrap();
+    allowed_call(kind, &s);
+    say(1, &format!("{ALLOWED_OK}\n"));
+    let ret = call.call();
+    say(1, &format!("{SURVIVED} {ret}\n"));
+    // exit_group: refused by most filters; with `log` it is logged and runs.
+    // SAFETY: ends the child.
+    unsafe { libc::_exit(0) }
+}
+
+struct Outcome {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_child(kind: ThreadKind, mode: &str, call: Forbidden) -> Outcome {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, format!("{}:{mode}:{call:?}", kind.name()))
+        .output()
+        .unwrap();
+    Outcome {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `true`: the forbidden call is stopped, and the report names the thread and the call.
+fn forbidden_call_is_stopped(kind: ThreadKind, call: Forbidden) -> Result<(), String> {
+    let o = run_child(kind, "true", call);
+    let expected = format!(
+        "accordion: seccomp: thread '{}' made a forbidden system call {} ({}); the process stops\n",
+        thread_name(kind),
+        syscall_name(call.nr()).unwrap(),
+        call.nr()
+    );
+    let fail = |why: &str| {
+        Err(format!(
+            "{why}\n  status: {:?}\n  stdout: {}\n  stderr: {}",
+            o.status, o.stdout, o.stderr
+        ))
+    };
+    if !o.stdout.contains(ALLOWED_OK) {
+        return fail("the thread's own call did not work under its filter");
+    }
+    if o.stdout.contains(SURVIVED) {
+        return fail("the forbidden call returned");
+    }
+    if o.status.signal() != Some(libc::SIGSYS) {
+        return fail("the child did not die of SIGSYS");
+    }
+    if o.stderr != expected {
+        return fail(&format!("stderr is not the one report line {expected:?}"));
+    }
+    if call == Forbidden::OpenatNew && std::path::Path::new(NEW_FILE).exists() {
+        return fail("the new file was created");
+    }
+    Ok(())
+}
+
+/// `log`: the call is logged by the kernel and runs; the child goes on and exits 0.
+fn forbidden_call_is_logged(kind: ThreadKind) -> Result<(), String> {
+    let o = run_child(kind, "log", Forbidden::SocketInet);
+    let ran = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(SURVIVED))
+        .and_then(|r| r.trim().parse::<i64>().ok());
+    match (o.status.code(), ran) {
+        (Some(0), Some(fd)) if fd >= 0 && o.stdout.contains(ALLOWED_OK) && o.stderr.is_empty() => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "status {:?}, stdout {}, stderr {}",
+            o.status, o.stdout, o.stderr
+        )),
+    }
+}
+
+/// `false`: no filter; the call runs.
+fn no_filter_with_false() -> Result<(), String> {
+    let o = run_child(ThreadKind::VirtioMem, "false", Forbidden::SocketInet);
+    if o.status.code() == Some(0) && o.stdout.contains(SURVIVED) {
+        Ok(())
+    } else {
+        Err(format!(
+            "status {:?}, stdout {}, stderr {}",
+            o.status, o.stdout, o.stderr
+        ))
+    }
+}
+
+/// A named check.
+type Case = (String, Box<dyn Fn() -> Result<(), String>>);
+
+fn main() -> ExitCode {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for kind in ThreadKind::ALL {
+        for call in Forbidden::ALL {
+            // The VMM thread opens payload files; every other thread is refused openat.
+            if kind == ThreadKind::Vmm && call == Forbidden::OpenatNew {
+                continue;
+            }
+            cases.push((
+                format!("{} thread: {call:?} is stopped with a report", kind.name()),
+                Box::new(move || forbidden_call_is_stopped(kind, call)),
+            ));
+        }
+        cases.push((
+            format!("{} thread: with log, a forbidden call runs", kind.name()),
+            Box::new(move || forbidden_call_is_logged(kind)),
+        ));
+    }
+    cases.push(("false: no filter".into(), Box::new(no_filter_with_false)));
+    let _ = std::fs::remove_file(NEW_FILE);
+    let mut failed = 0;
+    for (name, case) in &cases {
+        match case() {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n{e}");
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {failed} failed",
+        if failed == 0 { "ok" } else { "FAILED" },
+        cases.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
