@@ -461,7 +461,10 @@ fn hugepage_memory_is_plugged_and_punched_back() {
             "size=512M,hotplug_method=virtio-mem,hotplug_size=1G,hugepages=on",
         ],
     );
-    assert_eq!(device_info(&socket, "default")["backend"], "hugetlb-private");
+    assert_eq!(
+        device_info(&socket, "default")["backend"],
+        "hugetlb-private"
+    );
     let region_kb = GIB / 1024;
     let huge_kb = |vmm: &Vmm| {
         mapping_kb(
