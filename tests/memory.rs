@@ -435,12 +435,22 @@ fn set_huge_pages(pages: u64) {
     let _ = std::fs::write("/proc/sys/vm/nr_hugepages", pages.to_string());
 }
 
+/// Puts the host's pool back to its size when dropped, whether the test passed or not.
+struct HugePagePool(u64);
+
+impl Drop for HugePagePool {
+    fn drop(&mut self) {
+        set_huge_pages(self.0);
+    }
+}
+
 #[test]
 #[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
 fn hugepage_memory_is_plugged_and_punched_back() {
     // 512 MiB of boot RAM and a 1 GiB region, both on 2 MiB huge pages, and some slack.
     let needed = (512 + 1024) / 2 + 16;
     let (total, free) = huge_pages();
+    let _restore = HugePagePool(total);
     if free < needed {
         set_huge_pages(total + needed - free);
     }
@@ -499,5 +509,4 @@ fn hugepage_memory_is_plugged_and_punched_back() {
     assert_clean_guest_log(&mut vmm);
     vmm.send("poweroff -f");
     assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
-    set_huge_pages(total);
 }

@@ -81,7 +81,7 @@ pub fn start(mut file: File, seccomp: ThreadFilter) -> std::io::Result<EventMoni
     let handle = std::thread::Builder::new()
         .name("event-monitor".into())
         .spawn(move || {
-            if let Err(e) = seccomp.apply("event-monitor") {
+            if let Err(e) = seccomp.apply_to_current() {
                 log::error!("no events are written: {e}");
                 return;
             }

@@ -68,7 +68,7 @@ pub fn start(seccomp: ThreadFilter) -> io::Result<ExitSignal> {
     std::thread::Builder::new()
         .name("signal_handler".into())
         .spawn(move || {
-            if let Err(e) = seccomp.apply("signal_handler") {
+            if let Err(e) = seccomp.apply_to_current() {
                 log::error!("SIGTERM and SIGINT stay blocked: {e}");
                 return;
             }

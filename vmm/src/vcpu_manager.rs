@@ -200,7 +200,7 @@ enum Step {
 }
 
 fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
-    if let Err(e) = ctx.seccomp.apply(&format!("vcpu{id}")) {
+    if let Err(e) = ctx.seccomp.apply_to_current() {
         let message = format!("vcpu{id} cannot start: {e}");
         log::error!("{message}");
         ctx.events.raise(VmEvent::GuestFailure(message));

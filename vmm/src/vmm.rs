@@ -468,7 +468,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     event("vmm", "starting");
     install_kick_handler().map_err(io_err("installing the vCPU kick signal handler"))?;
     // This thread's own filter, before it boots a guest or takes an API request.
-    ThreadFilter::new(ThreadKind::Vmm, seccomp)?.apply("vmm")?;
+    ThreadFilter::new(ThreadKind::Vmm, seccomp)?.apply_to_current()?;
     let hypervisor = KvmHypervisor::new()?;
     let events = Arc::new(VmEventSignal::new().map_err(io_err("eventfd"))?);
     let mut vmm = Vmm {

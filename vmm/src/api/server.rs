@@ -81,7 +81,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
-            if let Err(e) = seccomp.apply("api") {
+            if let Err(e) = seccomp.apply_to_current() {
                 log::error!("the API is not served: {e}");
                 return;
             }
