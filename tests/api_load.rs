@@ -28,27 +28,37 @@ fn fifty_concurrent_clients_while_the_guest_works() {
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let socket = socket.clone();
-            std::thread::spawn(move || {
+            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
                 // One keep-alive connection per client.
-                let mut client = api_client::ApiClient::connect(&socket).expect("connect");
+                let mut client =
+                    api_client::ApiClient::connect(&socket).map_err(|e| format!("connect: {e}"))?;
                 let mut latencies = Vec::with_capacity(PINGS_EACH);
                 for _ in 0..PINGS_EACH {
                     let start = Instant::now();
                     let body = client
                         .command("GET", "vmm.ping", None)
-                        .expect("ping")
-                        .expect("a body");
+                        .map_err(|e| format!("ping: {e}"))?
+                        .ok_or("a ping without a body")?;
                     latencies.push(start.elapsed());
-                    assert!(body.contains("\"pid\""), "{body}");
+                    if !body.contains("\"pid\"") {
+                        return Err(format!("a ping without the pid: {body}"));
+                    }
                 }
-                latencies
+                Ok(latencies)
             })
         })
         .collect();
-    let mut latencies: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("a client thread failed"))
-        .collect();
+    let mut latencies = Vec::new();
+    for thread in threads {
+        match thread.join().expect("a client thread panicked") {
+            Ok(mine) => latencies.extend(mine),
+            // The VMM's side of the story, with the client's.
+            Err(e) => panic!(
+                "a client failed: {e}\n--- accordion stderr ---\n{}",
+                vmm.stderr()
+            ),
+        }
+    }
     let total = started.elapsed();
     latencies.sort();
     assert_eq!(
