@@ -16,6 +16,10 @@ const MIN_BLOCK_SIZE: u64 = 2 << 20;
 const MAX_BLOCK_SIZE: u64 = 1 << 30;
 /// Boot RAM of a zone, and a zone's hotplug size, are whole 2 MiB pages (hugepages too).
 const ZONE_ALIGN: u64 = 2 << 20;
+/// Most boot RAM a VM can have, zones added up: 4 PiB, x86-64's 52-bit physical address
+/// space. It also keeps the layout's arithmetic (boot RAM above the 32-bit hole, device
+/// regions after it) far from overflowing a u64.
+pub const MAX_BOOT_RAM: u64 = 1 << 52;
 
 /// How memory is added at run time. Only virtio-mem is implemented.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +183,11 @@ impl MemoryConfig {
         }
     }
 
-    /// Boot RAM in bytes, zones included.
+    /// Boot RAM in bytes, zones included (saturating: `validate` refuses more than
+    /// `MAX_BOOT_RAM`).
     pub fn boot_ram(&self) -> u64 {
         match &self.zones {
-            Some(zones) => zones.iter().map(|z| z.size).sum(),
+            Some(zones) => zones.iter().fold(0, |sum, z| sum.saturating_add(z.size)),
             None => self.size,
         }
     }
@@ -421,6 +426,21 @@ pub fn validate(config: &VmConfig) -> Result<()> {
                 z.hotplugged_size,
             )?;
         }
+    }
+    if m.boot_ram() > MAX_BOOT_RAM {
+        let option = if m.zones.is_some() {
+            "--memory-zone"
+        } else {
+            "--memory"
+        };
+        return Err(ConfigError::new(
+            option,
+            format!(
+                "boot RAM of {} bytes is more than the {} PiB supported",
+                m.boot_ram(),
+                MAX_BOOT_RAM >> 50
+            ),
+        ));
     }
     if let Some(nodes) = &config.numa {
         validate_numa(config, nodes, &zone_ids)?;
@@ -680,6 +700,28 @@ mod tests {
             NumaConfig::parse("guest_numa_id=1,cpus=1,memory_zones=mem1,distances=0@10").unwrap(),
         ];
         assert!(err(&vm(m, 2, Some(far))).reason.contains("distance 10"));
+    }
+
+    #[test]
+    fn boot_ram_is_bounded_without_overflow() {
+        let max = MemoryConfig {
+            size: MAX_BOOT_RAM,
+            ..Default::default()
+        };
+        assert_eq!(validate(&vm(max, 1, None)), Ok(()));
+        let over = MemoryConfig {
+            size: u64::MAX - 4095,
+            ..Default::default()
+        };
+        let e = err(&vm(over, 1, None));
+        assert!(e.reason.contains("more than the 4 PiB"), "{e}");
+        // Zones whose sizes add up past u64::MAX: refused, not an overflow.
+        let huge = format!("size={}", u64::MAX - (2 << 20) + 1);
+        let m = zones(&[&format!("id=a,{huge}"), &format!("id=b,{huge}")]);
+        assert_eq!(m.boot_ram(), u64::MAX);
+        let e = err(&vm(m, 1, None));
+        assert_eq!(e.option, "--memory-zone");
+        assert!(e.reason.contains("more than the 4 PiB"), "{e}");
     }
 
     #[test]
