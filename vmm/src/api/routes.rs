@@ -233,8 +233,7 @@ mod openapi {
     /// `(METHOD, /path)` pairs of the `paths:` section: paths are indented two spaces and
     /// methods four, as the file is written.
     fn documented() -> BTreeSet<(String, String)> {
-        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/accordion.yaml");
-        let text = std::fs::read_to_string(file).expect("docs/api/accordion.yaml");
+        let text = text();
         let mut in_paths = false;
         let mut path = None;
         let mut out = BTreeSet::new();
@@ -257,6 +256,87 @@ mod openapi {
             }
         }
         out
+    }
+
+    fn text() -> String {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/accordion.yaml");
+        std::fs::read_to_string(file).expect("docs/api/accordion.yaml")
+    }
+
+    /// Names defined under `components:`, as `#/components/<kind>/<name>` (four spaces
+    /// under a two-space `schemas:` or `responses:`).
+    fn components(text: &str) -> BTreeSet<String> {
+        let mut kind = None;
+        let mut out = BTreeSet::new();
+        for line in text.lines() {
+            if !line.starts_with(' ') && !line.is_empty() {
+                kind = None;
+            } else if let Some(k) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+                kind = ["schemas:", "responses:"]
+                    .contains(&k)
+                    .then(|| k.trim_end_matches(':').to_string());
+            } else if let (Some(kind), Some(name)) = (&kind, line.strip_prefix("    ")) {
+                if let Some(name) = name
+                    .strip_suffix(':')
+                    .filter(|n| !n.starts_with([' ', '#']))
+                {
+                    out.insert(format!("#/components/{kind}/{name}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Without a YAML parser in the workspace, the file's shape is checked line by line:
+    /// what it takes for the YAML to mean what it says. scripts/api-conformance.sh loads it
+    /// with a real parser (and Schemathesis).
+    #[test]
+    fn openapi_file_is_well_formed_yaml_of_the_expected_shape() {
+        let text = text();
+        let components = components(&text);
+        assert!(components.contains("#/components/schemas/VmInfo"));
+        assert!(components.contains("#/components/responses/NoVm"));
+        let mut ids = Vec::new();
+        for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l)) {
+            assert!(!line.contains('\t'), "line {n}: a tab");
+            assert_eq!(line.trim_end(), line, "line {n}: trailing blank");
+            let indent = line.len() - line.trim_start().len();
+            assert_eq!(indent % 2, 0, "line {n}: odd indentation");
+            let line = line.trim_start();
+            // YAML 1.1 (PyYAML, which Schemathesis uses) reads bare Off/On/Yes/No as
+            // booleans and Null/~ as null: such enum values must be quoted.
+            if let Some(list) = line
+                .strip_prefix("enum: [")
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                for item in list.split(',').map(str::trim) {
+                    let lower = item.to_ascii_lowercase();
+                    let boolish =
+                        ["off", "on", "yes", "no", "y", "n", "~"].contains(&lower.as_str());
+                    let nullish = lower == "null" && item != "null";
+                    assert!(
+                        !boolish && !nullish,
+                        "line {n}: quote the enum value {item}"
+                    );
+                }
+            }
+            if let Some(target) = line.strip_prefix("$ref: ") {
+                let target = target.trim_matches('"');
+                assert!(
+                    components.contains(target),
+                    "line {n}: {target} is not defined"
+                );
+            }
+            if let Some(id) = line.strip_prefix("operationId: ") {
+                ids.push(id.to_string());
+            }
+        }
+        // The conformance script leaves operations out by id: one per route, named as its
+        // path.
+        let mut expected: Vec<String> = ROUTES.iter().map(|r| r.path[1..].to_string()).collect();
+        expected.sort();
+        ids.sort();
+        assert_eq!(ids, expected, "operationIds");
     }
 
     #[test]
