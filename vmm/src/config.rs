@@ -27,25 +27,48 @@ pub type Result<T> = std::result::Result<T, ConfigError>;
 /// The most vCPUs we offer: APIC ids must fit the 8-bit xAPIC id.
 pub const MAX_VCPUS: u32 = 254;
 
+/// vCPUs. `max_vcpus` is always a number (Cloud Hypervisor's clients require it), equal to
+/// `boot_vcpus` unless given otherwise; validation refuses any other value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "CpusJson")]
 pub struct CpusConfig {
-    #[serde(default = "default_boot_vcpus")]
     pub boot_vcpus: u32,
+    pub max_vcpus: u32,
+}
+
+/// `CpusConfig` as JSON may give it: both fields optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CpusJson {
+    #[serde(default = "default_boot_vcpus")]
+    boot_vcpus: u32,
     #[serde(default)]
-    pub max_vcpus: Option<u32>,
+    max_vcpus: Option<u32>,
+}
+
+impl From<CpusJson> for CpusConfig {
+    fn from(json: CpusJson) -> Self {
+        CpusConfig::new(json.boot_vcpus, json.max_vcpus)
+    }
 }
 
 fn default_boot_vcpus() -> u32 {
     1
 }
 
+impl CpusConfig {
+    /// `boot` vCPUs, and at most `max` (`boot` when not given).
+    pub fn new(boot: u32, max: Option<u32>) -> Self {
+        CpusConfig {
+            boot_vcpus: boot,
+            max_vcpus: max.unwrap_or(boot),
+        }
+    }
+}
+
 impl Default for CpusConfig {
     fn default() -> Self {
-        CpusConfig {
-            boot_vcpus: default_boot_vcpus(),
-            max_vcpus: None,
-        }
+        CpusConfig::new(default_boot_vcpus(), None)
     }
 }
 
@@ -58,9 +81,9 @@ pub use crate::memory_config::{
 #[serde(deny_unknown_fields)]
 pub struct PayloadConfig {
     pub kernel: PathBuf,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initramfs: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
 }
 
@@ -77,7 +100,7 @@ pub enum ConsoleMode {
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     pub mode: ConsoleMode,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
 }
 
@@ -189,11 +212,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 impl CpusConfig {
     pub fn parse(value: &str) -> Result<Self> {
         let p = OptionParser::parse("--cpus", value, &["boot"])?;
-        let boot_vcpus = p.get_u32("boot")?.unwrap_or(1);
-        Ok(CpusConfig {
-            boot_vcpus,
-            max_vcpus: None,
-        })
+        let boot_vcpus = p.get_u32("boot")?.unwrap_or(default_boot_vcpus());
+        Ok(CpusConfig::new(boot_vcpus, None))
     }
 }
 
@@ -243,13 +263,11 @@ impl VmConfig {
                 format!("boot={boot} is more than the {MAX_VCPUS} vCPUs supported"),
             ));
         }
-        if let Some(max) = self.cpus.max_vcpus {
-            if max != boot {
-                return Err(ConfigError::new(
-                    "--cpus",
-                    "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
-                ));
-            }
+        if self.cpus.max_vcpus != boot {
+            return Err(ConfigError::new(
+                "--cpus",
+                "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
+            ));
         }
         crate::memory_config::validate(self)?;
         let min = arch::layout::MIN_RAM_SIZE;
@@ -345,10 +363,7 @@ mod tests {
 
     fn config() -> VmConfig {
         VmConfig {
-            cpus: CpusConfig {
-                boot_vcpus: 1,
-                max_vcpus: None,
-            },
+            cpus: CpusConfig::new(1, None),
             memory: MemoryConfig {
                 size: 512 << 20,
                 ..Default::default()
