@@ -3,6 +3,7 @@
 
 use super::{ApiAction, ApiError};
 use crate::config::VmConfig;
+use crate::unsupported_fields::strip_neutral_fields;
 
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -110,15 +111,21 @@ fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Re
     )
 }
 
-/// The body of `vm.create`: a `VmConfig` in JSON. The VMM thread validates it as the
-/// command line's is (that looks at the payload files, which the `api` thread's seccomp
-/// filter does not let it open).
+/// The body of `vm.create`: a `VmConfig` in JSON, in which Cloud Hypervisor's fields that
+/// Accordion does not implement are accepted at their neutral values and dropped (see
+/// `unsupported_fields`). The VMM thread validates the result as the command line's is
+/// (that looks at the payload files, which the `api` thread's seccomp filter does not let
+/// it open).
 fn parse_vm_config(body: &[u8]) -> Result<VmConfig, ApiError> {
-    parse_json(
+    const INVALID: &str = "invalid VM configuration";
+    let mut json: serde_json::Value = parse_json(
         body,
         "vm.create needs the VM configuration as its JSON body",
-        "invalid VM configuration",
-    )
+        INVALID,
+    )?;
+    strip_neutral_fields(&mut json)
+        .map_err(|e| ApiError::bad_request(format!("vm.create: {e}")))?;
+    serde_json::from_value(json).map_err(|e| ApiError::bad_request(format!("{INVALID}: {e}")))
 }
 
 #[cfg(test)]
