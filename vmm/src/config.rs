@@ -398,6 +398,77 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().option, "--kernel");
     }
 
+    /// `vm.info` reports the config: it must have what CH's schemas require (`VmConfig`,
+    /// `CpusConfig`, `MemoryConfig`, `MemoryZoneConfig`, `ConsoleConfig`, `NumaConfig`,
+    /// `NumaDistance`), with their types, and no nulls (CH leaves unset fields out).
+    #[test]
+    fn serialized_config_has_what_ch_clients_require() {
+        let config: VmConfig = serde_json::from_str(
+            r#"{"cpus": {"boot_vcpus": 2}, "payload": {"kernel": "/k"},
+                "memory": {"size": 0, "zones": [{"id": "mem0", "size": 1073741824}]},
+                "numa": [{"guest_numa_id": 0, "distances": [{"destination": 0, "distance": 10}]}]}"#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["cpus"]["max_vcpus"], 2, "{json}");
+        let number = |v: &serde_json::Value| v.is_u64();
+        let string = |v: &serde_json::Value| v.is_string();
+        let object = |v: &serde_json::Value| v.is_object();
+        let required: &[(&str, &dyn Fn(&serde_json::Value) -> bool)] = &[
+            ("/payload", &object),
+            ("/cpus/boot_vcpus", &number),
+            ("/cpus/max_vcpus", &number),
+            ("/memory/size", &number),
+            ("/memory/zones/0/id", &string),
+            ("/memory/zones/0/size", &number),
+            ("/serial/mode", &string),
+            ("/console/mode", &string),
+            ("/numa/0/guest_numa_id", &number),
+            ("/numa/0/distances/0/destination", &number),
+            ("/numa/0/distances/0/distance", &number),
+        ];
+        for (pointer, ok) in required {
+            let value = json.pointer(pointer);
+            assert!(value.is_some_and(ok), "{pointer}: {value:?} in {json}");
+        }
+        fn no_nulls(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Null => false,
+                serde_json::Value::Array(a) => a.iter().all(no_nulls),
+                serde_json::Value::Object(o) => o.values().all(no_nulls),
+                _ => true,
+            }
+        }
+        assert!(no_nulls(&json), "{json}");
+        // The command line's config too.
+        let cli = serde_json::to_value(config_with_cpus("boot=3")).unwrap();
+        assert_eq!(
+            cli["cpus"],
+            serde_json::json!({"boot_vcpus": 3, "max_vcpus": 3})
+        );
+    }
+
+    fn config_with_cpus(cpus: &str) -> VmConfig {
+        VmConfig {
+            cpus: CpusConfig::parse(cpus).unwrap(),
+            ..config()
+        }
+    }
+
+    #[test]
+    fn max_vcpus_defaults_to_boot_vcpus_and_must_equal_it() {
+        let cpus = |json: &str| serde_json::from_str::<CpusConfig>(json).unwrap();
+        assert_eq!(cpus("{}"), CpusConfig::new(1, Some(1)));
+        assert_eq!(cpus(r#"{"boot_vcpus": 4}"#).max_vcpus, 4);
+        assert_eq!(cpus(r#"{"boot_vcpus": 4, "max_vcpus": null}"#).max_vcpus, 4);
+        let c = VmConfig {
+            cpus: cpus(r#"{"boot_vcpus": 1, "max_vcpus": 2}"#),
+            ..config()
+        };
+        assert!(c.validate().unwrap_err().reason.contains("max_vcpus"));
+        assert!(serde_json::from_str::<CpusConfig>(r#"{"boot": 1}"#).is_err());
+    }
+
     #[test]
     fn json_round_trip_rejects_unknown_fields() {
         let json = serde_json::to_string(&config()).unwrap();

@@ -694,6 +694,22 @@ mod tests {
         assert!(e.reason.contains("beyond"), "{e}");
     }
 
+    /// CH's default method, Acpi, is sent by its clients without hotplug; it is refused
+    /// only with something to hot-plug.
+    #[test]
+    fn acpi_hotplug_method_only_matters_with_hotplug() {
+        let acpi = |m: MemoryConfig| MemoryConfig {
+            hotplug_method: HotplugMethod::Acpi,
+            ..m
+        };
+        let m = MemoryConfig::parse("size=1G").unwrap();
+        assert_eq!(validate(&vm(acpi(m), 1, None)), Ok(()));
+        let m = MemoryConfig::parse("size=1G,hotplug_size=1G").unwrap();
+        assert!(err(&vm(acpi(m), 1, None)).reason.contains("acpi"));
+        let m = zones(&["id=a,size=1G,hotplug_size=1G"]);
+        assert!(err(&vm(acpi(m), 1, None)).reason.contains("acpi"));
+    }
+
     #[test]
     fn json_defaults_match_the_command_line() {
         let m: MemoryConfig =

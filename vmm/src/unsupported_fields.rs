@@ -245,3 +245,204 @@ fn join(path: &str, name: &str) -> String {
         format!("{path}.{name}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConsoleMode, VmConfig};
+    use serde_json::json;
+
+    /// What a CH client sends when it writes out every field CH's `VmConfig` has (v53's
+    /// fields, and the older `sgx_epc`, `generic-vhost-user`, `serial.iommu` and
+    /// `platform.iommu_address_width`), those Accordion lacks at their defaults.
+    fn ch_body() -> Value {
+        serde_json::from_str(include_str!("testdata/ch_vm_create.json")).expect("fixture")
+    }
+
+    /// Each object with a table: where it is in `ch_body`, its path in messages, the table.
+    const PLACES: &[(&str, &str, &[Field])] = &[
+        ("", "", VM),
+        ("/cpus", "cpus", CPUS),
+        ("/memory", "memory", MEMORY),
+        ("/memory/zones/0", "memory.zones[0]", MEMORY_ZONE),
+        ("/payload", "payload", PAYLOAD),
+        ("/serial", "serial", SERIAL),
+        ("/console", "console", CONSOLE),
+        ("/numa/0", "numa[0]", NUMA),
+    ];
+
+    fn refusal(mut body: Value) -> UnsupportedField {
+        strip_neutral_fields(&mut body).expect_err("should be refused")
+    }
+
+    #[test]
+    fn a_full_ch_body_at_neutral_values_is_accepted() {
+        let mut body = ch_body();
+        strip_neutral_fields(&mut body).unwrap();
+        let config: VmConfig = serde_json::from_value(body).unwrap();
+        assert_eq!((config.cpus.boot_vcpus, config.cpus.max_vcpus), (2, 2));
+        assert_eq!(config.memory.boot_ram(), 1 << 30);
+        assert_eq!(config.serial.mode, ConsoleMode::Tty);
+        assert_eq!(config.console.mode, ConsoleMode::Off);
+        assert_eq!(config.numa.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            config.payload.kernel,
+            std::path::Path::new("/var/lib/vms/vm1/vmlinux")
+        );
+        // What validation says, short of the files (absent here).
+        let e = config.validate().unwrap_err();
+        assert_eq!(e.option, "--kernel", "{e}");
+    }
+
+    /// The fixture has every field of every table, so the test above covers them all.
+    #[test]
+    fn the_fixture_has_every_field() {
+        fn has_all(object: &Value, path: &str, fields: &[Field]) {
+            for &(name, neutral) in fields {
+                let value = object
+                    .get(name)
+                    .unwrap_or_else(|| panic!("fixture lacks {}", join(path, name)));
+                if let (Object(members), false) = (neutral, value.is_null()) {
+                    has_all(value, &join(path, name), members);
+                }
+            }
+        }
+        let body = ch_body();
+        for &(pointer, path, fields) in PLACES {
+            has_all(body.pointer(pointer).unwrap(), path, fields);
+        }
+    }
+
+    #[test]
+    fn every_field_is_refused_by_path_unless_neutral() {
+        // Sets the field at `pointer`/`name` (and, inside objects, each member) to a value
+        // no field takes as neutral, and expects it named.
+        fn refuse_each(pointer: &str, path: &str, fields: &[Field]) {
+            for &(name, neutral) in fields {
+                let (pointer, path) = (format!("{pointer}/{name}"), join(path, name));
+                let mut body = ch_body();
+                *body.pointer_mut(&pointer).unwrap() = json!("not neutral");
+                let e = refusal(body);
+                assert_eq!(e.path(), path, "{e}");
+                assert!(e.to_string().starts_with(&format!("{path}: not supported")));
+                if let Object(members) = neutral {
+                    refuse_each(&pointer, &path, members);
+                }
+            }
+        }
+        for &(pointer, path, fields) in PLACES {
+            refuse_each(pointer, path, fields);
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_accepted() {
+        let refused = |patch: Value| {
+            let mut body = json!({"payload": {"kernel": "/k"}});
+            merge(&mut body, patch);
+            refusal(body).to_string()
+        };
+        for (patch, message) in [
+            (
+                json!({"iommu": true}),
+                "iommu: not supported by Accordion (only false is accepted)",
+            ),
+            (
+                json!({"disks": [{"path": "/img"}]}),
+                "disks: not supported by Accordion (only [] is accepted)",
+            ),
+            (
+                json!({"vsock": {"cid": 3, "socket": "/v"}}),
+                "vsock: not supported by Accordion (only null is accepted)",
+            ),
+            (
+                json!({"memory": {"mergeable": true}}),
+                "memory.mergeable: not supported by Accordion (only false is accepted)",
+            ),
+            (
+                json!({"cpus": {"max_phys_bits": 40}}),
+                "cpus.max_phys_bits: not supported by Accordion (only 46 is accepted)",
+            ),
+            (
+                json!({"rng": {"src": "/dev/random"}}),
+                "rng.src: not supported by Accordion (only \"/dev/urandom\" is accepted)",
+            ),
+            (
+                json!({"rng": "/dev/urandom"}),
+                "rng: not supported by Accordion (only an object of defaults is accepted)",
+            ),
+            (
+                json!({"platform": {"uuid": "0d4c6c43-bd1f-4c40-a5b2-12dba6ad1c4d"}}),
+                "platform.uuid: not supported by Accordion (only null is accepted)",
+            ),
+            (json!({"rng": {"bogus": 1}}), "rng.bogus: unknown field"),
+            (
+                json!({"payload": {"firmware": "/fw"}}),
+                "payload.firmware: not supported by Accordion (only null is accepted)",
+            ),
+            (
+                json!({"serial": {"mode": "Tty", "socket": "/s"}}),
+                "serial.socket: not supported by Accordion (only null is accepted)",
+            ),
+            (
+                json!({"console": {"mode": "Off", "pci_segment": 1}}),
+                "console.pci_segment: not supported by Accordion (only 0 is accepted)",
+            ),
+            (
+                json!({"memory": {"size": 0, "zones": [{"id": "a", "size": 1}, {"id": "b", "size": 1, "file": "/f"}]}}),
+                "memory.zones[1].file: not supported by Accordion (only null is accepted)",
+            ),
+            (
+                json!({"numa": [{"guest_numa_id": 0, "device_id": "x"}]}),
+                "numa[0].device_id: not supported by Accordion (only null is accepted)",
+            ),
+        ] {
+            assert_eq!(refused(patch), message);
+        }
+    }
+
+    /// Adds `patch`'s members to `body`, merging objects.
+    fn merge(body: &mut Value, patch: Value) {
+        match (body, patch) {
+            (Value::Object(b), Value::Object(p)) => {
+                for (k, v) in p {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (b, p) => *b = p,
+        }
+    }
+
+    #[test]
+    fn null_and_empty_objects_are_neutral_and_unknown_fields_are_left_to_serde() {
+        let mut body = json!({
+            "payload": {"kernel": "/k"},
+            "rng": null, "platform": {}, "debug_console": null, "cpus": {"features": {}},
+            "iommu": null, "bogus": true, "memory": {"zones": "not a list"},
+        });
+        strip_neutral_fields(&mut body).unwrap();
+        assert_eq!(
+            body,
+            json!({"payload": {"kernel": "/k"}, "cpus": {}, "bogus": true,
+                   "memory": {"zones": "not a list"}})
+        );
+        // Bodies of the wrong shape are left as they are.
+        for mut odd in [json!([]), json!(1), json!({"cpus": 2})] {
+            let before = odd.clone();
+            strip_neutral_fields(&mut odd).unwrap();
+            assert_eq!(odd, before);
+        }
+    }
+
+    /// What `vm.info` reports as `config` is accepted again by `vm.create`, also after
+    /// coming through a full CH body.
+    #[test]
+    fn round_trip() {
+        let mut body = ch_body();
+        strip_neutral_fields(&mut body).unwrap();
+        let config: VmConfig = serde_json::from_value(body).unwrap();
+        let mut info = serde_json::to_value(&config).unwrap();
+        strip_neutral_fields(&mut info).unwrap();
+        assert_eq!(serde_json::from_value::<VmConfig>(info).unwrap(), config);
+    }
+}

@@ -205,6 +205,36 @@ mod tests {
             r#"{"payload":{"kernel":"/proc/self/exe"},"cpus":{"boot_vcpus":"two"}}"#,
         );
         assert!(m.contains("invalid type"), "{m}");
+        // CH's fields Accordion lacks: accepted at their neutral values, else named.
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"iommu":true}"#,
+        );
+        assert_eq!(
+            m,
+            "vm.create: iommu: not supported by Accordion (only false is accepted)"
+        );
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"memory":{"size":1073741824,"mergeable":true}}"#,
+        );
+        assert!(
+            m.starts_with("vm.create: memory.mergeable: not supported"),
+            "{m}"
+        );
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"disks":[],"memory":{"size":1,"bogus":false}}"#,
+        );
+        assert!(m.contains("unknown field `bogus`"), "{m}");
+        let full = include_str!("../testdata/ch_vm_create.json");
+        match parse("PUT", "/api/v1/vm.create", full.as_bytes()) {
+            Ok(ApiAction::VmCreate(config)) => assert_eq!(config.cpus.boot_vcpus, 2),
+            other => panic!("{other:?}"),
+        }
         // Files are looked at by the VMM thread (Vmm::create), not here.
         assert!(parse(
             "PUT",
