@@ -411,31 +411,32 @@ mod tests {
         .unwrap();
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["cpus"]["max_vcpus"], 2, "{json}");
-        let number = |v: &serde_json::Value| v.is_u64();
-        let string = |v: &serde_json::Value| v.is_string();
-        let object = |v: &serde_json::Value| v.is_object();
-        let required: &[(&str, &dyn Fn(&serde_json::Value) -> bool)] = &[
-            ("/payload", &object),
-            ("/cpus/boot_vcpus", &number),
-            ("/cpus/max_vcpus", &number),
-            ("/memory/size", &number),
-            ("/memory/zones/0/id", &string),
-            ("/memory/zones/0/size", &number),
-            ("/serial/mode", &string),
-            ("/console/mode", &string),
-            ("/numa/0/guest_numa_id", &number),
-            ("/numa/0/distances/0/destination", &number),
-            ("/numa/0/distances/0/distance", &number),
+        use serde_json::Value;
+        type Check = fn(&Value) -> bool;
+        let (number, string, object): (Check, Check, Check) =
+            (Value::is_u64, Value::is_string, Value::is_object);
+        let required = [
+            ("/payload", object),
+            ("/cpus/boot_vcpus", number),
+            ("/cpus/max_vcpus", number),
+            ("/memory/size", number),
+            ("/memory/zones/0/id", string),
+            ("/memory/zones/0/size", number),
+            ("/serial/mode", string),
+            ("/console/mode", string),
+            ("/numa/0/guest_numa_id", number),
+            ("/numa/0/distances/0/destination", number),
+            ("/numa/0/distances/0/distance", number),
         ];
         for (pointer, ok) in required {
             let value = json.pointer(pointer);
             assert!(value.is_some_and(ok), "{pointer}: {value:?} in {json}");
         }
-        fn no_nulls(v: &serde_json::Value) -> bool {
+        fn no_nulls(v: &Value) -> bool {
             match v {
-                serde_json::Value::Null => false,
-                serde_json::Value::Array(a) => a.iter().all(no_nulls),
-                serde_json::Value::Object(o) => o.values().all(no_nulls),
+                Value::Null => false,
+                Value::Array(a) => a.iter().all(no_nulls),
+                Value::Object(o) => o.values().all(no_nulls),
                 _ => true,
             }
         }
