@@ -11,7 +11,9 @@ use std::os::unix::fs::OpenOptionsExt;
 pub struct Resources {
     /// Open file descriptors.
     pub fds: usize,
-    /// Threads.
+    /// Threads of the process's own: KVM's per-VM kernel workers (`kvm-nx-lpage-recovery`),
+    /// which the kernel starts and ends on its own schedule, are not counted (a VM that
+    /// is not released still shows in `fds` and in memory).
     pub threads: usize,
     /// Mapped virtual memory (`VmSize`), kB.
     pub vm_size_kb: u64,
@@ -36,9 +38,18 @@ pub fn resources(pid: u32) -> Resources {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
     };
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
+        .filter_map(|task| task.ok())
+        .filter(|task| {
+            // A thread that ends between the listing and this read is not counted.
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| !name.starts_with("kvm-"))
+        })
+        .count();
     Resources {
         fds: count("fd"),
-        threads: count("task"),
+        threads,
         vm_size_kb: kb("VmSize:"),
         rss_kb: kb("VmRSS:"),
     }
