@@ -35,7 +35,7 @@ pub enum Error {
     Server {
         /// The status code.
         status: u16,
-        /// The `error` field of a JSON body, else the body text.
+        /// The error chain of a JSON body joined with ": " (see [`crate::Response::error_message`]), else the body text.
         message: String,
     },
 }

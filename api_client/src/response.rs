@@ -25,17 +25,28 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
-    /// The message of an error response: the `error` field of a JSON object body
-    /// (`{"error": "..."}`), else the body as text.
+    /// The message of an error response. Accordion and Cloud Hypervisor answer errors with
+    /// a JSON array of strings, the error chain from the top message to its root cause;
+    /// its parts are joined with ": ". A JSON object's `error` field and plain text are
+    /// taken as they are, for other servers.
     pub fn error_message(&self) -> String {
-        if let Ok(serde_json::Value::Object(fields)) =
-            serde_json::from_slice::<serde_json::Value>(&self.body)
-        {
-            match fields.get("error") {
+        match serde_json::from_slice::<serde_json::Value>(&self.body) {
+            Ok(serde_json::Value::Array(chain)) => {
+                let parts: Vec<String> = chain
+                    .iter()
+                    .map(|part| match part {
+                        serde_json::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                return parts.join(": ");
+            }
+            Ok(serde_json::Value::Object(fields)) => match fields.get("error") {
                 Some(serde_json::Value::String(message)) => return message.clone(),
                 Some(other) => return other.to_string(),
                 None => {}
-            }
+            },
+            _ => {}
         }
         String::from_utf8_lossy(&self.body).trim().to_owned()
     }
@@ -55,6 +66,12 @@ mod tests {
 
     #[test]
     fn error_messages() {
+        assert_eq!(with_body(r#"["x"]"#).error_message(), "x");
+        assert_eq!(
+            with_body(r#"["top", "cause", 3]"#).error_message(),
+            "top: cause: 3"
+        );
+        assert_eq!(with_body("[]").error_message(), "");
         assert_eq!(with_body(r#"{"error":"x"}"#).error_message(), "x");
         assert_eq!(
             with_body(r#"{"error": "a \"b\"\n"}"#).error_message(),

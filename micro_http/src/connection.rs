@@ -2,9 +2,10 @@
 //! handler calls and the responses into bytes to send.
 
 use std::io::{self, Read};
+use std::net::Shutdown;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::EventSet;
 
@@ -15,12 +16,17 @@ use crate::{Request, Response, ServerConfig, StatusCode};
 /// While this much of the output is unsent, the connection takes no further requests.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
+/// How long a connection the server is closing goes on reading, and dropping, what the peer
+/// still sends (see [`Connection::ready_to_close`]).
+const LINGER: Duration = Duration::from_secs(2);
+
 /// What a connection waits for when its deadline passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
     /// The rest of a started request: answer 408 and close.
     Request,
-    /// A new request on an idle connection: close without a word.
+    /// A first request on a new connection, or a next one on a kept-alive connection:
+    /// close without a word.
     Idle,
 }
 
@@ -46,6 +52,9 @@ pub(crate) struct Connection {
     peer_done: bool,
     /// No further requests: close once `output` is sent.
     closing: bool,
+    /// Set once everything is sent and the write side shut: the connection is closed when
+    /// the peer closes its side, or at this time.
+    lingering_until: Option<Instant>,
     /// The events the connection is registered for.
     pub(crate) registered: EventSet,
 }
@@ -65,6 +74,7 @@ impl Connection {
             answered: 0,
             peer_done: false,
             closing: false,
+            lingering_until: None,
             registered: EventSet::IN,
         }
     }
@@ -84,6 +94,8 @@ impl Connection {
         }
         match self.stream.read(&mut scratch[..limit]) {
             Ok(0) => self.peer_done = true,
+            // A connection being closed drops what still comes (see `ready_to_close`).
+            Ok(_) if self.closing => {}
             Ok(n) => {
                 self.input.extend_from_slice(&scratch[..n]);
                 self.request_started.get_or_insert(now);
@@ -217,6 +229,9 @@ impl Connection {
 
     /// The events to wait for.
     pub(crate) fn wanted(&self, config: &ServerConfig) -> EventSet {
+        if self.lingering_until.is_some() {
+            return EventSet::IN;
+        }
         let unsent = self.output.len() - self.sent;
         let mut events = EventSet::empty();
         if !self.closing
@@ -237,14 +252,38 @@ impl Connection {
         self.closing && self.sent == self.output.len()
     }
 
-    /// Whether this is a kept-alive connection between requests: it has been answered,
-    /// and no request is arriving and nothing is left to send. A new connection that has
-    /// sent nothing yet is not idle: its request may be on its way.
+    /// For a finished connection: whether to close it now. Closing a socket with unread
+    /// input resets the connection, and a reset can destroy the answer before the peer has
+    /// read it (a 413 sent while the client is still sending the body it refuses). So
+    /// while the peer may still be sending, the connection shuts its write side (the peer
+    /// sees the end of the answer) and lingers: what arrives is read and dropped until the
+    /// peer closes its side or for at most two seconds.
+    pub(crate) fn ready_to_close(&mut self, now: Instant) -> bool {
+        if self.peer_done {
+            return true;
+        }
+        if let Some(until) = self.lingering_until {
+            return until <= now;
+        }
+        if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+            log::debug!("shutting down an API connection's write side: {e}");
+            return true;
+        }
+        self.lingering_until = Some(now + LINGER);
+        false
+    }
+
+    /// Whether the connection has nothing under way: no request arriving, nothing left to
+    /// send. That is a kept-alive connection between requests, or a new one that has sent
+    /// nothing yet.
     pub(crate) fn is_idle(&self) -> bool {
-        self.answered > 0
-            && self.request_started.is_none()
-            && self.output.is_empty()
-            && !self.closing
+        self.request_started.is_none() && self.output.is_empty() && !self.closing
+    }
+
+    /// Whether the connection has sent nothing and been answered nothing since it was
+    /// accepted.
+    fn is_silent(&self) -> bool {
+        self.answered == 0 && self.is_idle()
     }
 
     /// Last time bytes went either way.
@@ -252,14 +291,20 @@ impl Connection {
         self.last_activity
     }
 
-    /// When the connection times out, and what it waits for then. While responses are
-    /// unsent the connection waits for the client to read them, which is bounded by the
-    /// idle timeout since the last progress; requests behind them are not stalled.
+    /// When the connection times out, and what it waits for then. A new connection must
+    /// start its first request within the request timeout, so that silent sockets cannot
+    /// hold the connection limit. While responses are unsent the connection waits for the
+    /// client to read them, which is bounded by the idle timeout since the last progress;
+    /// requests behind them are not stalled.
     pub(crate) fn deadline(&self, config: &ServerConfig) -> (Instant, Wait) {
+        if let Some(until) = self.lingering_until {
+            return (until, Wait::Idle);
+        }
         match self.request_started {
             Some(start) if self.sent == self.output.len() => {
                 (start + config.request_timeout, Wait::Request)
             }
+            None if self.is_silent() => (self.last_activity + config.request_timeout, Wait::Idle),
             _ => (self.last_activity + config.idle_timeout, Wait::Idle),
         }
     }

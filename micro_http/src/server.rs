@@ -160,7 +160,7 @@ impl HttpServer {
 
     /// Takes a new connection in, making room for it or turning it away at the limit.
     fn admit(&mut self, stream: UnixStream) {
-        if self.connections.len() >= self.config.max_connections && !self.evict_oldest_idle() {
+        if self.connections.len() >= self.config.max_connections && !self.evict_longest_idle() {
             log::warn!(
                 "{} API connections open; answering a new one 503",
                 self.connections.len()
@@ -187,8 +187,10 @@ impl HttpServer {
         }
     }
 
-    /// Closes the idle connection that has been quiet longest; false if none is idle.
-    fn evict_oldest_idle(&mut self) -> bool {
+    /// Closes the connection with nothing under way (kept alive between requests, or new
+    /// and silent) that has been quiet longest; false if every connection has a request or
+    /// an answer under way.
+    fn evict_longest_idle(&mut self) -> bool {
         let oldest = self
             .connections
             .iter()
@@ -197,7 +199,7 @@ impl HttpServer {
             .map(|(token, _)| *token);
         match oldest {
             Some(token) => {
-                log::debug!("closing the oldest idle API connection to make room");
+                log::debug!("closing the longest idle API connection to make room");
                 self.close(token);
                 true
             }
@@ -258,7 +260,7 @@ impl HttpServer {
             self.close(token);
             return;
         }
-        if connection.finished() {
+        if connection.finished() && connection.ready_to_close(Instant::now()) {
             self.close(token);
             return;
         }

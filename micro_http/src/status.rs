@@ -1,4 +1,4 @@
-//! Status codes and their reason phrases.
+//! Status codes, and their reason phrases for logs (the status line carries none).
 
 use std::fmt;
 
@@ -36,8 +36,8 @@ impl StatusCode {
     /// 503 Service Unavailable
     pub const SERVICE_UNAVAILABLE: StatusCode = StatusCode(503);
 
-    /// The reason phrase for the status line; empty for codes this crate does not name
-    /// (the phrase is optional in HTTP/1.1).
+    /// The standard reason phrase, for logs and `Display`; empty for codes this crate does
+    /// not name. The status line the server sends has none (see `Response`).
     pub fn reason(&self) -> &'static str {
         match self.0 {
             100 => "Continue",

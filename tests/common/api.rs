@@ -91,12 +91,22 @@ impl HttpAnswer {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
 
-    /// The `error` message of a JSON error body.
+    /// The message of a JSON error body: the error chain (a JSON array of strings, top
+    /// message first, as Cloud Hypervisor answers) joined with ": ".
     pub fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error message in {:?}", self.body))
-            .to_string()
+        let chain = self.json();
+        let parts = chain
+            .as_array()
+            .unwrap_or_else(|| panic!("the error body is not a JSON array: {:?}", self.body));
+        assert!(!parts.is_empty(), "an empty error chain: {:?}", self.body);
+        parts
+            .iter()
+            .map(|part| {
+                part.as_str()
+                    .unwrap_or_else(|| panic!("a non-string in the error chain: {:?}", self.body))
+            })
+            .collect::<Vec<_>>()
+            .join(": ")
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

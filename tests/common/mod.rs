@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod process;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -198,6 +199,23 @@ impl Vmm {
     /// The accordion process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Runs `steps`; if they panic, prints accordion's stderr (a seccomp report, a guest
+    /// failure) before passing the panic on.
+    pub fn explain_failure<T>(&self, steps: impl FnOnce() -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(steps)) {
+            Ok(value) => value,
+            Err(panic) => {
+                eprintln!("{}: the test failed; {}", self.name, self.report());
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// Runs a shell command in the guest and returns its completion line (`rc=N`).

@@ -27,25 +27,48 @@ pub type Result<T> = std::result::Result<T, ConfigError>;
 /// The most vCPUs we offer: APIC ids must fit the 8-bit xAPIC id.
 pub const MAX_VCPUS: u32 = 254;
 
+/// vCPUs. `max_vcpus` is always a number (Cloud Hypervisor's clients require it), equal to
+/// `boot_vcpus` unless given otherwise; validation refuses any other value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "CpusJson")]
 pub struct CpusConfig {
-    #[serde(default = "default_boot_vcpus")]
     pub boot_vcpus: u32,
+    pub max_vcpus: u32,
+}
+
+/// `CpusConfig` as JSON may give it: both fields optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CpusJson {
+    #[serde(default = "default_boot_vcpus")]
+    boot_vcpus: u32,
     #[serde(default)]
-    pub max_vcpus: Option<u32>,
+    max_vcpus: Option<u32>,
+}
+
+impl From<CpusJson> for CpusConfig {
+    fn from(json: CpusJson) -> Self {
+        CpusConfig::new(json.boot_vcpus, json.max_vcpus)
+    }
 }
 
 fn default_boot_vcpus() -> u32 {
     1
 }
 
+impl CpusConfig {
+    /// `boot` vCPUs, and at most `max` (`boot` when not given).
+    pub fn new(boot: u32, max: Option<u32>) -> Self {
+        CpusConfig {
+            boot_vcpus: boot,
+            max_vcpus: max.unwrap_or(boot),
+        }
+    }
+}
+
 impl Default for CpusConfig {
     fn default() -> Self {
-        CpusConfig {
-            boot_vcpus: default_boot_vcpus(),
-            max_vcpus: None,
-        }
+        CpusConfig::new(default_boot_vcpus(), None)
     }
 }
 
@@ -58,9 +81,9 @@ pub use crate::memory_config::{
 #[serde(deny_unknown_fields)]
 pub struct PayloadConfig {
     pub kernel: PathBuf,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initramfs: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
 }
 
@@ -77,7 +100,7 @@ pub enum ConsoleMode {
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     pub mode: ConsoleMode,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
 }
 
@@ -189,11 +212,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 impl CpusConfig {
     pub fn parse(value: &str) -> Result<Self> {
         let p = OptionParser::parse("--cpus", value, &["boot"])?;
-        let boot_vcpus = p.get_u32("boot")?.unwrap_or(1);
-        Ok(CpusConfig {
-            boot_vcpus,
-            max_vcpus: None,
-        })
+        let boot_vcpus = p.get_u32("boot")?.unwrap_or(default_boot_vcpus());
+        Ok(CpusConfig::new(boot_vcpus, None))
     }
 }
 
@@ -243,13 +263,11 @@ impl VmConfig {
                 format!("boot={boot} is more than the {MAX_VCPUS} vCPUs supported"),
             ));
         }
-        if let Some(max) = self.cpus.max_vcpus {
-            if max != boot {
-                return Err(ConfigError::new(
-                    "--cpus",
-                    "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
-                ));
-            }
+        if self.cpus.max_vcpus != boot {
+            return Err(ConfigError::new(
+                "--cpus",
+                "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
+            ));
         }
         crate::memory_config::validate(self)?;
         let min = arch::layout::MIN_RAM_SIZE;
@@ -345,10 +363,7 @@ mod tests {
 
     fn config() -> VmConfig {
         VmConfig {
-            cpus: CpusConfig {
-                boot_vcpus: 1,
-                max_vcpus: None,
-            },
+            cpus: CpusConfig::new(1, None),
             memory: MemoryConfig {
                 size: 512 << 20,
                 ..Default::default()
@@ -381,6 +396,78 @@ mod tests {
         let mut c = config();
         c.payload.kernel = PathBuf::from("/tmp");
         assert_eq!(c.validate().unwrap_err().option, "--kernel");
+    }
+
+    /// `vm.info` reports the config: it must have what CH's schemas require (`VmConfig`,
+    /// `CpusConfig`, `MemoryConfig`, `MemoryZoneConfig`, `ConsoleConfig`, `NumaConfig`,
+    /// `NumaDistance`), with their types, and no nulls (CH leaves unset fields out).
+    #[test]
+    fn serialized_config_has_what_ch_clients_require() {
+        let config: VmConfig = serde_json::from_str(
+            r#"{"cpus": {"boot_vcpus": 2}, "payload": {"kernel": "/k"},
+                "memory": {"size": 0, "zones": [{"id": "mem0", "size": 1073741824}]},
+                "numa": [{"guest_numa_id": 0, "distances": [{"destination": 0, "distance": 10}]}]}"#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["cpus"]["max_vcpus"], 2, "{json}");
+        use serde_json::Value;
+        type Check = fn(&Value) -> bool;
+        let (number, string, object): (Check, Check, Check) =
+            (Value::is_u64, Value::is_string, Value::is_object);
+        let required = [
+            ("/payload", object),
+            ("/cpus/boot_vcpus", number),
+            ("/cpus/max_vcpus", number),
+            ("/memory/size", number),
+            ("/memory/zones/0/id", string),
+            ("/memory/zones/0/size", number),
+            ("/serial/mode", string),
+            ("/console/mode", string),
+            ("/numa/0/guest_numa_id", number),
+            ("/numa/0/distances/0/destination", number),
+            ("/numa/0/distances/0/distance", number),
+        ];
+        for (pointer, ok) in required {
+            let value = json.pointer(pointer);
+            assert!(value.is_some_and(ok), "{pointer}: {value:?} in {json}");
+        }
+        fn no_nulls(v: &Value) -> bool {
+            match v {
+                Value::Null => false,
+                Value::Array(a) => a.iter().all(no_nulls),
+                Value::Object(o) => o.values().all(no_nulls),
+                _ => true,
+            }
+        }
+        assert!(no_nulls(&json), "{json}");
+        // The command line's config too.
+        let cli = serde_json::to_value(config_with_cpus("boot=3")).unwrap();
+        assert_eq!(
+            cli["cpus"],
+            serde_json::json!({"boot_vcpus": 3, "max_vcpus": 3})
+        );
+    }
+
+    fn config_with_cpus(cpus: &str) -> VmConfig {
+        VmConfig {
+            cpus: CpusConfig::parse(cpus).unwrap(),
+            ..config()
+        }
+    }
+
+    #[test]
+    fn max_vcpus_defaults_to_boot_vcpus_and_must_equal_it() {
+        let cpus = |json: &str| serde_json::from_str::<CpusConfig>(json).unwrap();
+        assert_eq!(cpus("{}"), CpusConfig::new(1, Some(1)));
+        assert_eq!(cpus(r#"{"boot_vcpus": 4}"#).max_vcpus, 4);
+        assert_eq!(cpus(r#"{"boot_vcpus": 4, "max_vcpus": null}"#).max_vcpus, 4);
+        let c = VmConfig {
+            cpus: cpus(r#"{"boot_vcpus": 1, "max_vcpus": 2}"#),
+            ..config()
+        };
+        assert!(c.validate().unwrap_err().reason.contains("max_vcpus"));
+        assert!(serde_json::from_str::<CpusConfig>(r#"{"boot": 1}"#).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod resize;
 pub mod seccomp;
 pub mod signal_handler;
 pub mod stdin_forwarder;
+pub mod unsupported_fields;
 pub mod vcpu_manager;
 pub mod vm;
 pub mod vm_event;

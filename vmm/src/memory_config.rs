@@ -26,7 +26,8 @@ pub const MAX_BOOT_RAM: u64 = 1 << 52;
 pub enum HotplugMethod {
     #[default]
     VirtioMem,
-    /// Cloud Hypervisor's ACPI memory hotplug: accepted in JSON, refused by validation.
+    /// Cloud Hypervisor's ACPI memory hotplug (and its default): accepted without hotplug,
+    /// refused by validation with it.
     Acpi,
 }
 
@@ -42,10 +43,10 @@ pub struct MemoryConfig {
     #[serde(default)]
     pub hotplug_method: HotplugMethod,
     /// Size of the virtio-mem region of the default zone; none means no virtio-mem.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplug_size: Option<u64>,
     /// Plugged at boot (the device asks the guest for it at once).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplugged_size: Option<u64>,
     /// virtio-mem block size for every device.
     #[serde(default = "default_block_size")]
@@ -90,9 +91,9 @@ pub struct MemoryZoneConfig {
     pub hugepages: bool,
     #[serde(default)]
     pub prefault: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplug_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplugged_size: Option<u64>,
 }
 
@@ -107,11 +108,11 @@ pub struct NumaDistance {
 #[serde(deny_unknown_fields)]
 pub struct NumaConfig {
     pub guest_numa_id: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distances: Option<Vec<NumaDistance>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_zones: Option<Vec<String>>,
 }
 
@@ -376,7 +377,11 @@ fn check_hotplug(
 /// The rules across `--memory`, `--memory-zone` and `--numa`.
 pub fn validate(config: &VmConfig) -> Result<()> {
     let m = &config.memory;
-    if m.hotplug_method == HotplugMethod::Acpi {
+    // Cloud Hypervisor's default method is Acpi, so its clients send it even without
+    // hotplug: it only matters when there is memory to hot-plug.
+    let hotplug =
+        m.hotplug_size.is_some() || m.zones.iter().flatten().any(|z| z.hotplug_size.is_some());
+    if m.hotplug_method == HotplugMethod::Acpi && hotplug {
         return Err(ConfigError::new(
             "--memory",
             "hotplug_method=acpi is not supported: Accordion hot-plugs memory with virtio-mem",
@@ -568,10 +573,7 @@ mod tests {
 
     fn vm(memory: MemoryConfig, vcpus: u32, numa: Option<Vec<NumaConfig>>) -> VmConfig {
         VmConfig {
-            cpus: CpusConfig {
-                boot_vcpus: vcpus,
-                max_vcpus: None,
-            },
+            cpus: CpusConfig::new(vcpus, None),
             memory,
             payload: PayloadConfig {
                 kernel: "/proc/self/exe".into(),
@@ -732,6 +734,22 @@ mod tests {
         assert!(parse_cpu_list("--numa", "x").is_err());
         let e = parse_cpu_list("--numa", "0-4294967295").unwrap_err();
         assert!(e.reason.contains("beyond"), "{e}");
+    }
+
+    /// CH's default method, Acpi, is sent by its clients without hotplug; it is refused
+    /// only with something to hot-plug.
+    #[test]
+    fn acpi_hotplug_method_only_matters_with_hotplug() {
+        let acpi = |m: MemoryConfig| MemoryConfig {
+            hotplug_method: HotplugMethod::Acpi,
+            ..m
+        };
+        let m = MemoryConfig::parse("size=1G").unwrap();
+        assert_eq!(validate(&vm(acpi(m), 1, None)), Ok(()));
+        let m = MemoryConfig::parse("size=1G,hotplug_size=1G").unwrap();
+        assert!(err(&vm(acpi(m), 1, None)).reason.contains("acpi"));
+        let m = zones(&["id=a,size=1G,hotplug_size=1G"]);
+        assert!(err(&vm(acpi(m), 1, None)).reason.contains("acpi"));
     }
 
     #[test]

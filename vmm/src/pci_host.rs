@@ -2,7 +2,7 @@
 //! 0xCF8/0xCFC and through ECAM, BAR allocation in the two MMIO windows, and the host
 //! bridge's description for the DSDT and MCFG (its windows are exactly the allocator's).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use pci::{
     BarAllocator, BarMover, BarReprogram, DeviceError, MmioWindow, PciBarBusDevice, PciBus,
@@ -21,8 +21,11 @@ pub enum PciHostError {
     Device(String),
 }
 
-/// Follows BAR moves on the MMIO bus.
-struct MmioBarMover(Arc<Buses>);
+/// Follows BAR moves on the MMIO bus. It holds the buses weakly: the buses hold the PCI
+/// configuration devices, which hold the PCI bus, which holds this mover, and a strong
+/// reference here would keep the whole VM (its devices, eventfds and guest memory) alive
+/// after the VM is dropped.
+struct MmioBarMover(Weak<Buses>);
 
 impl BarMover for MmioBarMover {
     fn move_bar(&self, slot: u8, change: &BarReprogram) -> Result<(), DeviceError> {
@@ -32,7 +35,11 @@ impl BarMover for MmioBarMover {
             change.old_addr,
             change.new_addr
         );
-        self.0
+        let buses = self
+            .0
+            .upgrade()
+            .ok_or_else(|| DeviceError::from("the VM is gone"))?;
+        buses
             .mmio
             .relocate(change.old_addr, change.new_addr)
             .map_err(|e| Box::new(e) as DeviceError)
@@ -60,7 +67,7 @@ impl PciHost {
         let allocator =
             BarAllocator::new(mmio32, mmio64).map_err(|e| PciHostError::Windows(e.to_string()))?;
         let bus = Arc::new(Mutex::new(PciBus::new(Arc::new(MmioBarMover(
-            buses.clone(),
+            Arc::downgrade(buses),
         )))));
         buses.pio.insert(
             Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),

@@ -397,8 +397,9 @@ impl Vmm {
     }
 }
 
+/// 404, as Cloud Hypervisor's API documents for every VM action before `vm.create`.
 fn no_vm() -> ApiError {
-    ApiError::conflict("no VM has been created (PUT /api/v1/vm.create first)")
+    ApiError::not_found("no VM has been created (PUT /api/v1/vm.create first)")
 }
 
 fn vm_api_error(e: VmError) -> ApiError {
@@ -446,6 +447,10 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     let seccomp = options.seccomp;
     // Before any thread exists: SIGTERM and SIGINT go to the signal_handler thread alone.
     crate::signal_handler::block_exit_signals().map_err(io_err("blocking SIGTERM and SIGINT"))?;
+    // Before any thread: glibc's per-thread heaps would open a file once they shrink.
+    if seccomp != SeccompMode::Off {
+        crate::seccomp::tune_malloc_for_filters()?;
+    }
     // Before any filter: a refused call must find the handler that reports it.
     if seccomp == SeccompMode::Trap {
         crate::seccomp::install_sigsys_handler()?;

@@ -84,6 +84,44 @@ fn at_the_limit_the_oldest_idle_connection_makes_room() {
 }
 
 #[test]
+fn a_silent_connection_is_closed_after_the_request_timeout() {
+    let config = ServerConfig {
+        request_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config);
+    let start = Instant::now();
+    let mut silent = server.client();
+    // Closed without a word: end of file, no response bytes.
+    silent.expect_closed();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.calls(), 0);
+}
+
+#[test]
+fn silent_connections_at_the_limit_lock_nobody_out() {
+    let config = ServerConfig {
+        max_connections: 8,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config);
+    // A client that holds the limit in sockets that never send a byte, and keeps
+    // reconnecting as they are closed.
+    let mut hoard: Vec<Client> = (0..8).map(|_| server.client()).collect();
+    for round in 0..20 {
+        let mut newcomer = server.client();
+        assert_eq!(
+            newcomer.get(&format!("/round/{round}")).text(),
+            format!("GET /round/{round} ")
+        );
+        // The silent socket that waited longest made room.
+        hoard.remove(0).expect_closed();
+        hoard.push(server.client());
+    }
+    assert_eq!(server.calls(), 20);
+}
+
+#[test]
 fn client_that_does_not_read_blocks_nobody() {
     let server = TestServer::start(ServerConfig::default());
     let mut hoarder = server.client();
@@ -156,6 +194,30 @@ fn oversized_body_gets_413_before_it_is_sent() {
         "b".repeat(1000)
     ));
     assert_eq!(client.reply().body.len(), "PUT /x ".len() + 1000);
+}
+
+#[test]
+fn a_client_that_sends_a_refused_body_anyway_reads_its_413() {
+    let config = ServerConfig {
+        max_body_bytes: 1000,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(config);
+    for _ in 0..20 {
+        let mut client = server.client();
+        let mut writer = client.stream.try_clone().expect("cloning the stream");
+        // The whole body goes out without waiting for the early answer; once the server
+        // stops reading, the write fails, which is fine.
+        let sender = std::thread::spawn(move || {
+            let mut request = b"PUT /x HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+            request.resize(request.len() + (1 << 20), b'b');
+            let _ = std::io::Write::write_all(&mut writer, &request);
+        });
+        let reply = crate::common::assert_error_and_close(&mut client, 413);
+        assert!(reply.text().contains("1000"), "{}", reply.text());
+        sender.join().expect("the sender panicked");
+    }
+    assert_eq!(server.calls(), 0);
 }
 
 #[test]

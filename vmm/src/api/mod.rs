@@ -45,6 +45,14 @@ impl ApiError {
         }
     }
 
+    /// The thing the action is about does not exist (no VM has been created).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 404,
+            message: message.into(),
+        }
+    }
+
     /// The action is not valid in the VM's current state.
     pub fn conflict(message: impl Into<String>) -> Self {
         ApiError {

@@ -3,6 +3,7 @@
 
 use super::{ApiAction, ApiError};
 use crate::config::VmConfig;
+use crate::unsupported_fields::strip_neutral_fields;
 
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -110,15 +111,21 @@ fn parse_body<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Re
     )
 }
 
-/// The body of `vm.create`: a `VmConfig` in JSON. The VMM thread validates it as the
-/// command line's is (that looks at the payload files, which the `api` thread's seccomp
-/// filter does not let it open).
+/// The body of `vm.create`: a `VmConfig` in JSON, in which Cloud Hypervisor's fields that
+/// Accordion does not implement are accepted at their neutral values and dropped (see
+/// `unsupported_fields`). The VMM thread validates the result as the command line's is
+/// (that looks at the payload files, which the `api` thread's seccomp filter does not let
+/// it open).
 fn parse_vm_config(body: &[u8]) -> Result<VmConfig, ApiError> {
-    parse_json(
+    const INVALID: &str = "invalid VM configuration";
+    let mut json: serde_json::Value = parse_json(
         body,
         "vm.create needs the VM configuration as its JSON body",
-        "invalid VM configuration",
-    )
+        INVALID,
+    )?;
+    strip_neutral_fields(&mut json)
+        .map_err(|e| ApiError::bad_request(format!("vm.create: {e}")))?;
+    serde_json::from_value(json).map_err(|e| ApiError::bad_request(format!("{INVALID}: {e}")))
 }
 
 #[cfg(test)]
@@ -198,6 +205,36 @@ mod tests {
             r#"{"payload":{"kernel":"/proc/self/exe"},"cpus":{"boot_vcpus":"two"}}"#,
         );
         assert!(m.contains("invalid type"), "{m}");
+        // CH's fields Accordion lacks: accepted at their neutral values, else named.
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"iommu":true}"#,
+        );
+        assert_eq!(
+            m,
+            "vm.create: iommu: not supported by Accordion (only false is accepted)"
+        );
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"memory":{"size":1073741824,"mergeable":true}}"#,
+        );
+        assert!(
+            m.starts_with("vm.create: memory.mergeable: not supported"),
+            "{m}"
+        );
+        let m = bad_request_message(
+            "PUT",
+            "/api/v1/vm.create",
+            r#"{"payload":{"kernel":"/k"},"disks":[],"memory":{"size":1,"bogus":false}}"#,
+        );
+        assert!(m.contains("unknown field `bogus`"), "{m}");
+        let full = include_str!("../testdata/ch_vm_create.json");
+        match parse("PUT", "/api/v1/vm.create", full.as_bytes()) {
+            Ok(ApiAction::VmCreate(config)) => assert_eq!(config.cpus.boot_vcpus, 2),
+            other => panic!("{other:?}"),
+        }
         // Files are looked at by the VMM thread (Vmm::create), not here.
         assert!(parse(
             "PUT",

@@ -2,7 +2,7 @@
 //! accepts connections, reads requests, passes each to the VMM thread over a channel and an
 //! eventfd, and writes the answer back. No files, no new sockets, no KVM.
 
-use super::rules::{any, ioctl_in, thread_runtime, Result, Rules};
+use super::rules::{any, arg_in, as_u64, ioctl_in, thread_runtime, Result, Rules};
 
 pub(super) fn rules() -> Result<Rules> {
     let mut rules = thread_runtime()?;
@@ -20,6 +20,9 @@ pub(super) fn rules() -> Result<Rules> {
         any(libc::SYS_recvfrom),
         any(libc::SYS_sendto),
         any(libc::SYS_read),
+        // A connection the server closes while the client may still be sending (a 413)
+        // shuts its write side first and lingers, so the client reads the answer.
+        arg_in(libc::SYS_shutdown, 1, &as_u64(&[libc::SHUT_WR]))?,
     ]);
     Ok(rules)
 }

@@ -170,6 +170,22 @@ pub enum SeccompError {
     },
     #[error("cannot install the SIGSYS handler: {0}")]
     Handler(#[source] std::io::Error),
+    #[error("cannot limit glibc's malloc to one arena (mallopt M_ARENA_MAX)")]
+    Malloc,
+}
+
+/// Keeps glibc's malloc from making calls no filter allows, before any thread starts: with
+/// one arena, no thread gets a heap of its own. Such a heap, once it shrinks, makes glibc
+/// open `/proc/sys/vm/overcommit_memory` on the shrinking thread (the `api` thread did after
+/// a large request), and no thread but the VMM's may open files.
+pub fn tune_malloc_for_filters() -> Result<(), SeccompError> {
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread
+    // exists, so no allocation runs concurrently.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } == 1 {
+        Ok(())
+    } else {
+        Err(SeccompError::Malloc)
+    }
 }
 
 /// The compiled filter for threads of one kind (nothing with `--seccomp false`). Compile it

@@ -78,10 +78,17 @@ pub(super) fn thread_runtime() -> Result<Rules> {
         arg_without_bits(libc::SYS_mmap, 2, libc::PROT_EXEC as u64)?,
         arg_without_bits(libc::SYS_mprotect, 2, libc::PROT_EXEC as u64)?,
         any(libc::SYS_munmap),
+        // realloc() of a block that malloc mmapped (128 KiB and up by default: a large
+        // request body or answer grows this way) moves or extends it with mremap. Mappings
+        // keep their protection, so this cannot make memory executable.
+        any(libc::SYS_mremap),
         // free() and thread exit hand unused pages back with MADV_DONTNEED.
         madvise_in(&[libc::MADV_DONTNEED])?,
         // Mutexes, condition variables, channels, thread join.
         any(libc::SYS_futex),
+        // std's channels back off under contention with thread::yield_now (a reply sent while
+        // the api thread waits on it, 50 clients at once).
+        any(libc::SYS_sched_yield),
         // glibc counts the CPUs when it creates a malloc arena for a thread.
         any(libc::SYS_sched_getaffinity),
         // Thread exit: Rust removes its signal stack, glibc blocks signals, then exit.
