@@ -4,10 +4,14 @@
 # seccomp on (the default):
 #
 #   1. no VM: every operation but vmm.shutdown is fuzzed;
-#   2. a created VM that is never booted (its "kernel" is the accordion binary, a readable
+#   2. vm.create bodies the server must take (minimal, Cloud Hypervisor's full body at
+#      neutral values, zones with NUMA nodes, virtio-mem, a serial file): each a valid
+#      VmConfig, answered 204, vm.info a valid VmInfo whose config vm.create takes back
+#      (lib/api-round-trips.py);
+#   3. a created VM that is never booted (its "kernel" is the accordion binary, a readable
 #      file): the operations that do not change the state (not vm.boot, vm.delete,
 #      vmm.shutdown) are fuzzed again, so vm.info's 200 answers are checked against VmInfo;
-#   3. the VMM must still be alive after each run (else its stderr is shown: a seccomp
+#   4. the VMM must still be alive after each run (else its stderr is shown: a seccomp
 #      violation prints `accordion: seccomp: thread ... made a forbidden system call ...`);
 #      vm.delete then gives 204 and vm.info 404; PUT vmm.shutdown must answer 204 and the
 #      process exit 0 and remove its socket.
@@ -98,7 +102,8 @@ BIN=$(realpath "$BIN")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/accordion-conformance.XXXXXX")
 SOCK=$WORK/api.sock
-VMM_PID= PROXY_PID=
+VMM_PID=''
+PROXY_PID=''
 
 cleanup() {
   local status=$?
@@ -256,7 +261,13 @@ run_schemathesis() {
 START=$(date +%s)
 run_schemathesis "no VM" --exclude-operation-id vmm.shutdown
 
-# A VM that exists but never boots: its kernel is this binary, a readable regular file.
+# Bodies the server must accept (CH's full one among them): valid VmConfig, 204, vm.info a
+# valid VmInfo whose config vm.create takes back. Their "kernel" is this binary, a readable
+# regular file; the VMs are never booted.
+"$PY" "$ROOT/scripts/lib/api-round-trips.py" "$SOCK" "$BIN" >&2 || { check_alive "in the round trips"; FAILED=1; }
+check_alive "in the round trips"
+
+# A VM that exists but never boots, for the second run.
 CREATE_BODY=$(printf '{"payload": {"kernel": "%s"}, "memory": {"size": 1073741824, "hotplug_size": 2147483648}}' "$BIN")
 expect 204 PUT vm.create "$CREATE_BODY" >/dev/null
 expect 200 GET vm.info >"$WORK/vm-info.json"

@@ -36,6 +36,9 @@ cargo clippy -p virtio-devices --features test-utils --all-targets -- -D warning
 step "unit tests and host-side integration tests"
 cargo test --workspace
 
+step "API conformance: the server against docs/api/accordion.yaml (Schemathesis)"
+"$ROOT/scripts/api-conformance.sh"
+
 if [ "$QUICK" = 1 ]; then
   log "--quick: guest-booting tests skipped"
   exit 0

@@ -65,11 +65,34 @@ def to_json_schema(node):
     return out
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_SPEC = os.path.normpath(os.path.join(HERE, "..", "..", "docs", "api", "accordion.yaml"))
+
+
+def load_schemas(spec_path):
+    """components/schemas of the OpenAPI file, as JSON Schema."""
+    with open(spec_path) as f:
+        spec = yaml.safe_load(f)
+    schemas = spec.get("components", {}).get("schemas", {})
+    return {name: to_json_schema(schema) for name, schema in schemas.items()}
+
+
+def errors_of(schemas, name, document):
+    """Each violation of schema `name` by `document`, as `Name.path: message`."""
+    # The root carries the components, so `#/components/schemas/X` resolves.
+    root = {"$ref": f"#/components/schemas/{name}", "components": {"schemas": schemas}}
+    validator = jsonschema.Draft7Validator(root)
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    out = []
+    for error in errors:
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        out.append(f"{name}{path}: {error.message}")
+    return out
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    default_spec = os.path.normpath(os.path.join(here, "..", "..", "docs", "api", "accordion.yaml"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default=default_spec, help="the OpenAPI file (YAML or JSON)")
+    parser.add_argument("--spec", default=DEFAULT_SPEC, help="the OpenAPI file (YAML or JSON)")
     parser.add_argument("schema_name", help="a name under components/schemas")
     parser.add_argument("json_file", help="the document to check, or - for stdin")
     args = parser.parse_args()
@@ -79,11 +102,9 @@ def main():
         sys.exit(2)
 
     try:
-        with open(args.spec) as f:
-            spec = yaml.safe_load(f)
+        schemas = load_schemas(args.spec)
     except (OSError, yaml.YAMLError) as e:
         fail(f"{args.spec}: {e}")
-    schemas = spec.get("components", {}).get("schemas", {})
     if args.schema_name not in schemas:
         fail(f"no schema {args.schema_name!r} in {args.spec}; it has: {', '.join(sorted(schemas))}")
     try:
@@ -95,19 +116,12 @@ def main():
     except (OSError, ValueError) as e:
         fail(f"{args.json_file}: {e}")
 
-    # The root carries the converted components, so `#/components/schemas/X` resolves.
-    root = {
-        "$ref": f"#/components/schemas/{args.schema_name}",
-        "components": {"schemas": {name: to_json_schema(s) for name, s in schemas.items()}},
-    }
-    validator = jsonschema.Draft7Validator(root)
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = errors_of(schemas, args.schema_name, document)
     if not errors:
         print(f"{args.json_file}: valid {args.schema_name}")
         return 0
     for error in errors:
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        print(f"{args.json_file}: {args.schema_name}{path}: {error.message}", file=sys.stderr)
+        print(f"{args.json_file}: {error}", file=sys.stderr)
     print(f"{args.json_file}: {len(errors)} violation(s) of {args.schema_name}", file=sys.stderr)
     return 1
 
