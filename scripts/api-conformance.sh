@@ -7,7 +7,8 @@
 #   2. vm.create bodies the server must take (minimal, Cloud Hypervisor's full body at
 #      neutral values, zones with NUMA nodes, virtio-mem, a serial file): each a valid
 #      VmConfig, answered 204, vm.info a valid VmInfo whose config vm.create takes back
-#      (lib/api-round-trips.py);
+#      (lib/api-probes.py, which also sends bodies just under and over the 256 KiB limit:
+#      400 and 413);
 #   3. a created VM that is never booted (its "kernel" is the accordion binary, a readable
 #      file): the operations that do not change the state (not vm.boot, vm.delete,
 #      vmm.shutdown) are fuzzed again, so vm.info's 200 answers are checked against VmInfo;
@@ -263,9 +264,9 @@ run_schemathesis "no VM" --exclude-operation-id vmm.shutdown
 
 # Bodies the server must accept (CH's full one among them): valid VmConfig, 204, vm.info a
 # valid VmInfo whose config vm.create takes back. Their "kernel" is this binary, a readable
-# regular file; the VMs are never booted.
-"$PY" "$ROOT/scripts/lib/api-round-trips.py" "$SOCK" "$BIN" >&2 || { check_alive "in the round trips"; FAILED=1; }
-check_alive "in the round trips"
+# regular file; the VMs are never booted. Then bodies at and over the size limit.
+"$PY" "$ROOT/scripts/lib/api-probes.py" "$SOCK" "$BIN" >&2 || { check_alive "in the probes"; FAILED=1; }
+check_alive "in the probes"
 
 # A VM that exists but never boots, for the second run.
 CREATE_BODY=$(printf '{"payload": {"kernel": "%s"}, "memory": {"size": 1073741824, "hotplug_size": 2147483648}}' "$BIN")

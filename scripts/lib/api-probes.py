@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""vm.create bodies that the server must accept, checked both ways against the OpenAPI file.
+"""What Schemathesis does not send: vm.create bodies the server must accept, checked both
+ways against the OpenAPI file, and bodies at and over the size limit.
 
-Usage: api-round-trips.py API_SOCKET KERNEL_FILE
+Usage: api-probes.py API_SOCKET KERNEL_FILE
 
-For each sample body (a minimal one, Cloud Hypervisor's full body at neutral values from
+Round trips: for each sample body (a minimal one, Cloud Hypervisor's full body at neutral values from
 vmm/src/testdata/ch_vm_create.json, zones with NUMA nodes and virtio-mem, a serial file):
 the body must be a valid VmConfig; vm.create must answer 204; vm.info's answer must be a
 valid VmInfo and its config a valid VmConfig; that config sent back to vm.create (after
 vm.delete) must be accepted and give the same vm.info; vm.delete ends each. KERNEL_FILE is
 any readable regular file: the VM is never booted. Needs no VM to exist at the start and
-leaves none. Exits 1 on the first mismatch. Run it with the venv's python (jsonschema).
+leaves none.
+
+Body sizes: a vm.create body just under the 256 KiB limit is read and answered 400 (its
+kernel does not exist), one over it 413, with error chains as the file says; the api
+thread's seccomp filter must let both through (it once killed the VMM on ~131 KB bodies).
+
+Exits 1 on the first mismatch. Run it with the venv's python (jsonschema).
 """
 
 import http.client
@@ -30,7 +37,7 @@ spec.loader.exec_module(validator)
 
 
 def fail(message):
-    print(f"api-round-trips: FAIL: {message}", file=sys.stderr)
+    print(f"api-probes: FAIL: {message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -120,7 +127,16 @@ def main():
             fail(f"vm.info's config sent back to vm.create gave another vm.info:\n{again}\n{info}")
         api.expect(204, "PUT", "vm.delete")
         count += 1
-    print(f"api-round-trips: {count} vm.create bodies accepted, valid both ways and round-tripped")
+    print(f"api-probes: {count} vm.create bodies accepted, valid both ways and round-tripped")
+
+    limit = 256 * 1024
+    for size, status in ((limit - 64, 400), (limit + 1, 413), (4 * limit, 413)):
+        body = {"payload": {"kernel": "/nonexistent/vmlinux", "cmdline": ""}}
+        body["payload"]["cmdline"] = "x" * (size - len(json.dumps(body)))
+        assert len(json.dumps(body)) == size
+        answer = api.expect(status, "PUT", "vm.create", body)
+        check(schemas, "ErrorChain", answer, f"the answer to a {size}-byte vm.create")
+    print(f"api-probes: vm.create bodies of {limit - 64} bytes answered 400, over {limit} 413")
 
 
 if __name__ == "__main__":
