@@ -41,13 +41,23 @@ struct ChRemote {
 }
 
 impl ChRemote {
+    /// Runs `ch-remote ARGS` and shows what a user would see (the test log keeps a
+    /// transcript of every command).
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.binary)
+        let out = Command::new(&self.binary)
             .arg("--api-socket")
             .arg(&self.socket)
             .args(args)
             .output()
-            .expect("cannot run ch-remote")
+            .expect("cannot run ch-remote");
+        eprintln!(
+            "$ ch-remote {}\n{}{}(exit status {})",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code().map_or("none".to_string(), |c| c.to_string())
+        );
+        out
     }
 
     /// Runs a command that must succeed; returns its standard output.
