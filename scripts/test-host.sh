@@ -19,6 +19,9 @@
 #   ACCORDION_TEST_HOST_CPUS           test host vCPUs (default 2)
 #   ACCORDION_TEST_HOST_CPU            QEMU -cpu of the test host (default max,-cx16)
 #   ACCORDION_TEST_HOST_TIMEOUT        seconds before the test host is killed (default 3600)
+#   ACCORDION_TEST_HOST_BOOT_TIMEOUT   seconds the test host has to come up (mount its share)
+#                                      before it is killed and booted once more (default 300;
+#                                      it takes 8-15 s, and rarely hangs silently at boot)
 #   ACCORDION_TEST_HOST_RW             colon-separated host directories that CMD may write
 #                                      to for real (default none; everything else is the
 #                                      throw-away overlay)
@@ -137,18 +140,50 @@ run_nested() {
   )
   add_rw_shares "$share"
 
-  log "booting the test host ($(basename "$image"), -m ${ACCORDION_TEST_HOST_MEM:-8G}, timeout ${timeout} s)"
-  local t0=$SECONDS qemu_rc=0
-  # QEMU runs in the background so that a signal to this script is handled at once (bash
-  # defers traps while a foreground child runs) and stops QEMU instead of orphaning it.
-  timeout -k 10 "$timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null &
-  QEMU_JOB=$!
+  local t0 qemu_rc attempt boot_limit=${ACCORDION_TEST_HOST_BOOT_TIMEOUT:-300}
   trap 'stop_test_host INT 130' INT
   trap 'stop_test_host TERM 143' TERM
   trap 'stop_test_host HUP 129' HUP
-  wait "$QEMU_JOB" || qemu_rc=$?
-  QEMU_JOB=
+  for attempt in 1 2; do
+    log "booting the test host ($(basename "$image"), -m ${ACCORDION_TEST_HOST_MEM:-8G}, timeout ${timeout} s)"
+    rm -f "$share/booted" "$share/boot_hung" "$share/status"
+    t0=$SECONDS qemu_rc=0
+    # QEMU runs in the background so that a signal to this script is handled at once
+    # (bash defers traps while a foreground child runs) and stops QEMU instead of
+    # orphaning it.
+    timeout -k 10 "$timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null &
+    QEMU_JOB=$!
+    watch_boot "$share" "$QEMU_JOB" "$boot_limit" &
+    local watchdog=$!
+    wait "$QEMU_JOB" || qemu_rc=$?
+    QEMU_JOB=
+    kill "$watchdog" 2>/dev/null || true
+    wait "$watchdog" 2>/dev/null || true
+    if [ -f "$share/boot_hung" ] && [ "$attempt" = 1 ]; then
+      log "the test host did not come up within ${boot_limit} s (no output, QEMU idle); booting it once more"
+      continue
+    fi
+    break
+  done
+  if [ -f "$share/boot_hung" ]; then
+    die "the test host did not come up within ${boot_limit} s, twice"
+  fi
   report_status "$share" "$qemu_rc" "$((SECONDS - t0))"
+}
+
+# watch_boot SHARE QEMU_PID LIMIT — kills QEMU if the test host has not mounted its share
+# (written SHARE/booted) within LIMIT seconds, and marks SHARE/boot_hung.
+watch_boot() {
+  local share=$1 pid=$2 limit=$3 waited=0
+  while [ "$waited" -lt "$limit" ]; do
+    [ -f "$share/booted" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 1
+    waited=$((waited + 1))
+  done
+  [ -f "$share/booted" ] && return 0
+  touch "$share/boot_hung"
+  kill -TERM "$pid" 2>/dev/null || true
 }
 
 # stop_test_host SIGNAL STATUS — forward a signal to QEMU (timeout passes it on), wait for

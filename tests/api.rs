@@ -444,3 +444,44 @@ fn power_button_through_accordion_remote() {
     );
     assert!(!socket.exists());
 }
+
+#[test]
+fn a_failed_boot_leaves_the_serial_log_alone() {
+    let dir = TempDir::new("api-serial-log");
+    let socket = socket_in(&dir.0);
+    let _vmm = api_only("api-serial-log", &dir);
+    let kernel = dir.path("kernel");
+    let away = dir.path("kernel.away");
+    // mov dx, 0x3f8; mov al, 'A'; out dx, al; then hlt forever.
+    let code = [0x66, 0xba, 0xf8, 0x03, 0xb0, 0x41, 0xee, 0xf4, 0xeb, 0xfd];
+    std::fs::write(&kernel, common::tiny_elf_kernel(&code, 0x1000, true)).unwrap();
+    let log = dir.path("serial.log");
+    std::fs::write(&log, "the last run's log\n").unwrap();
+    let config = serde_json::json!({
+        "payload": {"kernel": kernel},
+        "memory": {"size": 64u64 << 20},
+        "serial": {"mode": "File", "file": log},
+    });
+    let put = |path: &str, body: Option<&[u8]>| {
+        http(&socket, "PUT", &format!("/api/v1/{path}"), body).status
+    };
+    assert_eq!(put("vm.create", Some(config.to_string().as_bytes())), 204);
+    std::fs::rename(&kernel, &away).unwrap();
+    assert_eq!(put("vm.boot", None), 400);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "the last run's log\n"
+    );
+    // A boot that works starts the log afresh with what the guest writes.
+    std::fs::rename(&away, &kernel).unwrap();
+    assert_eq!(put("vm.boot", None), 204);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&log).unwrap() != "A" {
+        assert!(
+            Instant::now() < deadline,
+            "serial log: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -225,8 +225,8 @@ fn no_thread_makes_a_call_outside_its_filter_under_the_heaviest_load() {
     let Some(mut kernel_log) = KernelLog::from_now() else {
         return;
     };
-    let vmm = api_only_vmm("api-limits-log", &dir, "log");
-    vmm.explain_failure(|| drive_to_the_limits(&socket_in(&dir.0), &kernel));
+    let mut vmm = api_only_vmm("api-limits-log", &dir, "log");
+    vmm.explain_failure(|_| drive_to_the_limits(&socket_in(&dir.0), &kernel));
     let records = kernel_log.seccomp_records(vmm.pid());
     assert!(
         records.is_empty(),
@@ -241,7 +241,7 @@ fn the_vmm_survives_the_heaviest_load_with_seccomp_on() {
     let kernel = dir.path("kernel");
     std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
     let mut vmm = api_only_vmm("api-limits-trap", &dir, "true");
-    vmm.explain_failure(|| drive_to_the_limits(&socket_in(&dir.0), &kernel));
+    vmm.explain_failure(|_| drive_to_the_limits(&socket_in(&dir.0), &kernel));
     assert!(vmm.is_running(), "{}", vmm.stderr());
     assert!(timed_ping(&socket_in(&dir.0)) < Duration::from_secs(30));
     assert!(

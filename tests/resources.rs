@@ -73,13 +73,13 @@ fn a_thousand_boot_and_shutdown_cycles_leave_nothing_behind() {
     let moved = dir.path("kernel.away");
     std::fs::write(&kernel, tiny_elf_kernel(&HALT, 0x1000, true)).unwrap();
     let socket = socket_in(&dir.0);
-    let vmm = Vmm::spawn(
+    let mut vmm = Vmm::spawn(
         "resources-cycles",
         &["--api-socket", &format!("path={}", socket.display())],
     );
     wait_for_socket(&socket, SOCKET_TIMEOUT);
     let pid = vmm.pid();
-    vmm.explain_failure(|| {
+    vmm.explain_failure(|_| {
         let mut client = ApiClient::connect(&socket).expect("connecting");
         create(&mut client, &kernel, "Off");
         // Warm up: the first VM sets up what lives as long as the process.
@@ -178,7 +178,7 @@ fn guest_reboots_leave_nothing_behind() {
     std::fs::write(&kernel, tiny_elf_kernel(&RESET, 0x1000, true)).unwrap();
     let socket = socket_in(&dir.0);
     let events = dir.path("events");
-    let vmm = Vmm::spawn(
+    let mut vmm = Vmm::spawn(
         "resources-reboots",
         &[
             "--kernel",
@@ -195,7 +195,7 @@ fn guest_reboots_leave_nothing_behind() {
     );
     wait_for_socket(&socket, SOCKET_TIMEOUT);
     let pid = vmm.pid();
-    vmm.explain_failure(|| {
+    vmm.explain_failure(|_| {
         let mut client = ApiClient::connect(&socket).expect("connecting");
         wait_for_reboots(&events, 20);
         let before = settled_resources(&mut client, pid, &events);

@@ -45,6 +45,8 @@ NINEP=trans=virtio,version=9p2000.L,msize=524288
 mkdir -p /share
 mount -t 9p -o "$NINEP" accshare /share || fail "cannot mount the shared directory (9p)"
 share_mounted=1
+# Tells test-host.sh's boot watchdog that the test host came up.
+echo up > /share/booted
 
 if [ ! -c /dev/kvm ]; then
   fail "no /dev/kvm: kvm_amd did not load (the outer QEMU must emulate an AMD CPU with svm; $(grep -cw svm /proc/cpuinfo) CPUs show svm)"

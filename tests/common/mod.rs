@@ -208,8 +208,8 @@ impl Vmm {
 
     /// Runs `steps`; if they panic, prints accordion's stderr (a seccomp report, a guest
     /// failure) before passing the panic on.
-    pub fn explain_failure<T>(&self, steps: impl FnOnce() -> T) -> T {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(steps)) {
+    pub fn explain_failure<T>(&mut self, steps: impl FnOnce(&mut Vmm) -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steps(self))) {
             Ok(value) => value,
             Err(panic) => {
                 eprintln!("{}: the test failed; {}", self.name, self.report());

@@ -234,6 +234,11 @@ impl Vm {
             pause: Arc::new(PauseGate::default()),
             seccomp: self.vcpu_filter.clone(),
         };
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start_output()
+            .map_err(io_err("emptying the serial log"))?;
         self.vcpus = Some(VcpuManager::start(vcpus, ctx).map_err(io_err("vCPU thread"))?);
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! input, and reacts to power-off, reset (a new VM from the same configuration, in the same
 //! process) and guest failures.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver};
@@ -18,7 +19,7 @@ use crate::api::socket::{ApiSocket, ApiSocketConfig, ApiSocketError};
 use crate::api::{ApiAction, ApiError, ApiRequest, ApiResult};
 use crate::config::{ConsoleMode, VmConfig};
 use crate::devices::SerialOutput;
-use crate::event_monitor::event;
+use crate::event_monitor::{event, event_with};
 use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
 use crate::signal_handler::ExitSignal;
 use crate::stdin_forwarder::{RawStdin, StdinForwarder};
@@ -91,18 +92,20 @@ fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError>
             let path = config.serial.file.as_ref().ok_or_else(|| {
                 crate::config::ConfigError::new("--serial", "file mode needs a path")
             })?;
-            // The first boot starts the file afresh; after a reboot the log continues.
+            // The first boot starts the file afresh once the guest writes to it (a boot
+            // that fails first leaves it alone); after a reboot the log continues.
             let file = OpenOptions::new()
                 .create(true)
-                .write(true)
-                .append(boot > 0)
-                .truncate(boot == 0)
+                .append(true)
                 .open(path)
                 .map_err(|source| VmmError::Io {
                     what: format!("--serial: {}", path.display()),
                     source,
                 })?;
-            SerialOutput::File(file)
+            SerialOutput::File {
+                file,
+                start_afresh: boot == 0,
+            }
         }
     })
 }
@@ -169,6 +172,9 @@ struct Vmm {
     vm: Option<Vm>,
     /// Boots of the current configuration so far (reboots included).
     boots: u32,
+    /// Why the last VM stopped, when the guest could not go on: `vm.info` reports it until
+    /// the VM boots again or is deleted.
+    failure: Option<String>,
 }
 
 impl Vmm {
@@ -183,6 +189,7 @@ impl Vmm {
     fn state_name(&self) -> &'static str {
         match (&self.config, &self.vm) {
             (None, _) => "NotCreated",
+            (Some(_), None) if self.failure.is_some() => "Failed",
             (Some(_), None) => "Created",
             (Some(_), Some(vm)) if vm.is_paused() => "Paused",
             (Some(_), Some(_)) => "Running",
@@ -213,6 +220,7 @@ impl Vmm {
             .ok_or(VmError::State("no VM has been created"))?;
         // An event the previous VM raised as it was being stopped is not this one's.
         let _ = self.events.take();
+        self.failure = None;
         let mut vm = Vm::new(
             &self.hypervisor,
             config,
@@ -275,7 +283,7 @@ impl Vmm {
             .as_ref()
             .map(|vm| vm.memory_devices().iter().map(|d| d.info()).collect())
             .unwrap_or_default();
-        Ok(Some(json!({
+        let mut info = json!({
             "config": config,
             "state": self.state_name(),
             "memory_actual_size": memory_actual_size,
@@ -283,7 +291,22 @@ impl Vmm {
                 "boot_ram": config.memory.boot_ram(),
                 "devices": devices,
             },
-        })))
+        });
+        if let Some(failure) = &self.failure {
+            info["failure"] = json!(failure);
+        }
+        Ok(Some(info))
+    }
+
+    /// The guest could not go on: the VM is stopped and the reason kept for `vm.info`.
+    fn guest_failed(&mut self, reason: String) {
+        event_with(
+            "vm",
+            "failed",
+            Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
+        );
+        self.stop_vm();
+        self.failure = Some(reason);
     }
 
     fn counters(&mut self) -> ApiResult {
@@ -318,6 +341,7 @@ impl Vmm {
                 if self.config.is_some() {
                     self.shutdown_vm();
                     self.config = None;
+                    self.failure = None;
                     event("vm", "deleted");
                 }
                 Ok(None)
@@ -483,6 +507,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         config: None,
         vm: None,
         boots: 0,
+        failure: None,
     };
     // Stdin feeds the guest whenever a VM's serial port is the terminal; the terminal goes
     // raw only for a VM given on the command line (an API-only VMM keeps Ctrl-C working).
@@ -537,9 +562,15 @@ fn control_loop(
             match ev.data {
                 TOKEN_VM_EVENT => match vmm.events.take() {
                     Some(VmEvent::PowerOff) => return Ok(ExitStatus::PowerOff),
-                    Some(VmEvent::GuestFailure(reason)) => {
-                        return Ok(ExitStatus::GuestFailure(reason))
-                    }
+                    // With an API, the VMM stays up for its clients to see what happened
+                    // (vm.info's state and reason); without one, the process ends with it.
+                    Some(VmEvent::GuestFailure(reason)) => match api {
+                        Some(_) => vmm.guest_failed(reason),
+                        None => {
+                            vmm.guest_failed(reason.clone());
+                            return Ok(ExitStatus::GuestFailure(reason));
+                        }
+                    },
                     Some(VmEvent::Reset) => {
                         log::info!("guest reset: booting again");
                         vmm.reboot()?;

@@ -25,7 +25,13 @@ impl Trigger for IrqfdTrigger {
 pub enum SerialOutput {
     /// The VMM's standard output, written unbuffered so prompts show at once.
     Stdout,
-    File(File),
+    /// A file opened for appending. With `start_afresh` it is emptied when the guest is
+    /// about to run ([`SerialDevice::start_output`]), not before: a boot that fails first
+    /// leaves the last log as it was.
+    File {
+        file: File,
+        start_afresh: bool,
+    },
     Off,
 }
 
@@ -41,7 +47,7 @@ impl SerialOutput {
                 // SAFETY: `fd` is a fresh, valid descriptor owned from here on.
                 Box::new(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
             }
-            SerialOutput::File(f) => Box::new(f),
+            SerialOutput::File { file, .. } => Box::new(file),
             SerialOutput::Off => Box::new(io::sink()),
         })
     }
@@ -80,10 +86,19 @@ impl Write for CountingWriter {
 pub struct SerialDevice {
     uart: Serial<IrqfdTrigger, vm_superio::serial::NoEvents, CountingWriter>,
     counters: Arc<SerialCounters>,
+    /// The log file to empty before the guest runs (the same open file as the output).
+    fresh_log: Option<File>,
 }
 
 impl SerialDevice {
     pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
+        let fresh_log = match &output {
+            SerialOutput::File {
+                file,
+                start_afresh: true,
+            } => Some(file.try_clone()?),
+            _ => None,
+        };
         let counters = Arc::new(SerialCounters::default());
         let writer = CountingWriter {
             inner: output.into_writer()?,
@@ -92,7 +107,18 @@ impl SerialDevice {
         Ok(SerialDevice {
             uart: Serial::new(IrqfdTrigger(irqfd), writer),
             counters,
+            fresh_log,
         })
+    }
+
+    /// Called once everything else for the boot has worked, before the vCPUs start:
+    /// empties a log file that starts afresh. (The file is in append mode, so the guest's
+    /// output then starts at its beginning.)
+    pub fn start_output(&mut self) -> io::Result<()> {
+        match self.fresh_log.take() {
+            Some(file) => file.set_len(0),
+            None => Ok(()),
+        }
     }
 
     /// The port's byte counts; readable without the device lock.
