@@ -454,6 +454,20 @@ fn a_failed_boot_leaves_the_serial_log_alone() {
     let put = |path: &str, body: Option<&[u8]>| {
         http(&socket, "PUT", &format!("/api/v1/{path}"), body).status
     };
+    // A log file that does not exist yet is not created by a boot that fails.
+    let new_log = dir.path("new.log");
+    let mut new_config = config.clone();
+    new_config["serial"]["file"] = serde_json::json!(new_log);
+    assert_eq!(
+        put("vm.create", Some(new_config.to_string().as_bytes())),
+        204
+    );
+    std::fs::rename(&kernel, &away).unwrap();
+    assert_eq!(put("vm.boot", None), 400);
+    assert!(!new_log.exists(), "a failed boot created the serial log");
+    assert_eq!(put("vm.delete", None), 204);
+
+    std::fs::rename(&away, &kernel).unwrap();
     assert_eq!(put("vm.create", Some(config.to_string().as_bytes())), 204);
     std::fs::rename(&kernel, &away).unwrap();
     assert_eq!(put("vm.boot", None), 400);
