@@ -12,25 +12,14 @@ use std::time::{Duration, Instant};
 
 use common::api::{
     booted_with_api, http, read_answer, remote, remote_err, remote_json, remote_ok, socket_in,
-    timed_ping, wait_for_socket, PING_LIMIT, SOCKET_TIMEOUT,
+    spawn_with_api, timed_ping, PING_LIMIT,
 };
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, CMD_DONE, EXIT_TIMEOUT, READY};
 
 /// An `accordion` with only an API socket (and an event monitor), waiting for `vm.create`.
 fn api_only(tag: &str, dir: &TempDir) -> Vmm {
-    let socket = socket_in(&dir.0);
-    let events = dir.path("events.jsonl");
-    let vmm = Vmm::spawn(
-        tag,
-        &[
-            "--api-socket",
-            &format!("path={}", socket.display()),
-            "--event-monitor",
-            &format!("path={}", events.display()),
-        ],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
-    vmm
+    let events = format!("path={}", dir.path("events.jsonl").display());
+    spawn_with_api(tag, dir, &["--event-monitor", &events])
 }
 
 /// The test guest's configuration as `vm.create` takes it, serial on the VMM's stdout.
@@ -465,6 +454,20 @@ fn a_failed_boot_leaves_the_serial_log_alone() {
     let put = |path: &str, body: Option<&[u8]>| {
         http(&socket, "PUT", &format!("/api/v1/{path}"), body).status
     };
+    // A log file that does not exist yet is not created by a boot that fails.
+    let new_log = dir.path("new.log");
+    let mut new_config = config.clone();
+    new_config["serial"]["file"] = serde_json::json!(new_log);
+    assert_eq!(
+        put("vm.create", Some(new_config.to_string().as_bytes())),
+        204
+    );
+    std::fs::rename(&kernel, &away).unwrap();
+    assert_eq!(put("vm.boot", None), 400);
+    assert!(!new_log.exists(), "a failed boot created the serial log");
+    assert_eq!(put("vm.delete", None), 204);
+
+    std::fs::rename(&away, &kernel).unwrap();
     assert_eq!(put("vm.create", Some(config.to_string().as_bytes())), 204);
     std::fs::rename(&kernel, &away).unwrap();
     assert_eq!(put("vm.boot", None), 400);

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::api::{http, read_answer, socket_in, timed_ping, wait_for_socket, SOCKET_TIMEOUT};
+use common::api::{http, read_answer, socket_in, spawn_with_api, timed_ping};
 use common::process::KernelLog;
 use common::{tiny_elf_kernel, TempDir, Vmm};
 
@@ -26,20 +26,12 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_CONNECTIONS: usize = 256;
 
 fn api_only_vmm(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
-    let socket = socket_in(&dir.0);
-    let vmm = Vmm::spawn(
+    let events = format!("path={}", dir.path("events").display());
+    spawn_with_api(
         tag,
-        &[
-            "--api-socket",
-            &format!("path={}", socket.display()),
-            "--event-monitor",
-            &format!("path={}", dir.path("events").display()),
-            "--seccomp",
-            seccomp,
-        ],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
-    vmm
+        dir,
+        &["--event-monitor", &events, "--seccomp", seccomp],
+    )
 }
 
 /// A `vm.create` body of exactly `size` bytes: the tiny kernel, and a command line that

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::api::{socket_in, wait_for_socket, SOCKET_TIMEOUT};
+use common::api::{socket_in, spawn_with_api};
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT, READY};
 
 const MIB: u64 = 1 << 20;
@@ -55,7 +55,9 @@ impl ChRemote {
             args.join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            out.status.code().map_or("none".to_string(), |c| c.to_string())
+            out.status
+                .code()
+                .map_or("none".to_string(), |c| c.to_string())
         );
         out
     }
@@ -107,12 +109,8 @@ impl ChRemote {
 /// An API-only `accordion` (serial output and the guest's console protocol on its stdout
 /// once a VM with `serial: Tty` boots) and a `ch-remote` pointed at it.
 fn api_only(tag: &str, dir: &TempDir, binary: PathBuf) -> (Vmm, ChRemote) {
+    let vmm = spawn_with_api(tag, dir, &[]);
     let socket = socket_in(&dir.0);
-    let vmm = Vmm::spawn(
-        tag,
-        &["--api-socket", &format!("path={}", socket.display())],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
     (vmm, ChRemote { binary, socket })
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{http, socket_in, timed_ping, wait_for_socket, SOCKET_TIMEOUT};
+use common::api::{http, socket_in, spawn_with_api, timed_ping};
 use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
 
 /// ud2 with an empty IDT: #UD -> #GP -> #DF -> triple fault.
@@ -70,16 +70,8 @@ fn with_an_api_the_vmm_stays_up_and_says_why_the_guest_stopped() {
     std::fs::write(&kernel, tiny_elf_kernel(&TRIPLE_FAULT, 0x1000, true)).unwrap();
     let socket = socket_in(&dir.0);
     let events = dir.path("events");
-    let mut vmm = Vmm::spawn(
-        "failure-api",
-        &[
-            "--api-socket",
-            &format!("path={}", socket.display()),
-            "--event-monitor",
-            &format!("path={}", events.display()),
-        ],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    let monitor = format!("path={}", events.display());
+    let mut vmm = spawn_with_api("failure-api", &dir, &["--event-monitor", &monitor]);
     vmm.explain_failure(|vmm| {
         let config = serde_json::json!({
             "payload": {"kernel": kernel},

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use api_client::{ApiClient, Error};
-use common::api::{socket_in, wait_for_socket, SOCKET_TIMEOUT};
+use common::api::{socket_in, spawn_with_api};
 use common::process::{resources, Resources};
-use common::{tiny_elf_kernel, TempDir, Vmm};
+use common::{tiny_elf_kernel, TempDir};
 
 /// hlt; jmp back to the hlt.
 const HALT: [u8; 3] = [0xf4, 0xeb, 0xfd];
@@ -73,11 +73,7 @@ fn a_thousand_boot_and_shutdown_cycles_leave_nothing_behind() {
     let moved = dir.path("kernel.away");
     std::fs::write(&kernel, tiny_elf_kernel(&HALT, 0x1000, true)).unwrap();
     let socket = socket_in(&dir.0);
-    let mut vmm = Vmm::spawn(
-        "resources-cycles",
-        &["--api-socket", &format!("path={}", socket.display())],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    let mut vmm = spawn_with_api("resources-cycles", &dir, &[]);
     let pid = vmm.pid();
     vmm.explain_failure(|_| {
         let mut client = ApiClient::connect(&socket).expect("connecting");
@@ -178,8 +174,9 @@ fn guest_reboots_leave_nothing_behind() {
     std::fs::write(&kernel, tiny_elf_kernel(&RESET, 0x1000, true)).unwrap();
     let socket = socket_in(&dir.0);
     let events = dir.path("events");
-    let mut vmm = Vmm::spawn(
+    let mut vmm = spawn_with_api(
         "resources-reboots",
+        &dir,
         &[
             "--kernel",
             kernel.to_str().unwrap(),
@@ -187,13 +184,10 @@ fn guest_reboots_leave_nothing_behind() {
             &format!("size={RAM_MIB}M"),
             "--serial",
             "off",
-            "--api-socket",
-            &format!("path={}", socket.display()),
             "--event-monitor",
             &format!("path={}", events.display()),
         ],
     );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
     let pid = vmm.pid();
     vmm.explain_failure(|_| {
         let mut client = ApiClient::connect(&socket).expect("connecting");

@@ -8,16 +8,16 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 
-use common::api::{remote_json, remote_ok, socket_in, wait_for_socket, SOCKET_TIMEOUT};
+use common::api::{remote_json, remote_ok, socket_in, spawn_with_api};
 use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
 
 fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
     let kernel = dir.path("kernel");
     // hlt; jmp back to the hlt.
     std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
-    let socket = socket_in(&dir.0);
-    let vmm = Vmm::spawn(
+    spawn_with_api(
         tag,
+        dir,
         &[
             "--kernel",
             kernel.to_str().unwrap(),
@@ -25,16 +25,12 @@ fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
             "size=64M",
             "--serial",
             "off",
-            "--api-socket",
-            &format!("path={}", socket.display()),
             "--event-monitor",
             &format!("path={}", dir.path("events").display()),
             "--seccomp",
             seccomp,
         ],
-    );
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
-    vmm
+    )
 }
 
 fn threads_work_and_sigterm_shuts_down(seccomp: &str) {

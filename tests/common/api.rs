@@ -25,6 +25,18 @@ pub fn booted_with_api(tag: &str, dir: &TempDir) -> Vmm {
     vmm
 }
 
+/// `accordion --api-socket path=DIR/api.sock EXTRA...`, once its socket accepts
+/// connections.
+pub fn spawn_with_api(tag: &str, dir: &TempDir, extra: &[&str]) -> Vmm {
+    let socket = socket_in(&dir.0);
+    let api = format!("path={}", socket.display());
+    let mut args = vec!["--api-socket", api.as_str()];
+    args.extend_from_slice(extra);
+    let vmm = Vmm::spawn(tag, &args);
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    vmm
+}
+
 /// Waits until `path` accepts connections.
 pub fn wait_for_socket(path: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;

@@ -238,7 +238,7 @@ impl Vm {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .start_output()
-            .map_err(io_err("emptying the serial log"))?;
+            .map_err(io_err("the serial log file"))?;
         self.vcpus = Some(VcpuManager::start(vcpus, ctx).map_err(io_err("vCPU thread"))?);
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! process) and guest failures.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -92,18 +92,9 @@ fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError>
             let path = config.serial.file.as_ref().ok_or_else(|| {
                 crate::config::ConfigError::new("--serial", "file mode needs a path")
             })?;
-            // The first boot starts the file afresh once the guest writes to it (a boot
-            // that fails first leaves it alone); after a reboot the log continues.
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| VmmError::Io {
-                    what: format!("--serial: {}", path.display()),
-                    source,
-                })?;
+            // The first boot starts the file afresh; after a reboot the log continues.
             SerialOutput::File {
-                file,
+                path: path.clone(),
                 start_afresh: boot == 0,
             }
         }

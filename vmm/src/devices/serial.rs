@@ -1,10 +1,11 @@
 //! The 16550A UART on COM1 (vm-superio), its interrupt delivered through an irqfd.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -25,18 +26,38 @@ impl Trigger for IrqfdTrigger {
 pub enum SerialOutput {
     /// The VMM's standard output, written unbuffered so prompts show at once.
     Stdout,
-    /// A file opened for appending. With `start_afresh` it is emptied when the guest is
-    /// about to run ([`SerialDevice::start_output`]), not before: a boot that fails first
-    /// leaves the last log as it was.
+    /// A log file, opened for appending (created if need be, and emptied with
+    /// `start_afresh`) only when the guest is about to run ([`SerialDevice::start_output`]):
+    /// a boot that fails before that neither creates nor touches it.
     File {
-        file: File,
+        path: PathBuf,
         start_afresh: bool,
     },
     Off,
 }
 
+/// The serial log file once [`SerialDevice::start_output`] has opened it; output before
+/// that (there is none: the guest has not run) would be dropped.
+struct LogFile(Arc<OnceLock<File>>);
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.get() {
+            Some(mut file) => file.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.0.get() {
+            Some(mut file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 impl SerialOutput {
-    fn into_writer(self) -> io::Result<Box<dyn Write + Send>> {
+    fn into_writer(self, log: &Arc<OnceLock<File>>) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
             SerialOutput::Stdout => {
                 // SAFETY: dup() returns a new descriptor that nothing else owns, or -1.
@@ -47,7 +68,7 @@ impl SerialOutput {
                 // SAFETY: `fd` is a fresh, valid descriptor owned from here on.
                 Box::new(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
             }
-            SerialOutput::File { file, .. } => Box::new(file),
+            SerialOutput::File { .. } => Box::new(LogFile(log.clone())),
             SerialOutput::Off => Box::new(io::sink()),
         })
     }
@@ -86,39 +107,49 @@ impl Write for CountingWriter {
 pub struct SerialDevice {
     uart: Serial<IrqfdTrigger, vm_superio::serial::NoEvents, CountingWriter>,
     counters: Arc<SerialCounters>,
-    /// The log file to empty before the guest runs (the same open file as the output).
-    fresh_log: Option<File>,
+    /// The log file to open before the guest runs, and whether to empty it.
+    pending_log: Option<(PathBuf, bool)>,
+    log: Arc<OnceLock<File>>,
 }
 
 impl SerialDevice {
     pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
-        let fresh_log = match &output {
-            SerialOutput::File {
-                file,
-                start_afresh: true,
-            } => Some(file.try_clone()?),
+        let pending_log = match &output {
+            SerialOutput::File { path, start_afresh } => Some((path.clone(), *start_afresh)),
             _ => None,
         };
+        let log = Arc::new(OnceLock::new());
         let counters = Arc::new(SerialCounters::default());
         let writer = CountingWriter {
-            inner: output.into_writer()?,
+            inner: output.into_writer(&log)?,
             counters: counters.clone(),
         };
         Ok(SerialDevice {
             uart: Serial::new(IrqfdTrigger(irqfd), writer),
             counters,
-            fresh_log,
+            pending_log,
+            log,
         })
     }
 
     /// Called once everything else for the boot has worked, before the vCPUs start:
-    /// empties a log file that starts afresh. (The file is in append mode, so the guest's
-    /// output then starts at its beginning.)
+    /// opens the log file, emptied when it starts afresh. An error names the file.
     pub fn start_output(&mut self) -> io::Result<()> {
-        match self.fresh_log.take() {
-            Some(file) => file.set_len(0),
-            None => Ok(()),
+        let Some((path, start_afresh)) = self.pending_log.take() else {
+            return Ok(());
+        };
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(named)?;
+        if start_afresh {
+            file.set_len(0).map_err(named)?;
         }
+        // Set once: `pending_log` was taken above.
+        let _ = self.log.set(file);
+        Ok(())
     }
 
     /// The port's byte counts; readable without the device lock.
