@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::api::{
-    booted_with_api, http, read_answer, remote, remote_err, remote_json, remote_ok, socket_in,
-    spawn_with_api, timed_ping, PING_LIMIT,
+    assert_matches_schema, booted_with_api, http, read_answer, remote, remote_err, remote_json,
+    remote_ok, socket_in, spawn_with_api, timed_ping, PING_LIMIT,
 };
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, CMD_DONE, EXIT_TIMEOUT, READY};
 
@@ -326,13 +326,16 @@ fn every_endpoint_over_the_raw_socket() {
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.header("content-type"), Some("application/json"));
     assert!(a.json()["pid"].is_u64());
+    assert_matches_schema("VmmPingResponse", &a.json());
     let a = get("vm.info");
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["state"], "Running");
     assert_eq!(a.json()["memory"]["devices"], serde_json::json!([]));
+    assert_matches_schema("VmInfo", &a.json());
     let a = get("vm.counters");
     assert_eq!(a.status, 200);
     assert!(a.json()["serial"]["tx_bytes"].as_u64().unwrap_or(0) > 0);
+    assert_matches_schema("VmCounters", &a.json());
     let a = http(
         &socket,
         "PUT",

@@ -16,7 +16,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::api::{http, read_answer, socket_in, spawn_with_api, timed_ping};
+use common::api::{
+    assert_matches_schema, http, read_answer, socket_in, spawn_with_api, timed_ping,
+};
 use common::process::KernelLog;
 use common::{tiny_elf_kernel, TempDir, Vmm};
 
@@ -88,6 +90,7 @@ fn drive_to_the_limits(socket: &Path, kernel: &Path) {
         let info = http(socket, "GET", "/api/v1/vm.info", None);
         assert_eq!(info.status, 200);
         assert!(info.body.len() > size - 200, "{}", info.body.len());
+        assert_matches_schema("VmInfo", &info.json());
         // The VMM thread's error path: the command line is too long to boot.
         assert_eq!(
             put("vm.boot", None),

@@ -40,7 +40,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::api::{
-    http, remote_err, remote_json, remote_ok, socket_in, wait_for_socket, SOCKET_TIMEOUT,
+    assert_matches_schema, http, remote_err, remote_json, remote_ok, socket_in, wait_for_socket,
+    SOCKET_TIMEOUT,
 };
 use common::TempDir;
 
@@ -129,7 +130,10 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
             GIB + plugged
         );
     }
+    // Real answers with a plugged virtio-mem device, against the API's contract.
+    assert_matches_schema("VmInfo", &remote_json(&socket, &["info"]));
     let counters = remote_json(&socket, &["counters"]);
+    assert_matches_schema("VmCounters", &counters);
     let c = &counters["virtio-mem-default"];
     assert!(c["plug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
     assert!(c["unplug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");

@@ -221,3 +221,40 @@ pub fn timed_ping(socket: &Path) -> Duration {
 pub fn socket_in(dir: &Path) -> PathBuf {
     dir.join("api.sock")
 }
+
+/// Asserts that `value` is valid against the schema `schema` (VmInfo, VmCounters, ...) of
+/// docs/api/accordion.yaml, with scripts/lib/validate-against-openapi.py run by the Python
+/// that `ACCORDION_OPENAPI_PYTHON` names (scripts/run-tests.sh sets it to the venv that
+/// scripts/api-conformance.sh installs). Says it was skipped without it.
+pub fn assert_matches_schema(schema: &str, value: &serde_json::Value) {
+    let Some(python) = std::env::var_os("ACCORDION_OPENAPI_PYTHON") else {
+        eprintln!("SKIPPED: checking {schema} against the OpenAPI file (ACCORDION_OPENAPI_PYTHON is not set)");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python)
+        .arg(root.join("scripts/lib/validate-against-openapi.py"))
+        .arg("--spec")
+        .arg(root.join("docs/api/accordion.yaml"))
+        .arg(schema)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run the OpenAPI validator");
+    child
+        .stdin
+        .take()
+        .expect("the validator's stdin")
+        .write_all(value.to_string().as_bytes())
+        .expect("writing to the validator");
+    let out = child.wait_with_output().expect("waiting for the validator");
+    assert!(
+        out.status.success(),
+        "{schema} does not match docs/api/accordion.yaml ({}):\n{}{}\n{value}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
