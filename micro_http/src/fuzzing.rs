@@ -19,6 +19,7 @@ use std::time::Instant;
 use vmm_sys_util::epoll::EventSet;
 
 use crate::connection::{Connection, Stream, Wait};
+use crate::parse::MAX_HEADERS;
 use crate::server::READ_CHUNK;
 use crate::{Method, Request, Response, ServerConfig, StatusCode};
 
@@ -86,7 +87,8 @@ impl WireResponse {
 
 /// What happened on the connection, checked: [`Conversation::converse`] panics unless
 ///
-/// - every request handed to the handler has exactly its `Content-Length` of body;
+/// - every request handed to the handler is within the limits and has exactly its
+///   `Content-Length` of body;
 /// - the output is a sequence of whole responses and nothing else: interim
 ///   `100 Continue` responses, and final ones whose status line is `HTTP/1.1`, a code from
 ///   200 to 599 and a reason phrase (possibly empty), whose header fields are valid, with
@@ -171,7 +173,7 @@ impl Conversation<'_> {
             closed,
             output,
         };
-        transcript.check(self.ending);
+        transcript.check(&self.config, self.ending);
         transcript
     }
 }
@@ -205,6 +207,11 @@ impl Pump<'_> {
             } else if wanted.contains(EventSet::OUT) {
                 self.connection.stream_mut().client_reads();
             } else {
+                assert!(
+                    !self.connection.stream_mut().readable(),
+                    "the connection stopped reading with the client's bytes waiting \
+                     and nothing to send"
+                );
                 return;
             }
             self.connection
@@ -322,12 +329,24 @@ impl Stream for Pipe {
 }
 
 impl Transcript {
-    fn check(&self, ending: Ending) {
+    fn check(&self, config: &ServerConfig, ending: Ending) {
         for (request, _) in &self.exchanges {
             let length = request
                 .header("content-length")
                 .map_or(0, |v| v.trim().parse::<usize>().expect("a checked length"));
             assert_eq!(request.body.len(), length, "body of {request:?}");
+            assert!(length <= config.max_body_bytes, "a body past the limit");
+            let head: usize = request
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>()
+                + request.path.len();
+            assert!(head < config.max_header_bytes, "a head past the limit");
+            assert!(
+                request.headers.len() <= MAX_HEADERS,
+                "too many header fields"
+            );
         }
         let answered = self.exchanges.len();
         assert!(

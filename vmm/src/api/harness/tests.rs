@@ -320,14 +320,20 @@ fn fuzz_body_on_the_seed_corpus() {
     for entry in std::fs::read_dir(dir).expect("the seed corpus") {
         let path = entry.expect("a corpus entry").path();
         // Only the committed seeds, not what a local fuzzing run added.
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.starts_with("seed-") {
             continue;
         }
         let data = std::fs::read(&path).expect("a seed");
         let stats = run(&data);
         eprintln!("{name}: {stats:?}");
-        assert!(stats.requests > 0 || stats.refusals > 0, "{name}: {stats:?}");
+        assert!(
+            stats.requests > 0 || stats.refusals > 0,
+            "{name}: {stats:?}"
+        );
         seen += 1;
     }
     assert!(seen >= 5, "only {seen} seeds");
