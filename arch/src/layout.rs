@@ -80,12 +80,13 @@ pub fn ram_ranges(ram_size: u64) -> Vec<(u64, u64)> {
     }
 }
 
-/// End (exclusive) of the highest boot RAM range.
-pub fn ram_end(ram_size: u64) -> u64 {
+/// End (exclusive) of the highest boot RAM range, or None if it is past the top of the
+/// 64-bit address space (more than 2^64 - 1 GiB of boot RAM: the 1 GiB hole below 4 GiB
+/// pushes the rest up).
+pub fn ram_end(ram_size: u64) -> Option<u64> {
     ram_ranges(ram_size)
         .last()
-        .map(|&(start, size)| start + size)
-        .unwrap_or(0)
+        .map_or(Some(0), |&(start, size)| start.checked_add(size))
 }
 
 /// Rounds `addr` up to a multiple of `align` (a power of two), or None on overflow.
@@ -103,7 +104,7 @@ pub fn place_device_regions(
     sizes: &[u64],
 ) -> Option<(Vec<u64>, u64)> {
     let align = block_size.max(DEVICE_REGION_MIN_ALIGN);
-    let mut next = align_up(ram_end(ram_size).max(RAM_64BIT_START), GIB)?;
+    let mut next = align_up(ram_end(ram_size)?.max(RAM_64BIT_START), GIB)?;
     let mut starts = Vec::with_capacity(sizes.len());
     for &size in sizes {
         let start = align_up(next, align)?;
@@ -166,5 +167,19 @@ mod tests {
         assert_eq!(starts[1] % (128 << 20), 0);
         assert!(starts[1] >= starts[0] + (130 << 20));
         assert!(place_device_regions(1 << 30, 2 << 20, &[u64::MAX - (1 << 30)]).is_none());
+    }
+
+    /// Found by the `api_request` fuzz body (its pseudo-random unit test): `vm.boot` of a VM
+    /// with `"size": 18446744073709547520` (2^64 - 4 KiB), which validation accepts,
+    /// overflowed computing the end of boot RAM.
+    #[test]
+    fn boot_ram_past_the_top_of_the_address_space_does_not_fit() {
+        assert_eq!(ram_end(0), Some(0));
+        assert_eq!(ram_end(4 << 30), Some(5 << 30));
+        assert_eq!(ram_end(u64::MAX - GIB), Some(u64::MAX));
+        assert_eq!(ram_end(u64::MAX - GIB + 1), None);
+        assert_eq!(ram_end(u64::MAX - 4095), None);
+        assert!(place_device_regions(u64::MAX - 4095, 2 << 20, &[]).is_none());
+        assert!(place_device_regions(u64::MAX - 4095, 2 << 20, &[2 << 20]).is_none());
     }
 }

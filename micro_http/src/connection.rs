@@ -30,9 +30,28 @@ pub(crate) enum Wait {
     Idle,
 }
 
+/// The byte stream under a connection: the client's socket, or (in [`crate::fuzzing`]) an
+/// in-memory pipe. Neither call blocks.
+pub(crate) trait Stream {
+    /// Reads what has arrived: `Ok(0)` at end of file, `WouldBlock` when nothing is there.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends what the peer takes: `WouldBlock` when it takes nothing now.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl Stream for UnixStream {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        send(self.as_raw_fd(), bytes)
+    }
+}
+
 /// A client connection.
-pub(crate) struct Connection {
-    stream: UnixStream,
+pub(crate) struct Connection<S = UnixStream> {
+    stream: S,
     /// Bytes received and not yet consumed.
     input: Vec<u8>,
     /// The head of the request whose body is arriving.
@@ -59,9 +78,9 @@ pub(crate) struct Connection {
     pub(crate) registered: EventSet,
 }
 
-impl Connection {
+impl<S: Stream> Connection<S> {
     /// A new connection, registered for reading.
-    pub(crate) fn new(stream: UnixStream, now: Instant) -> Self {
+    pub(crate) fn new(stream: S, now: Instant) -> Self {
         Connection {
             stream,
             input: Vec::new(),
@@ -92,7 +111,7 @@ impl Connection {
         if limit == 0 || self.peer_done {
             return Ok(());
         }
-        match self.stream.read(&mut scratch[..limit]) {
+        match self.stream.recv(&mut scratch[..limit]) {
             Ok(0) => self.peer_done = true,
             // A connection being closed drops what still comes (see `ready_to_close`).
             Ok(_) if self.closing => {}
@@ -198,7 +217,7 @@ impl Connection {
     /// Sends as much of the output as the socket takes without blocking.
     pub(crate) fn flush(&mut self, now: Instant) -> io::Result<()> {
         while self.sent < self.output.len() {
-            match send(self.stream.as_raw_fd(), &self.output[self.sent..]) {
+            match self.stream.send(&self.output[self.sent..]) {
                 Ok(n) => {
                     self.sent += n;
                     self.last_activity = now;
@@ -286,6 +305,12 @@ impl Connection {
         self.answered == 0 && self.is_idle()
     }
 
+    /// The stream, for the in-memory harness to act as the client.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Last time bytes went either way.
     pub(crate) fn last_activity(&self) -> Instant {
         self.last_activity
@@ -310,7 +335,7 @@ impl Connection {
     }
 }
 
-impl AsRawFd for Connection {
+impl<S: AsRawFd> AsRawFd for Connection<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
     }

@@ -26,6 +26,8 @@
 
 mod config;
 mod connection;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod json;
 mod method;
 mod parse;

@@ -4,7 +4,7 @@
 use crate::{Method, Request, Response, ServerConfig, StatusCode};
 
 /// Most header fields in one request; more is answered 431.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// A request line and headers that passed every check; the body is still to come.
 #[derive(Debug)]

@@ -24,7 +24,7 @@ const ACCEPTS_PER_WAKEUP: usize = 32;
 /// How long accepting pauses when the process is out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Size of the read buffer shared by all connections.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Errors that stop the server. Problems of single connections only close them.
 #[derive(Debug, thiserror::Error)]

@@ -204,23 +204,68 @@ fn map(
     Ok((region, backing))
 }
 
+/// The zones `config` describes, placed in the guest's address space without mapping
+/// anything: each zone's boot RAM ranges, and its virtio-mem region's address, size and block
+/// size; also where the 64-bit PCI window starts. Device regions have no host mapping yet
+/// (`host_addr` 0, private anonymous): [`MemoryManager::new`] maps what this places. Resizes
+/// can be planned against these zones without a VM (the API fuzz harness does).
+pub fn place_zones(config: &VmConfig) -> Result<(Vec<MemoryZone>, u64), MemoryError> {
+    place(&zone_requests(config), config)
+}
+
+fn place(
+    requests: &[ZoneRequest],
+    config: &VmConfig,
+) -> Result<(Vec<MemoryZone>, u64), MemoryError> {
+    let ram_size = config.memory.boot_ram();
+    let block_size = config.memory.block_size;
+    let boot_ranges = arch::layout::ram_ranges(ram_size);
+    let sizes: Vec<u64> = requests.iter().map(|z| z.boot_size).collect();
+    let per_zone = split_ranges(&boot_ranges, &sizes);
+    let hotplug_sizes: Vec<u64> = requests
+        .iter()
+        .filter_map(|z| z.hotplug.map(|h| h.0))
+        .collect();
+    let (device_starts, mmio64_start) =
+        arch::layout::place_device_regions(ram_size, block_size, &hotplug_sizes)
+            .ok_or(MemoryError::Layout)?;
+    let mut starts = device_starts.into_iter();
+    let mut zones = Vec::with_capacity(requests.len());
+    for (request, ranges) in requests.iter().zip(per_zone) {
+        let device = match request.hotplug {
+            Some((size, hotplugged_size)) => Some(DeviceRegion {
+                addr: starts.next().ok_or(MemoryError::Layout)?,
+                size,
+                hotplugged_size,
+                block_size,
+                host_addr: 0,
+                backing: Backing::PrivateAnonymous,
+                page_size: if request.hugepages {
+                    HUGE_PAGE_SIZE
+                } else {
+                    4096
+                },
+                prefault: request.prefault,
+            }),
+            None => None,
+        };
+        zones.push(MemoryZone {
+            id: request.id.clone(),
+            node: request.node,
+            boot_ranges: ranges,
+            device,
+        });
+    }
+    Ok((zones, mmio64_start))
+}
+
 impl MemoryManager {
-    /// Allocates boot RAM and the virtio-mem regions `config` asks for, and maps them into
-    /// `vm`.
+    /// Allocates boot RAM and the virtio-mem regions `config` asks for (placed by
+    /// [`place_zones`]), and maps them into `vm`.
     pub fn new(vm: &Arc<dyn hypervisor::Vm>, config: &VmConfig) -> Result<Self, MemoryError> {
         let requests = zone_requests(config);
         let ram_size = config.memory.boot_ram();
-        let block_size = config.memory.block_size;
-        let boot_ranges = arch::layout::ram_ranges(ram_size);
-        let sizes: Vec<u64> = requests.iter().map(|z| z.boot_size).collect();
-        let per_zone = split_ranges(&boot_ranges, &sizes);
-        let hotplug_sizes: Vec<u64> = requests
-            .iter()
-            .filter_map(|z| z.hotplug.map(|h| h.0))
-            .collect();
-        let (device_starts, mmio64_start) =
-            arch::layout::place_device_regions(ram_size, block_size, &hotplug_sizes)
-                .ok_or(MemoryError::Layout)?;
+        let (mut zones, mmio64_start) = place(&requests, config)?;
 
         let mut regions = Vec::new();
         // Boot RAM: one mapping per range; shared, hugepages or prefaulted if any zone wants it.
@@ -230,48 +275,27 @@ impl MemoryManager {
         } else {
             0
         };
-        for &(start, size) in &boot_ranges {
+        for (start, size) in arch::layout::ram_ranges(ram_size) {
             let (mapping, _) = map(size, any(|z| z.shared), any(|z| z.hugepages), populate)?;
             regions.push(
                 GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
             );
         }
-        let mut zones = Vec::with_capacity(requests.len());
-        let mut starts = device_starts.into_iter();
-        for (request, ranges) in requests.into_iter().zip(per_zone) {
-            let device = match request.hotplug {
-                Some((size, hotplugged_size)) => {
-                    let addr = starts.next().ok_or(MemoryError::Layout)?;
-                    let (mapping, backing) =
-                        map(size, request.shared, request.hugepages, libc::MAP_NORESERVE)?;
-                    let host_addr = mapping.as_ptr() as u64;
-                    regions.push(
-                        GuestRegionMmap::new(mapping, GuestAddress(addr))
-                            .ok_or(MemoryError::Layout)?,
-                    );
-                    Some(DeviceRegion {
-                        addr,
-                        size,
-                        hotplugged_size,
-                        block_size,
-                        host_addr,
-                        backing,
-                        page_size: if request.hugepages {
-                            HUGE_PAGE_SIZE
-                        } else {
-                            4096
-                        },
-                        prefault: request.prefault,
-                    })
-                }
-                None => None,
-            };
-            zones.push(MemoryZone {
-                id: request.id,
-                node: request.node,
-                boot_ranges: ranges,
-                device,
-            });
+        for (zone, request) in zones.iter_mut().zip(&requests) {
+            if let Some(device) = zone.device.as_mut() {
+                let (mapping, backing) = map(
+                    device.size,
+                    request.shared,
+                    request.hugepages,
+                    libc::MAP_NORESERVE,
+                )?;
+                device.host_addr = mapping.as_ptr() as u64;
+                device.backing = backing;
+                regions.push(
+                    GuestRegionMmap::new(mapping, GuestAddress(device.addr))
+                        .ok_or(MemoryError::Layout)?,
+                );
+            }
         }
         regions.sort_by_key(|r| r.start_addr());
         let guest_memory =

@@ -2,6 +2,8 @@
 //! thread parses requests and hands each one to the VMM thread, which owns the VM, acts on
 //! it and replies; the `api` thread then writes the response.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
 pub mod routes;
 pub mod server;
 pub mod socket;
