@@ -37,6 +37,8 @@ pub(crate) trait Stream {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Sends what the peer takes: `WouldBlock` when it takes nothing now.
     fn send(&mut self, bytes: &[u8]) -> io::Result<usize>;
+    /// Ends the sending side: the peer reads end of file after what was sent.
+    fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
@@ -46,6 +48,10 @@ impl Stream for UnixStream {
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
         send(self.as_raw_fd(), bytes)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
     }
 }
 
@@ -284,7 +290,7 @@ impl<S: Stream> Connection<S> {
         if let Some(until) = self.lingering_until {
             return until <= now;
         }
-        if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+        if let Err(e) = self.stream.shutdown_write() {
             log::debug!("shutting down an API connection's write side: {e}");
             return true;
         }

@@ -326,6 +326,10 @@ impl Stream for Pipe {
         self.unread += n;
         Ok(n)
     }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Transcript {
