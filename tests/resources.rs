@@ -47,6 +47,7 @@ fn create(client: &mut ApiClient, kernel: &Path, serial: &str) {
 /// Asserts that `after` holds no more than `before`, allowing memory one VM's worth of
 /// noise (a leaked VM would add its guest memory every cycle).
 fn assert_flat(before: Resources, after: Resources, what: &str) {
+    eprintln!("{what}: {before:?} -> {after:?}");
     assert_eq!(
         before.fds, after.fds,
         "{what}: descriptors {before:?} -> {after:?}"
