@@ -39,6 +39,8 @@ pub(crate) trait Stream {
     fn send(&mut self, bytes: &[u8]) -> io::Result<usize>;
     /// Ends the sending side: the peer reads end of file after what was sent.
     fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Whether bytes have arrived that `recv` has not taken yet (end of file is none).
+    fn has_pending_input(&self) -> bool;
 }
 
 impl Stream for UnixStream {
@@ -52,6 +54,22 @@ impl Stream for UnixStream {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn has_pending_input(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: recv(2) writes at most one byte into `byte`, which lives across the
+        // call; MSG_PEEK leaves the byte in the socket, MSG_DONTWAIT never blocks. The
+        // result is only compared.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
     }
 }
 
@@ -303,6 +321,13 @@ impl<S: Stream> Connection<S> {
     /// nothing yet.
     pub(crate) fn is_idle(&self) -> bool {
         self.request_started.is_none() && self.output.is_empty() && !self.closing
+    }
+
+    /// Whether the connection can be closed to make room for a newcomer: nothing under way
+    /// and nothing arrived that the server has not read yet (a request waiting in the
+    /// socket would be lost, and the client reset).
+    pub(crate) fn can_make_room(&self) -> bool {
+        self.is_idle() && !self.stream.has_pending_input()
     }
 
     /// Whether the connection has sent nothing and been answered nothing since it was

@@ -330,6 +330,10 @@ impl Stream for Pipe {
     fn shutdown_write(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    fn has_pending_input(&self) -> bool {
+        self.read < self.incoming.len()
+    }
 }
 
 impl Transcript {

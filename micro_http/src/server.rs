@@ -188,13 +188,13 @@ impl HttpServer {
     }
 
     /// Closes the connection with nothing under way (kept alive between requests, or new
-    /// and silent) that has been quiet longest; false if every connection has a request or
-    /// an answer under way.
+    /// and silent, and no request waiting unread in its socket) that has been quiet
+    /// longest; false if every connection has a request or an answer under way.
     fn evict_longest_idle(&mut self) -> bool {
         let oldest = self
             .connections
             .iter()
-            .filter(|(_, connection)| connection.is_idle())
+            .filter(|(_, connection)| connection.can_make_room())
             .min_by_key(|(_, connection)| connection.last_activity())
             .map(|(token, _)| *token);
         match oldest {
