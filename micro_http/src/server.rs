@@ -297,31 +297,34 @@ impl HttpServer {
         }
     }
 
-    /// A connection past its deadline. An idle one is closed. One with a request under way
-    /// gets a last look at its socket first, since a slow handler may have kept the loop
-    /// from reading bytes that did arrive in time; if the request is still incomplete it
-    /// is answered 408 and closed.
+    /// A connection past its deadline gets a last look at its socket first, since a slow
+    /// handler may have kept the loop from reading bytes that did arrive in time (the rest
+    /// of a request, or the first request of a connection that looked silent). If it is
+    /// still past its deadline then, an idle one is closed, and one with an incomplete
+    /// request is answered 408 and closed.
     fn expire(&mut self, token: u64, handler: &mut dyn FnMut(Request) -> Response) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
-        if connection.deadline(&self.config).1 == Wait::Idle {
-            log::debug!("closing an idle API connection");
-            self.close(token);
-            return;
-        }
         let now = Instant::now();
         let mut result = connection.receive(&mut self.scratch, &self.config, now);
         if result.is_ok() {
             result = connection.serve(&self.config, handler, now);
         }
         if result.is_ok() && !connection.finished() {
-            let (deadline, wait) = connection.deadline(&self.config);
-            if wait == Wait::Request && deadline <= now {
-                log::debug!("API request timed out");
-                connection.time_out(now);
-                self.close(token);
-                return;
+            match connection.deadline(&self.config) {
+                (deadline, Wait::Idle) if deadline <= now => {
+                    log::debug!("closing an idle API connection");
+                    self.close(token);
+                    return;
+                }
+                (deadline, Wait::Request) if deadline <= now => {
+                    log::debug!("API request timed out");
+                    connection.time_out(now);
+                    self.close(token);
+                    return;
+                }
+                _ => {}
             }
         }
         self.settle(token, result);

@@ -109,3 +109,30 @@ fn slow_handler_does_not_time_out_requests_that_arrived() {
     assert_eq!(slow.reply().text(), "GET /slow ");
     assert_eq!(waiting.reply().text(), "PUT /late abcd");
 }
+
+#[test]
+fn slow_handler_does_not_close_connections_whose_first_request_arrived() {
+    // While the handler blocks the loop past the request timeout, new clients connect and
+    // send their requests at once; the server has not read them when their time as silent
+    // connections runs out, and must serve them rather than close (and reset) them.
+    let timeout = Duration::from_millis(200);
+    let server = TestServer::with_handler(config(timeout, Duration::from_secs(60)), |request| {
+        if request.path == "/slow" {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        crate::common::echo(request)
+    });
+    // Connected, and taken in by the server, before the slow request.
+    let mut others: Vec<_> = (0..4).map(|_| server.client()).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut slow = server.client();
+    slow.send("GET /slow HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    for (i, client) in others.iter_mut().enumerate() {
+        client.send(format!("GET /other/{i} HTTP/1.1\r\n\r\n"));
+    }
+    assert_eq!(slow.reply().text(), "GET /slow ");
+    for (i, client) in others.iter_mut().enumerate() {
+        assert_eq!(client.reply().text(), format!("GET /other/{i} "));
+    }
+}
