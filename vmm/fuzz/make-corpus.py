@@ -16,7 +16,7 @@ SMALL_LIMITS = 0x40
 
 
 def window(n):
-    """n: 0 none, 1 256 B, 2 4 KiB, 3 64 KiB."""
+    """n: 0 no limit, 1 256 B, 2 4 KiB, 3 64 KiB."""
     return n << 4
 
 

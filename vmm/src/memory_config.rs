@@ -704,6 +704,25 @@ mod tests {
         assert!(err(&vm(m, 2, Some(far))).reason.contains("distance 10"));
     }
 
+    /// Zones whose sizes add up past 2^64 (each a multiple of 2 MiB, e.g. 2^63 + 2^63 +
+    /// 1 GiB) made validation itself overflow summing boot RAM: a panic in debug builds
+    /// (the VMM thread, on vm.create), and in release a wrapped boot RAM of 1 GiB that
+    /// passed. Found reviewing the arch::layout::ram_end overflow the API fuzz body found;
+    /// confirmed through the same body.
+    #[test]
+    fn zones_adding_up_past_2_pow_64_are_refused() {
+        let half = format!("size={}", 1u64 << 63);
+        let m = zones(&[
+            &format!("id=a,{half}"),
+            &format!("id=b,{half}"),
+            "id=c,size=1G",
+        ]);
+        assert_eq!(m.boot_ram(), u64::MAX);
+        let e = err(&vm(m, 1, None));
+        assert_eq!(e.option, "--memory-zone");
+        assert!(e.reason.contains("more than the 4 PiB"), "{e}");
+    }
+
     #[test]
     fn boot_ram_is_bounded_without_overflow() {
         let max = MemoryConfig {

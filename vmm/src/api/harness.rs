@@ -68,7 +68,7 @@ impl<'a> Script<'a> {
     ///
     /// - a control byte: bits 0-2, how many split points follow (0-7); bit 3, the client
     ///   stalls at the end rather than shutting down its side; bits 4-5, the client's
-    ///   receive window (none, 256 B, 4 KiB, 64 KiB); bit 6, small limits follow; bit 7
+    ///   receive window (no limit, 256 B, 4 KiB, 64 KiB); bit 6, small limits follow; bit 7
     ///   unused;
     /// - with small limits, two bytes `h` and `b`: at most `16 + 8h` bytes of head and
     ///   `16b` of body;

@@ -301,6 +301,20 @@ fn fuzz_body_on_hand_made_inputs() {
     ] {
         run(data);
     }
+    // Zones adding up past 2^64 bytes (memory_config's zones_adding_up_past_2_pow_64_...):
+    // refused by validation, not a panic.
+    let half = 1u64 << 63;
+    let config = format!(
+        r#"{{"memory":{{"size":0,"zones":[{{"id":"a","size":{half}}},{{"id":"b","size":{half}}},{{"id":"c","size":1073741824}}]}},"payload":{{"kernel":"/proc/self/exe"}}}}"#
+    );
+    let text = format!(
+        "PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: {}\r\n\r\n{config}\
+         PUT /api/v1/vm.boot HTTP/1.1\r\n\r\nGET /api/v1/vm.info HTTP/1.1\r\n\r\n",
+        config.len()
+    );
+    let stats = run(&encode(0, None, &[], text.as_bytes()));
+    assert_eq!((stats.requests, stats.invalid_config), (3, 1));
+
     let big = format!(
         "GET /api/v1/vmm.ping HTTP/1.1\r\nX: {}\r\n\r\n",
         "a".repeat(17_000)
@@ -350,4 +364,23 @@ fn decode_inverts_encode() {
     assert_eq!(script.window, Some(4096));
     assert_eq!(script.config.max_header_bytes, 16 + 24);
     assert_eq!(script.config.max_body_bytes, 64);
+}
+
+/// Replays one input, e.g. a fuzzer artifact, in the debug build (tests run in `vmm/`, so
+/// give an absolute path):
+/// `REPLAY=$PWD/vmm/fuzz/artifacts/api_request/<file> cargo test -p vmm --lib replay --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "needs REPLAY=<input file>"]
+fn replay() {
+    let path = std::env::var("REPLAY").expect("REPLAY=<input file>");
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let script = Script::decode(&data);
+    let reads: Vec<usize> = script.reads.iter().map(|r| r.len()).collect();
+    eprintln!(
+        "{:?}, {:?}, window {:?}, reads {reads:?}",
+        script.config, script.ending, script.window
+    );
+    eprintln!("{:?}", String::from_utf8_lossy(script.stream));
+    eprintln!("{:?}", run(&data));
 }
