@@ -1,4 +1,4 @@
-//! Guest physical memory layout (see docs/design and ../shared/design.md).
+//! Guest physical memory layout (see docs/design.md and docs/memory.md).
 //!
 //! ```text
 //! 0        .. 640 KiB   RAM: GDT, PVH start info, zero page, page tables, command line
