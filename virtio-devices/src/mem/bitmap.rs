@@ -1,6 +1,6 @@
 //! A packed bitmap of plugged blocks: bit `i` is set when block `i` of the device region is
 //! plugged. The count of set bits is kept in step with every change, so `plugged_size` can be
-//! read without a scan (reference §1.3: `plugged_size` "must always match the real block
+//! read without a scan (docs/virtio-mem.md §1.3: `plugged_size` "must always match the real block
 //! state").
 
 /// A block range that does not lie inside the bitmap.

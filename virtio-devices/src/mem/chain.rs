@@ -3,7 +3,7 @@
 //! (split or packed, PCI or MMIO): the transport pops the chain, calls [`handle_chain`], and on
 //! `Ok(len)` adds the chain's head to the used ring with `len` and signals the queue.
 //!
-//! On `Err`, the chain is malformed (reference §1.5 "Malformed descriptors", §3): request
+//! On `Err`, the chain is malformed (docs/virtio-mem.md §1.5 "Malformed descriptors", §3): request
 //! shorter than 24 bytes, response buffer shorter than 10 bytes, unknown type, or buffers
 //! outside guest memory. The device state is unchanged; the transport logs the error, sets
 //! `DEVICE_NEEDS_RESET` in the device status, sends a config-change interrupt, and stops
@@ -35,7 +35,7 @@ pub enum ChainError {
 /// Reads the request from the chain's device-readable buffers, handles it, and writes the
 /// response into its device-writable buffers. Returns the number of bytes written, for the
 /// used ring (always 10). The request may be spread over several descriptors, and so may the
-/// response buffer; bytes past the first 24 of request are ignored (reference §1.4).
+/// response buffer; bytes past the first 24 of request are ignored (docs/virtio-mem.md §1.4).
 pub fn handle_chain<M, T, B>(
     state: &mut VirtioMemState,
     mem: &M,

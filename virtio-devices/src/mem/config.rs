@@ -1,26 +1,26 @@
-//! The virtio-mem device configuration space and feature bits (reference §1.2, §1.3).
+//! The virtio-mem device configuration space and feature bits (docs/virtio-mem.md §1.2, §1.3).
 
 use virtio_bindings::virtio_config;
 use virtio_bindings::virtio_ids;
 
-/// Virtio device ID of virtio-mem (reference §1.1).
+/// Virtio device ID of virtio-mem (docs/virtio-mem.md §1.1).
 pub const VIRTIO_ID_MEM: u32 = virtio_ids::VIRTIO_ID_MEM;
 
-/// Feature bit: `node_id` is valid and is an ACPI proximity domain (reference §1.2, bit 0).
+/// Feature bit: `node_id` is valid and is an ACPI proximity domain (docs/virtio-mem.md §1.2, bit 0).
 pub const VIRTIO_MEM_F_ACPI_PXM: u32 = 0;
-/// Feature bit: the driver must not access unplugged memory at all (reference §1.2, bit 1).
+/// Feature bit: the driver must not access unplugged memory at all (docs/virtio-mem.md §1.2, bit 1).
 pub const VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE: u32 = 1;
-/// Feature bit: block states survive suspend and resume (reference §1.2, bit 2; virtio v1.4+).
+/// Feature bit: block states survive suspend and resume (docs/virtio-mem.md §1.2, bit 2; virtio v1.4+).
 /// Accordion does not offer it, so a conforming driver refuses to suspend the guest.
 pub const VIRTIO_MEM_F_PERSISTENT_SUSPEND: u32 = 2;
-/// Feature bit: the device conforms to virtio 1.0 or later (reference §1.1: every
+/// Feature bit: the device conforms to virtio 1.0 or later (docs/virtio-mem.md §1.1: every
 /// implementation offers it and QEMU forces it).
 pub const VIRTIO_F_VERSION_1: u32 = virtio_config::VIRTIO_F_VERSION_1;
 
-/// Size in bytes of `struct virtio_mem_config` (reference §1.3).
+/// Size in bytes of `struct virtio_mem_config` (docs/virtio-mem.md §1.3).
 pub const CONFIG_SPACE_SIZE: usize = 56;
 
-/// The feature bits the device offers (reference §3): `VIRTIO_F_VERSION_1`,
+/// The feature bits the device offers (docs/virtio-mem.md §3): `VIRTIO_F_VERSION_1`,
 /// `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`, and `VIRTIO_MEM_F_ACPI_PXM` when the device
 /// belongs to a guest NUMA node (`has_node` is true and `node_id` holds its proximity domain).
 pub fn device_features(has_node: bool) -> u64 {
@@ -33,15 +33,15 @@ pub fn device_features(has_node: bool) -> u64 {
 
 /// Whether the device can operate with the features the driver acknowledged.
 ///
-/// Only `VIRTIO_F_VERSION_1` is required (reference §1.1). `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`
-/// is offered but not required (reference §1.2 lets the device refuse, it need not): Accordion
+/// Only `VIRTIO_F_VERSION_1` is required (docs/virtio-mem.md §1.1). `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`
+/// is offered but not required (docs/virtio-mem.md §1.2 lets the device refuse, it need not): Accordion
 /// keeps unplugged blocks mapped, so CPU reads of them keep working as §1.6 demands of a
 /// driver that did not accept the bit (Linux before 5.16 does not know it).
 pub fn features_acceptable(acked: u64) -> bool {
     acked & (1u64 << VIRTIO_F_VERSION_1) != 0
 }
 
-/// `struct virtio_mem_config` (reference §1.3): what the driver reads from the device
+/// `struct virtio_mem_config` (docs/virtio-mem.md §1.3): what the driver reads from the device
 /// configuration space. All fields are little-endian on the wire; the 6 padding bytes after
 /// `node_id` read as zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct VirtioMemConfig {
 }
 
 impl VirtioMemConfig {
-    /// The configuration space as the driver sees it (reference §1.3 offsets).
+    /// The configuration space as the driver sees it (docs/virtio-mem.md §1.3 offsets).
     pub fn to_bytes(&self) -> [u8; CONFIG_SPACE_SIZE] {
         let mut b = [0u8; CONFIG_SPACE_SIZE];
         b[0..8].copy_from_slice(&self.block_size.to_le_bytes());
@@ -114,7 +114,7 @@ impl VirtioMemConfig {
         n
     }
 
-    /// A driver write to the configuration space: ignored (reference §1.3: the space is
+    /// A driver write to the configuration space: ignored (docs/virtio-mem.md §1.3: the space is
     /// read-only for the driver, and a device can ignore writes). Logged at debug level only,
     /// so that a guest writing in a loop cannot flood the host's log.
     pub fn write(&self, offset: u64, data: &[u8]) {

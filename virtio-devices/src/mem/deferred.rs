@@ -7,7 +7,7 @@
 //! Safe because the device thread does the held discards itself, before it takes the next
 //! batch of requests, and because a PLUG in the same batch first does every held discard:
 //! a block is never discarded after it was plugged again. Between the answer and the
-//! discard the guest does not touch the unplugged blocks (reference §1.6: unplugged memory
+//! discard the guest does not touch the unplugged blocks (docs/virtio-mem.md §1.6: unplugged memory
 //! must not be accessed; `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`).
 //!
 //! The cost: a discard that fails can no longer be answered BUSY. The blocks are unplugged as

@@ -4,7 +4,7 @@
 //!
 //! The configuration space is read from the published status ([`super::VirtioMemStatus`]), so a
 //! configuration read never waits for a request being handled. A device reset stops the
-//! thread and keeps the plugged blocks (reference §1.7); [`VirtioDevice::system_reset`]
+//! thread and keeps the plugged blocks (docs/virtio-mem.md §1.7); [`VirtioDevice::system_reset`]
 //! unplugs everything. No `VIRTIO_RING_F_EVENT_IDX` or indirect descriptors are offered: the
 //! Linux driver keeps one request in flight, so neither would save anything.
 
@@ -22,7 +22,7 @@ use crate::device::{
     ActivateContext, ActivateError, ResetError, VirtioDevice, VirtioInterruptType,
 };
 
-/// Size of the guest-request queue (reference §1.1: what QEMU, Cloud Hypervisor and
+/// Size of the guest-request queue (docs/virtio-mem.md §1.1: what QEMU, Cloud Hypervisor and
 /// Firecracker use).
 pub const QUEUE_SIZE: u16 = 128;
 

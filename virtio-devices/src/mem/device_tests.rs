@@ -152,7 +152,7 @@ fn plug_through_the_queue_is_acked_in_the_used_ring() {
     let response = driver.send(&bed, state);
     assert_eq!(response, Response::Ack(Some(BlockState::Mixed)).to_bytes());
     assert_eq!(driver.used(1), (2, RESPONSE_SIZE as u32));
-    // No configuration interrupt for a plugged-size change (reference §1.3).
+    // No configuration interrupt for a plugged-size change (docs/virtio-mem.md §1.3).
     assert_eq!(bed.msi.count(CONFIG_VECTOR), 0);
 }
 
@@ -183,7 +183,7 @@ fn device_reset_stops_the_thread_and_keeps_plugged_blocks() {
         u64::from(VIRTIO_MSI_NO_VECTOR)
     );
     assert_eq!(bed.common_read(common::Q_DESC, 4), 0);
-    // The plugged blocks are still plugged (reference §1.7).
+    // The plugged blocks are still plugged (docs/virtio-mem.md §1.7).
     assert_eq!(bed.config_u64(CFG_PLUGGED), 4 * BS);
     assert_eq!(handle.status().plugged_size, 4 * BS);
 
@@ -508,7 +508,7 @@ fn system_reset_unplugs_everything() {
     let status = handle.status();
     assert_eq!(status.plugged_size, 0);
     assert_eq!(status.requested_size, 0);
-    // Recomputed from the requested size (reference §1.3: only at system reset or
+    // Recomputed from the requested size (docs/virtio-mem.md §1.3: only at system reset or
     // UNPLUG_ALL may it shrink).
     assert_eq!(status.usable_region_size, 0);
     assert_eq!(bed.config_u64(CFG_PLUGGED), 0);
@@ -585,7 +585,7 @@ fn features_are_checked_at_features_ok() {
     assert!(!bed.negotiate(1 << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE));
     // A feature the device did not offer.
     assert!(!bed.negotiate(FEATURES | 1 << VIRTIO_MEM_F_ACPI_PXM));
-    // VERSION_1 alone is enough (reference §1.2: UNPLUGGED_INACCESSIBLE is not required).
+    // VERSION_1 alone is enough (docs/virtio-mem.md §1.2: UNPLUGGED_INACCESSIBLE is not required).
     assert!(bed.negotiate(1 << VIRTIO_F_VERSION_1));
     // Driver features read back; writes after FEATURES_OK are ignored.
     bed.common_write(common::GFSELECT, 1, 4);

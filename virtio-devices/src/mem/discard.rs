@@ -1,5 +1,5 @@
 //! A [`BlockBackend`] over real host memory: discards unplugged blocks so the host gets the
-//! memory back, and optionally prefaults plugged ones (reference §1.6, §3).
+//! memory back, and optionally prefaults plugged ones (docs/virtio-mem.md §1.6, §3).
 //!
 //! | backing | unplug (discard) | plug |
 //! |---|---|---|
@@ -7,7 +7,7 @@
 //! | shared file (`MAP_SHARED` of a memfd, hugetlbfs or tmpfs file) | `fallocate(FALLOC_FL_PUNCH_HOLE \| FALLOC_FL_KEEP_SIZE)` at the file offset | same |
 //! | private file (`MAP_PRIVATE` of such a file) | both: `MADV_DONTNEED` drops the private copies, the punch drops the file pages | same |
 //!
-//! A discarded range reads back as zeros (reference §3: a plug of discarded blocks hands the
+//! A discarded range reads back as zeros (docs/virtio-mem.md §3: a plug of discarded blocks hands the
 //! guest zero-filled pages). Hugetlb backings need offsets and lengths that are multiples of
 //! the huge page size: pass it as `page_size`, and use a block size at least that large.
 

@@ -141,7 +141,7 @@ fn private_anonymous_discard_zeroes_and_frees() {
         m.all(0, MIB, 0xab) && m.all(3 * MIB, MIB, 0xab),
         "the rest is untouched"
     );
-    // Plugging again hands out zero pages (reference §3).
+    // Plugging again hands out zero pages (docs/virtio-mem.md §3).
     b.plug(MIB, 2 * MIB).unwrap();
     assert!(m.all(MIB, 2 * MIB, 0));
 }

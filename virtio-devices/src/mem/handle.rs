@@ -17,7 +17,7 @@ impl VirtioMemHandle {
         VirtioMemHandle { shared }
     }
 
-    /// Asks the guest for `requested_size` bytes of this device's region (reference §1.3,
+    /// Asks the guest for `requested_size` bytes of this device's region (docs/virtio-mem.md §1.3,
     /// design "Resize, end to end"). Validates it (a multiple of the block size, at most the
     /// region size) and returns at once: the new `requested_size` (and a grown
     /// `usable_region_size`) shows in [`status`](Self::status) and in the configuration space

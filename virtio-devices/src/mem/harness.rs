@@ -44,7 +44,7 @@ impl Input<'_> {
     }
 }
 
-/// Checks the state's invariants (reference §1.3) and its agreement with the backend.
+/// Checks the state's invariants (docs/virtio-mem.md §1.3) and its agreement with the backend.
 pub fn check_invariants(s: &VirtioMemState, backend: &FakeBackend) {
     let bs = s.block_size();
     // Counted from the bits themselves, not from the bitmap's running count that

@@ -1,7 +1,7 @@
 //! The transport-independent core of the virtio-mem device (device ID 24).
 //!
-//! Everything here follows `shared/reference/virtio-mem.md` (the specification digest); doc
-//! comments cite its rule numbers (§1.3 and so on).
+//! Everything here follows docs/virtio-mem.md (the rules of the specification and the choices
+//! made where it leaves room); doc comments cite its sections (§1.3 and so on).
 //!
 //! - [`config`]: the configuration space layout and the feature bits.
 //! - [`bitmap`]: the packed bitmap of plugged blocks.

@@ -1,33 +1,33 @@
-//! The guest-request wire format: 24-byte requests and 10-byte responses (reference §1.4).
+//! The guest-request wire format: 24-byte requests and 10-byte responses (docs/virtio-mem.md §1.4).
 
-/// Size in bytes of `struct virtio_mem_req` (reference §1.4).
+/// Size in bytes of `struct virtio_mem_req` (docs/virtio-mem.md §1.4).
 pub const REQUEST_SIZE: usize = 24;
-/// Size in bytes of `struct virtio_mem_resp` (reference §1.4).
+/// Size in bytes of `struct virtio_mem_resp` (docs/virtio-mem.md §1.4).
 pub const RESPONSE_SIZE: usize = 10;
 
-/// Request type PLUG (reference §1.4).
+/// Request type PLUG (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_REQ_PLUG: u16 = 0;
-/// Request type UNPLUG (reference §1.4).
+/// Request type UNPLUG (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_REQ_UNPLUG: u16 = 1;
-/// Request type UNPLUG_ALL (reference §1.4).
+/// Request type UNPLUG_ALL (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_REQ_UNPLUG_ALL: u16 = 2;
-/// Request type STATE (reference §1.4).
+/// Request type STATE (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_REQ_STATE: u16 = 3;
 
-/// Response type ACK (reference §1.4).
+/// Response type ACK (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_RESP_ACK: u16 = 0;
-/// Response type NACK (reference §1.4).
+/// Response type NACK (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_RESP_NACK: u16 = 1;
-/// Response type BUSY (reference §1.4).
+/// Response type BUSY (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_RESP_BUSY: u16 = 2;
-/// Response type ERROR (reference §1.4).
+/// Response type ERROR (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_RESP_ERROR: u16 = 3;
 
-/// STATE answer: every block of the range is plugged (reference §1.4).
+/// STATE answer: every block of the range is plugged (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_STATE_PLUGGED: u16 = 0;
-/// STATE answer: no block of the range is plugged (reference §1.4).
+/// STATE answer: no block of the range is plugged (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_STATE_UNPLUGGED: u16 = 1;
-/// STATE answer: some blocks are plugged, some are not (reference §1.4).
+/// STATE answer: some blocks are plugged, some are not (docs/virtio-mem.md §1.4).
 pub const VIRTIO_MEM_STATE_MIXED: u16 = 2;
 
 /// A request that cannot be parsed. The specification does not cover these; the reference
@@ -60,7 +60,7 @@ pub enum RequestType {
 }
 
 /// A parsed request. Padding, and the fields UNPLUG_ALL does not define, are ignored
-/// (reference §1.4: "The device MUST ignore all padding, and any data a request type does not
+/// (docs/virtio-mem.md §1.4: "The device MUST ignore all padding, and any data a request type does not
 /// define").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -147,7 +147,7 @@ pub enum BlockState {
 }
 
 impl BlockState {
-    /// The wire value (reference §1.4).
+    /// The wire value (docs/virtio-mem.md §1.4).
     pub fn to_wire(self) -> u16 {
         match self {
             BlockState::Plugged => VIRTIO_MEM_STATE_PLUGGED,
@@ -158,7 +158,7 @@ impl BlockState {
 }
 
 /// A response. `Ack` carries the block state when it answers a STATE request; the driver reads
-/// `state` only then (reference §1.4).
+/// `state` only then (docs/virtio-mem.md §1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Response {
     /// ACK; `Some(state)` for a STATE request, `None` otherwise.

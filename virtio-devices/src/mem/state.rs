@@ -1,4 +1,4 @@
-//! The device's memory state and the request-handling rules (reference §1.3, §1.5, §1.7, §3).
+//! The device's memory state and the request-handling rules (docs/virtio-mem.md §1.3, §1.5, §1.7, §3).
 //!
 //! [`VirtioMemState`] holds the block bitmap, `requested_size` and `usable_region_size`, and
 //! answers requests. It knows nothing of queues or interrupts: the transport reads requests,
@@ -6,7 +6,7 @@
 //! response, and raises the config-change interrupt when [`VirtioMemState::set_requested_size`]
 //! says so. Host memory is populated and discarded through a [`BlockBackend`].
 //!
-//! # Usable-region policy (reference §1.3, §1.8, §3)
+//! # Usable-region policy (docs/virtio-mem.md §1.3, §1.8, §3)
 //!
 //! `usable_region_size` is kept at least [`MemGeometry::usable_region_for`]`(requested_size)`:
 //! `0` when `requested_size` is 0, otherwise `requested_size +` [`USABLE_REGION_MARGIN`]
@@ -16,7 +16,7 @@
 //! except while processing UNPLUG_ALL and at system reset, where it is recomputed from
 //! `requested_size` with nothing plugged (QEMU's rule; it drops to 0 when `requested_size` is 0).
 //!
-//! # Answers (reference §1.5, §3)
+//! # Answers (docs/virtio-mem.md §1.5, §3)
 //!
 //! For PLUG, UNPLUG and STATE, in this order:
 //! 1. ERROR when the range is invalid: `addr` not aligned to `block_size`, `nb_blocks == 0`,
@@ -27,9 +27,9 @@
 //!    an unplugged one). This comes before the NACK check: asking for a block in the wrong
 //!    state is a driver bug whatever the sizes; a correct driver never sees the difference
 //!    (QEMU checks NACK first).
-//! 4. PLUG: NACK when `plugged_size + size > requested_size` (reference §3: NACK, not ERROR).
+//! 4. PLUG: NACK when `plugged_size + size > requested_size` (docs/virtio-mem.md §3: NACK, not ERROR).
 //! 5. BUSY while the host has set [`VirtioMemState::set_busy`] (migration, snapshot).
-//! 6. BUSY when the backend fails (reference §3: "when a preallocation fails"). The bitmap is
+//! 6. BUSY when the backend fails (docs/virtio-mem.md §3: "when a preallocation fails"). The bitmap is
 //!    untouched, a failed plug is rolled back (what was populated is discarded again), so the
 //!    request is all-or-nothing. BUSY rather than ERROR because Linux marks the whole device
 //!    broken on ERROR (`-EINVAL`) but retries BUSY (`-ETXTBSY`) on its back-off timer.
@@ -46,7 +46,7 @@ use super::config::{device_features, VirtioMemConfig};
 use super::request::{BlockState, Request, RequestError, RequestType, Response, ResponseType};
 
 /// The margin added to `requested_size` to get `usable_region_size`: 256 MiB, what QEMU uses on
-/// x86-64 (reference §1.8, §3).
+/// x86-64 (docs/virtio-mem.md §1.8, §3).
 pub const USABLE_REGION_MARGIN: u64 = 256 << 20;
 
 /// The smallest block size accepted: one 4 KiB page, below which memory cannot be discarded.
@@ -67,7 +67,7 @@ pub trait BlockBackend {
     /// [`BlockBackend::unplug`], so a plug is all-or-nothing.
     fn plug(&mut self, offset: u64, len: u64) -> io::Result<()>;
 
-    /// Gives the host memory of `[offset, offset + len)` back (reference §1.6: the device may
+    /// Gives the host memory of `[offset, offset + len)` back (docs/virtio-mem.md §1.6: the device may
     /// discard unplugged memory). Never called for a block the guest still has plugged.
     fn unplug(&mut self, offset: u64, len: u64) -> io::Result<()>;
 }
@@ -91,13 +91,13 @@ impl BlockBackend for NoopBackend {
 /// them as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SetupError {
-    /// The block size is not a power of two (reference §1.3).
+    /// The block size is not a power of two (docs/virtio-mem.md §1.3).
     #[error("virtio-mem block size {0} is not a power of two")]
     BlockSizeNotPowerOfTwo(u64),
     /// The block size is below [`MIN_BLOCK_SIZE`].
     #[error("virtio-mem block size {0} is below the minimum of {MIN_BLOCK_SIZE} bytes")]
     BlockSizeTooSmall(u64),
-    /// The region start is not a multiple of the block size (reference §1.3).
+    /// The region start is not a multiple of the block size (docs/virtio-mem.md §1.3).
     #[error(
         "virtio-mem region address {addr:#x} is not aligned to the block size {block_size:#x}"
     )]
@@ -107,7 +107,7 @@ pub enum SetupError {
         /// The block size.
         block_size: u64,
     },
-    /// The region size is not a multiple of the block size (reference §1.3).
+    /// The region size is not a multiple of the block size (docs/virtio-mem.md §1.3).
     #[error("virtio-mem region size {region_size:#x} is not a multiple of the block size {block_size:#x}")]
     RegionSizeUnaligned {
         /// The region's size.
@@ -138,7 +138,7 @@ pub enum SetupError {
 /// answer as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResizeError {
-    /// Not a multiple of the block size (reference §1.3: `requested_size` is a multiple of
+    /// Not a multiple of the block size (docs/virtio-mem.md §1.3: `requested_size` is a multiple of
     /// `block_size`).
     #[error("requested size {size} bytes is not a multiple of the virtio-mem block size ({block_size} bytes)")]
     NotBlockMultiple {
@@ -147,7 +147,7 @@ pub enum ResizeError {
         /// The device's block size.
         block_size: u64,
     },
-    /// Larger than the device region (reference §1.3: `requested_size <= usable_region_size
+    /// Larger than the device region (docs/virtio-mem.md §1.3: `requested_size <= usable_region_size
     /// <= region_size`).
     #[error(
         "requested size {size} bytes exceeds the virtio-mem region size ({region_size} bytes)"
@@ -171,7 +171,7 @@ pub struct MemGeometry {
 }
 
 impl MemGeometry {
-    /// Checks the rules of reference §1.3: `block_size` a power of two (and at least
+    /// Checks the rules of docs/virtio-mem.md §1.3: `block_size` a power of two (and at least
     /// [`MIN_BLOCK_SIZE`]), `addr` and `region_size` multiples of it, and the region inside the
     /// address space with at most [`MAX_BLOCKS`] blocks.
     pub fn new(addr: u64, region_size: u64, block_size: u64) -> Result<Self, SetupError> {
@@ -225,7 +225,7 @@ impl MemGeometry {
     }
 
     /// Whether `size` can be the device's `requested_size`: a multiple of the block size, at
-    /// most the region size (reference §1.3).
+    /// most the region size (docs/virtio-mem.md §1.3).
     pub fn check_requested_size(&self, size: u64) -> Result<(), ResizeError> {
         if !size.is_multiple_of(self.block_size) {
             return Err(ResizeError::NotBlockMultiple {
@@ -314,9 +314,9 @@ impl Counters {
 /// The memory state of one virtio-mem device and its request handling.
 ///
 /// Invariants, checked by the tests and the fuzz target after every step:
-/// - `plugged_size() == bitmap().count() * block_size()` (reference §1.3);
+/// - `plugged_size() == bitmap().count() * block_size()` (docs/virtio-mem.md §1.3);
 /// - `plugged_size() <= usable_region_size() <= region_size()`, and no block at or past
-///   `usable_region_size` is plugged (reference §1.3: everything beyond it is unplugged);
+///   `usable_region_size` is plugged (docs/virtio-mem.md §1.3: everything beyond it is unplugged);
 /// - `requested_size() <= usable_region_size()`, all three sizes multiples of the block size.
 #[derive(Clone, Debug)]
 pub struct VirtioMemState {
@@ -330,7 +330,7 @@ pub struct VirtioMemState {
 }
 
 impl VirtioMemState {
-    /// A device over `geometry` with nothing plugged (reference §1.7: all blocks are
+    /// A device over `geometry` with nothing plugged (docs/virtio-mem.md §1.7: all blocks are
     /// unplugged at first start). `node_id` is the ACPI proximity domain when the device
     /// belongs to a guest NUMA node (then `VIRTIO_MEM_F_ACPI_PXM` is offered). The initial
     /// `requested_size` (Cloud Hypervisor's `hotplugged_size`) is what the guest driver plugs
@@ -442,15 +442,15 @@ impl VirtioMemState {
         self.busy
     }
 
-    /// While set, PLUG, UNPLUG and UNPLUG_ALL are answered BUSY (reference §3: while a
+    /// While set, PLUG, UNPLUG and UNPLUG_ALL are answered BUSY (docs/virtio-mem.md §3: while a
     /// migration or snapshot is copying memory). STATE is still answered.
     pub fn set_busy(&mut self, busy: bool) {
         self.busy = busy;
     }
 
     /// Sets `requested_size` (a resize) and grows `usable_region_size` by the policy if needed
-    /// (reference §1.3, §3). Returns whether `requested_size` or `usable_region_size` changed:
-    /// the transport MUST then send a config-change interrupt (reference §1.3). On error
+    /// (docs/virtio-mem.md §1.3, §3). Returns whether `requested_size` or `usable_region_size` changed:
+    /// the transport MUST then send a config-change interrupt (docs/virtio-mem.md §1.3). On error
     /// nothing changes.
     pub fn set_requested_size(&mut self, size: u64) -> Result<bool, ResizeError> {
         self.geometry.check_requested_size(size)?;
@@ -463,7 +463,7 @@ impl VirtioMemState {
         Ok(changed)
     }
 
-    /// System reset (guest reboot; reference §1.7, §3): every block is unplugged, the whole
+    /// System reset (guest reboot; docs/virtio-mem.md §1.7, §3): every block is unplugged, the whole
     /// region is discarded, and `usable_region_size` is recomputed from `requested_size`.
     /// Block state is reset even when the discard fails; the error is returned for the log.
     ///
@@ -483,7 +483,7 @@ impl VirtioMemState {
     /// Handles a request in wire form: parses `request`, handles it, and writes the 10-byte
     /// response into `response`. Both lengths are checked before anything changes, so a
     /// malformed chain never changes state. Returns the response written, or the protocol
-    /// violation (the transport then marks the device DEVICE_NEEDS_RESET; reference §1.5, §3).
+    /// violation (the transport then marks the device DEVICE_NEEDS_RESET; docs/virtio-mem.md §1.5, §3).
     pub fn process<B: BlockBackend + ?Sized>(
         &mut self,
         request: &[u8],
@@ -510,7 +510,7 @@ impl VirtioMemState {
         Ok(resp)
     }
 
-    /// Handles one parsed request and returns the answer (reference §1.5, §3; the order of
+    /// Handles one parsed request and returns the answer (docs/virtio-mem.md §1.5, §3; the order of
     /// the checks is in the module doc). Counts the request and the response.
     pub fn handle<B: BlockBackend + ?Sized>(&mut self, req: Request, backend: &mut B) -> Response {
         self.counters.count_request(req.request_type());
@@ -525,7 +525,7 @@ impl VirtioMemState {
         resp
     }
 
-    /// The blocks `(first, count)` of a valid range (reference §1.5): `addr` aligned to the
+    /// The blocks `(first, count)` of a valid range (docs/virtio-mem.md §1.5): `addr` aligned to the
     /// block size, `nb_blocks > 0`, `addr + size` not overflowing, and the range inside
     /// `[addr_cfg, addr_cfg + usable_region_size)`. `None` when invalid.
     fn valid_range(&self, addr: u64, nb_blocks: u16) -> Option<(u64, u64)> {
@@ -556,7 +556,7 @@ impl VirtioMemState {
         Response::Busy
     }
 
-    /// PLUG (reference §1.5, §3).
+    /// PLUG (docs/virtio-mem.md §1.5, §3).
     fn plug<B: BlockBackend + ?Sized>(&mut self, addr: u64, nb: u16, backend: &mut B) -> Response {
         let Some((first, count)) = self.valid_range(addr, nb) else {
             return Response::Error;
@@ -576,7 +576,7 @@ impl VirtioMemState {
             return Response::Busy;
         }
         if let Err(e) = backend.plug(offset, len) {
-            // All or nothing (reference §1.5): give back whatever was populated.
+            // All or nothing (docs/virtio-mem.md §1.5): give back whatever was populated.
             if let Err(e2) = backend.unplug(offset, len) {
                 log::warn!("virtio-mem: rolling back a failed plug also failed: {e2}");
             }
@@ -589,7 +589,7 @@ impl VirtioMemState {
         Response::Ack(None)
     }
 
-    /// UNPLUG (reference §1.5, §3).
+    /// UNPLUG (docs/virtio-mem.md §1.5, §3).
     fn unplug<B: BlockBackend + ?Sized>(
         &mut self,
         addr: u64,
@@ -618,8 +618,8 @@ impl VirtioMemState {
         Response::Ack(None)
     }
 
-    /// UNPLUG_ALL (reference §1.5): ACK only with nothing plugged; `usable_region_size` may
-    /// shrink here, with no config interrupt (reference §1.3).
+    /// UNPLUG_ALL (docs/virtio-mem.md §1.5): ACK only with nothing plugged; `usable_region_size` may
+    /// shrink here, with no config interrupt (docs/virtio-mem.md §1.3).
     fn unplug_all<B: BlockBackend + ?Sized>(&mut self, backend: &mut B) -> Response {
         if self.busy {
             return Response::Busy;
@@ -642,7 +642,7 @@ impl VirtioMemState {
         Response::Ack(None)
     }
 
-    /// STATE (reference §1.5): ERROR for an invalid range, otherwise ACK with the state.
+    /// STATE (docs/virtio-mem.md §1.5): ERROR for an invalid range, otherwise ACK with the state.
     fn state(&self, addr: u64, nb: u16) -> Response {
         let Some((first, count)) = self.valid_range(addr, nb) else {
             return Response::Error;

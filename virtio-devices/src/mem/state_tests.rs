@@ -1,4 +1,4 @@
-//! Tests of every request-validation rule (reference §1.5, §3), the usable-region policy,
+//! Tests of every request-validation rule (docs/virtio-mem.md §1.5, §3), the usable-region policy,
 //! resizes, resets, counters and the wire-level entry point.
 
 use super::*;
@@ -73,7 +73,7 @@ fn geometry_validation() {
         Err(SetupError::TooManyBlocks { .. })
     ));
     assert!(MemGeometry::new(0, MAX_BLOCKS * 4096, 4096).is_ok());
-    // An empty region is allowed (reference §1.3: region_size >= 0).
+    // An empty region is allowed (docs/virtio-mem.md §1.3: region_size >= 0).
     let g = MemGeometry::new(0, 0, BS).unwrap();
     assert_eq!(g.blocks(), 0);
     // The highest region that fits.
@@ -138,7 +138,7 @@ fn usable_region_only_grows_on_resize() {
     assert_eq!(s.usable_region_size(), 0);
     assert_eq!(s.set_requested_size(2 * GIB), Ok(true));
     assert_eq!(s.usable_region_size(), 2 * GIB + 256 * MIB);
-    // Shrinking requested_size leaves usable_region_size alone (reference §1.3).
+    // Shrinking requested_size leaves usable_region_size alone (docs/virtio-mem.md §1.3).
     assert_eq!(s.set_requested_size(GIB), Ok(true));
     assert_eq!(s.requested_size(), GIB);
     assert_eq!(s.usable_region_size(), 2 * GIB + 256 * MIB);
@@ -176,7 +176,7 @@ fn plug_and_unplug_ack_and_update_plugged_size() {
 fn plug_up_to_requested_then_nack() {
     let (mut s, mut b) = device(4 * BS);
     assert_eq!(s.handle(plug(0, 3), &mut b), ACK);
-    // One block over requested_size: NACK, not ERROR (reference §3).
+    // One block over requested_size: NACK, not ERROR (docs/virtio-mem.md §3).
     assert_eq!(s.handle(plug(3, 2), &mut b), Response::Nack);
     assert_eq!(s.plugged_size(), 3 * BS);
     // Exactly requested_size: ACK.
@@ -310,7 +310,7 @@ fn unplug_of_unplugged_blocks_is_an_error_never_a_nack() {
     assert_eq!(s.handle(plug(0, 4), &mut b), ACK);
     assert_eq!(s.handle(unplug(2, 4), &mut b), Response::Error, "mixed");
     assert_eq!(s.plugged_size(), 4 * BS);
-    // Unplug is never NACKed for size reasons (reference §1.5), even with
+    // Unplug is never NACKed for size reasons (docs/virtio-mem.md §1.5), even with
     // plugged_size > requested_size, or requested_size 0.
     s.set_requested_size(0).unwrap();
     assert_eq!(s.handle(unplug(0, 2), &mut b), ACK);
@@ -363,7 +363,7 @@ fn unplug_all_unplugs_everything_and_recomputes_usable() {
     assert_eq!(s.plugged_size(), 0);
     assert!(b.populated.iter().all(|&p| !p));
     assert_eq!(b.calls.1, 3, "one discard per plugged run");
-    // requested_size 0: usable drops to 0 (QEMU's rule, reference §1.8).
+    // requested_size 0: usable drops to 0 (QEMU's rule, docs/virtio-mem.md §1.8).
     assert_eq!(s.usable_region_size(), 0);
     // Nothing plugged: still ACK.
     assert_eq!(s.handle(Request::UnplugAll, &mut b), ACK);

@@ -4,7 +4,7 @@
 //! For each descriptor chain: [`handle_chain`], add it to the used ring, time it, publish the
 //! status. After a batch, one queue interrupt (event-index suppression is honoured when the
 //! driver negotiated it), then the discards of the batch's unplugs, which were held until the
-//! guest had its answers ([`DeferredDiscard`]). A malformed chain (reference §1.5, §3) is logged, the device is
+//! guest had its answers ([`DeferredDiscard`]). A malformed chain (docs/virtio-mem.md §1.5, §3) is logged, the device is
 //! marked DEVICE_NEEDS_RESET with a configuration-change interrupt, and the queue is left
 //! alone until the driver resets the device; resizes are still served. On a kill the thread
 //! hands the state and backend back.
