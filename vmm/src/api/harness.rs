@@ -37,6 +37,7 @@ use micro_http::{Request, Response, ServerConfig, StatusCode};
 use serde_json::json;
 
 use super::routes::{self, RouteError, API_PREFIX, ROUTES};
+use super::server;
 use super::{ApiAction, ApiError, ApiResult};
 use crate::config::VmConfig;
 use crate::memory_manager::{place_zones, MemoryZone};
@@ -266,22 +267,14 @@ impl Model {
         );
         check_route(&method, &request.path, &routed);
         match routed {
-            Ok(action) => respond(self.act(action)),
-            Err(RouteError::NotFound(path)) => {
-                self.stats.not_found += 1;
-                Response::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"))
-            }
-            Err(RouteError::MethodNotAllowed { path, allowed }) => {
-                self.stats.method_not_allowed += 1;
-                Response::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &format!("{path} takes {allowed}, not {method}"),
-                )
-                .with_header("Allow", allowed)
-            }
-            Err(RouteError::BadRequest(e)) => {
-                self.stats.bad_body += 1;
-                respond(Err(e))
+            Ok(action) => server::respond(self.act(action)),
+            Err(e) => {
+                match &e {
+                    RouteError::NotFound(_) => self.stats.not_found += 1,
+                    RouteError::MethodNotAllowed { .. } => self.stats.method_not_allowed += 1,
+                    RouteError::BadRequest(_) => self.stats.bad_body += 1,
+                }
+                server::refuse(&method, e)
             }
         }
     }
@@ -437,15 +430,6 @@ impl Model {
 
 fn no_vm() -> ApiError {
     ApiError::conflict("no VM has been created")
-}
-
-/// As `api::server::respond`.
-fn respond(result: ApiResult) -> Response {
-    match result {
-        Ok(Some(body)) => Response::json(StatusCode::OK, body.to_string()),
-        Ok(None) => Response::new(StatusCode::NO_CONTENT),
-        Err(e) => Response::error(StatusCode(e.status), &e.message),
-    }
 }
 
 /// Routing agrees with [`ROUTES`].

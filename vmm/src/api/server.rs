@@ -36,7 +36,8 @@ impl ApiChannel {
     }
 }
 
-fn respond(result: ApiResult) -> Response {
+/// The answer to the VMM thread's result: 200 with its JSON, 204, or the error chain.
+pub(crate) fn respond(result: ApiResult) -> Response {
     match result {
         Ok(Some(body)) => Response::json(StatusCode::OK, body.to_string()),
         Ok(None) => Response::new(StatusCode::NO_CONTENT),
@@ -51,20 +52,27 @@ fn respond(result: ApiResult) -> Response {
     }
 }
 
+/// The answer to a `method` request that names no valid action.
+pub(crate) fn refuse(method: &str, error: RouteError) -> Response {
+    match error {
+        RouteError::NotFound(path) => {
+            Response::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"))
+        }
+        RouteError::MethodNotAllowed { path, allowed } => Response::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{path} takes {allowed}, not {method}"),
+        )
+        .with_header("Allow", allowed),
+        RouteError::BadRequest(e) => respond(Err(e)),
+    }
+}
+
 fn handle(channel: &ApiChannel, request: Request) -> Response {
     let method = request.method.to_string();
     log::debug!("API {method} {}", request.path);
     match routes::parse(&method, &request.path, &request.body) {
         Ok(action) => respond(channel.call(action)),
-        Err(RouteError::NotFound(path)) => {
-            Response::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"))
-        }
-        Err(RouteError::MethodNotAllowed { path, allowed }) => Response::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{path} takes {allowed}, not {method}"),
-        )
-        .with_header("Allow", allowed),
-        Err(RouteError::BadRequest(e)) => respond(Err(e)),
+        Err(e) => refuse(&method, e),
     }
 }
 
