@@ -187,6 +187,7 @@ impl MemoryDevice {
             ("error_responses", c.error),
             ("backend_errors", c.backend_errors),
             ("discard_errors", c.discard_errors),
+            ("queue_notifications", c.notifications),
             ("latency_count", l.count),
             ("latency_total_ns", l.total_ns),
             ("latency_max_ns", l.max_ns),

@@ -75,6 +75,19 @@ impl TestServer {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// Waits until the handler has been entered `n` times (at most [`PATIENCE`]).
+    pub fn wait_calls(&self, n: usize) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while self.calls() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the handler ran {} times, not {n}",
+                self.calls()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Stops the server and returns what `run` returned.
     pub fn stop(mut self) -> Result<(), ServerError> {
         self.shut_down().expect("the server thread was running")

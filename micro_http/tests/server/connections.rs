@@ -126,7 +126,8 @@ fn client_that_does_not_read_blocks_nobody() {
     let server = TestServer::start(ServerConfig::default());
     let mut hoarder = server.client();
     hoarder.send("GET /big HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(100));
+    // The big answer is being written to a client that does not read.
+    server.wait_calls(1);
     let mut other = server.client();
     let start = Instant::now();
     assert_eq!(other.get("/quick").text(), "GET /quick ");

@@ -101,10 +101,13 @@ fn slow_handler_does_not_time_out_requests_that_arrived() {
     });
     let mut waiting = server.client();
     waiting.send("PUT /late HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
-    std::thread::sleep(Duration::from_millis(50));
+    // A round trip on another connection: the server has taken `waiting` and its first
+    // bytes (they were there before this client connected), so its request timer runs.
+    assert_eq!(server.client().get("/barrier").text(), "GET /barrier ");
     let mut slow = server.client();
     slow.send("GET /slow HTTP/1.1\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(100));
+    // The rest arrives while the handler blocks the loop, in time.
+    server.wait_calls(2);
     waiting.send("cd");
     assert_eq!(slow.reply().text(), "GET /slow ");
     assert_eq!(waiting.reply().text(), "PUT /late abcd");
@@ -124,10 +127,11 @@ fn slow_handler_does_not_close_connections_whose_first_request_arrived() {
     });
     // Connected, and taken in by the server, before the slow request.
     let mut others: Vec<_> = (0..4).map(|_| server.client()).collect();
-    std::thread::sleep(Duration::from_millis(50));
+    // A round trip on a later connection: the server has accepted the four before it.
+    assert_eq!(server.client().get("/barrier").text(), "GET /barrier ");
     let mut slow = server.client();
     slow.send("GET /slow HTTP/1.1\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(100));
+    server.wait_calls(2);
     for (i, client) in others.iter_mut().enumerate() {
         client.send(format!("GET /other/{i} HTTP/1.1\r\n\r\n"));
     }

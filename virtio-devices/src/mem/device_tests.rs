@@ -84,6 +84,21 @@ fn thread_is(name: &str, present: bool) -> bool {
     false
 }
 
+/// Kicks the queue and waits until the device thread has finished with the kick (its
+/// `notifications` counter moves), whatever it made of it.
+fn kick_and_wait_handled(bed: &TestBed<VirtioMem>, handle: &VirtioMemHandle) {
+    let before = handle.status().counters.notifications;
+    bed.kick(0);
+    let deadline = Instant::now() + WAIT;
+    while handle.status().counters.notifications == before {
+        assert!(
+            Instant::now() < deadline,
+            "the device thread never handled the kick"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 const PLUG4: Request = Request::Plug {
     addr: BASE,
     nb_blocks: 4,
@@ -221,8 +236,7 @@ fn malformed_chain_sets_needs_reset_and_interrupts() {
 
     // Further requests are left alone until a reset; the driver cannot clear the bit.
     driver.post(PLUG4);
-    bed.kick(0);
-    std::thread::sleep(Duration::from_millis(50));
+    kick_and_wait_handled(&bed, &handle);
     assert_eq!(driver.used_idx(), 0);
     assert_eq!(handle.status().plugged_size, 0);
     let status = bed.status();
@@ -249,13 +263,14 @@ fn a_broken_queue_at_driver_ok_needs_reset() {
 }
 
 /// A backend whose `plug` (or, with `on_unplug`, `unplug`) blocks until the test opens the
-/// gate; its `unplug` fails with `fail_unplug`.
+/// gate; its `unplug` fails with `fail_unplug`. It keeps the order of its calls in `calls`.
 #[derive(Clone, Default)]
 struct GateBackend {
     entered: Arc<(Mutex<bool>, Condvar)>,
     open: Arc<(Mutex<bool>, Condvar)>,
     on_unplug: bool,
     fail_unplug: bool,
+    calls: Arc<Mutex<Vec<&'static str>>>,
 }
 
 impl GateBackend {
@@ -289,6 +304,7 @@ impl GateBackend {
 
 impl BlockBackend for GateBackend {
     fn plug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        self.calls.lock().unwrap().push("plug");
         if !self.on_unplug {
             self.pass();
         }
@@ -296,9 +312,11 @@ impl BlockBackend for GateBackend {
     }
 
     fn unplug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        self.calls.lock().unwrap().push("unplug");
         if self.on_unplug {
             self.pass();
         }
+        self.calls.lock().unwrap().push("unplug done");
         if self.fail_unplug {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -330,9 +348,10 @@ fn an_unplug_is_answered_before_its_memory_is_discarded() {
     assert_eq!(status.latency.count, 2);
 
     // A PLUG of the same blocks waits for it: they are never discarded after a re-plug.
+    // The backend's record of its calls says whether the PLUG reached it (populating the
+    // blocks, before its answer) while the discard was still stuck in it.
     driver.post(PLUG4);
     bed.kick(0);
-    std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
         driver.used_idx(),
         2,
@@ -341,6 +360,11 @@ fn an_unplug_is_answered_before_its_memory_is_discarded() {
     gate.open();
     assert!(bed.msi.wait_for(QUEUE_VECTOR, 3, WAIT));
     assert_eq!(driver.response(2), Response::Ack(None).to_bytes());
+    assert_eq!(
+        *gate.calls.lock().unwrap(),
+        ["plug", "unplug", "unplug done", "plug"],
+        "the re-plug overtook the held discard"
+    );
     let status = handle.status();
     assert_eq!(status.discard.count, 1);
     assert_eq!(status.plugged_size, 4 * BS);
@@ -443,11 +467,17 @@ fn resize_before_activation_shows_in_config_and_applies_at_activation() {
 fn resize_while_active_interrupts_and_bumps_the_generation() {
     let (mut bed, handle) = bed();
     let mem = bed.mem.clone();
-    start(&mut bed, &mem);
+    let mut driver = start(&mut bed, &mem);
     let generation = bed.common_read(common::CFGGEN, 1);
     let usable = bed.config_u64(CFG_USABLE);
     handle.resize(REQUESTED).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The device thread takes a pending resize before a later kick: once a request sent
+    // after it is answered, the resize has been dealt with.
+    let state = Request::State {
+        addr: BASE,
+        nb_blocks: 1,
+    };
+    driver.send(&bed, state);
     assert_eq!(bed.msi.count(CONFIG_VECTOR), 0, "no change, no interrupt");
 
     handle.resize(48 * BS).unwrap();
@@ -647,10 +677,13 @@ fn masked_vectors_are_pending_and_fire_on_unmask() {
     while driver.used_idx() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
-    // Give the thread time to raise the (masked) vector after the used ring update.
-    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(driver.used_idx(), 1);
+    // The thread raises the (masked) vector after the used ring update: it becomes pending.
+    while bed.read(0x5000, 8) != 0b10 {
+        assert!(Instant::now() < deadline, "vector 1 never became pending");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(bed.msi.count(QUEUE_VECTOR), 0);
-    assert_eq!(bed.read(0x5000, 8), 0b10, "pending bit of vector 1");
     bed.write(0x4000 + 16 + 12, 0, 4);
     assert_eq!(bed.msi.count(QUEUE_VECTOR), 1);
 }
@@ -767,9 +800,11 @@ fn a_failing_thread_start_hook_leaves_the_queue_unserved() {
     let mut bed = TestBed::new(device);
     let mem = bed.mem.clone();
     let mut driver = start(&mut bed, &mem);
+    // No device thread exists to serve a request, whatever the driver does.
     assert!(thread_is(&thread_name(&bed), false));
     driver.post(PLUG4);
-    std::thread::sleep(Duration::from_millis(100));
+    bed.kick(0);
+    assert!(thread_is(&thread_name(&bed), false));
     assert_eq!(driver.used_idx(), 0, "a request was served");
     assert_eq!(handle.status().plugged_size, 0);
     // A reset still works and gives the state back.

@@ -287,6 +287,10 @@ pub struct Counters {
     /// Discards done after the answer (the device thread's way, see `deferred`) that failed:
     /// the blocks are unplugged, but their host memory was not given back.
     pub discard_errors: u64,
+    /// Queue notifications (kicks) the device thread has finished handling, including the
+    /// ones it ignored while it waited for a device reset. Published after the batch's
+    /// answers and discards, so a caller that sees it move knows the kick was dealt with.
+    pub notifications: u64,
 }
 
 impl Counters {
@@ -435,6 +439,11 @@ impl VirtioMemState {
     /// Counts a discard that failed after its UNPLUG was answered.
     pub fn count_discard_error(&mut self) {
         self.counters.discard_errors = self.counters.discard_errors.wrapping_add(1);
+    }
+
+    /// Counts a queue notification the device thread has finished handling.
+    pub fn count_notification(&mut self) {
+        self.counters.notifications = self.counters.notifications.wrapping_add(1);
     }
 
     /// Whether PLUG, UNPLUG and UNPLUG_ALL are answered BUSY.

@@ -495,6 +495,7 @@ fn counters_count_requests_and_responses() {
             error: 1,
             backend_errors: 0,
             discard_errors: 0,
+            notifications: 0,
         }
     );
 }

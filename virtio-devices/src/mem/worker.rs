@@ -112,6 +112,8 @@ impl Worker {
                 if !broken {
                     broken = !self.process_queue();
                 }
+                self.core.state.count_notification();
+                self.publish(None);
             }
         }
     }
