@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::api::{
     assert_matches_schema, booted_with_api, http, read_answer, remote, remote_err, remote_json,
-    remote_ok, socket_in, spawn_with_api, timed_ping, PING_LIMIT,
+    remote_ok, socket_in, spawn_with_api, timed_ping,
 };
+use common::process::{vcpus_parked, wait_vcpus_parked};
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, CMD_DONE, EXIT_TIMEOUT, READY};
 
 /// An `accordion` with only an API socket (and an event monitor), waiting for `vm.create`.
@@ -93,12 +94,12 @@ fn api_only_vmm_serves_and_refuses_without_a_vm() {
     // A second VMM on the same socket is refused, and the first keeps it.
     let (status, stderr) =
         common::run_to_exit(&["--api-socket", &format!("path={}", socket.display())]);
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("--api-socket") && stderr.contains("in use"),
         "{stderr}"
     );
-    assert!(timed_ping(&socket) < PING_LIMIT);
+    timed_ping(&socket);
 
     remote_ok(&socket, &["shutdown-vmm"]);
     let status = vmm.wait_exit(EXIT_TIMEOUT);
@@ -156,7 +157,7 @@ fn bad_requests_get_a_4xx_with_a_json_message() {
     // None of it created a VM.
     let a = http(&socket, "GET", "/api/v1/vm.info", None);
     assert_eq!(a.status, 404, "{a:?}");
-    assert!(timed_ping(&socket) < PING_LIMIT);
+    timed_ping(&socket);
 }
 
 #[test]
@@ -174,11 +175,22 @@ fn a_stalled_client_delays_nobody_and_is_timed_out() {
         .write_all(b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pay")
         .unwrap();
 
-    let started = Instant::now();
+    // Others are served while the two wait for the rest of their requests: the pings are
+    // answered while neither stalled client has had its answer yet (the 408 comes when
+    // their 5 s request timeout runs out).
     for _ in 0..5 {
-        assert!(timed_ping(&socket) < PING_LIMIT);
+        timed_ping(&socket);
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
+    for stream in [&half_line, &half_body] {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let early = std::io::Read::read(&mut &*stream, &mut byte);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a stalled client was answered before the pings: {early:?}"
+        );
+        stream.set_nonblocking(false).unwrap();
+    }
 
     for (name, stream) in [("half line", &mut half_line), ("half body", &mut half_body)] {
         stream
@@ -194,30 +206,41 @@ fn a_stalled_client_delays_nobody_and_is_timed_out() {
 
 #[test]
 fn bad_options_name_the_option() {
+    let dir = TempDir::new("api-badopt");
+    let socket = socket_in(&dir.0);
+    let socket = socket.to_str().unwrap();
     for (args, needle) in [
         (vec!["--api-socket", "fd=1"], "--api-socket"),
         (vec!["--api-socket", "path="], "--api-socket"),
         (vec!["--api-socket", "sock=/x"], "--api-socket"),
         (vec!["--api-socket", "fd=9999"], "--api-socket"),
         (
-            vec!["--event-monitor", "fd=9999", "--api-socket", "/tmp/x"],
+            vec!["--event-monitor", "fd=9999", "--api-socket", socket],
             "--event-monitor",
         ),
         (
-            vec!["--event-monitor", "path=/nonexistent/dir/events"],
+            vec![
+                "--event-monitor",
+                "path=/nonexistent/dir/events",
+                "--api-socket",
+                socket,
+            ],
             "--event-monitor",
         ),
     ] {
         let (status, stderr) = common::run_to_exit(&args);
-        assert!(!status.success(), "{args:?}");
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        // One line, naming the option (not a usage message that lists every option).
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!Path::new(socket).exists(), "{args:?}: the socket was left");
     }
     let dir = TempDir::new("api-badsock");
     let file = dir.path("not-a-socket");
     std::fs::write(&file, b"x").unwrap();
     let (status, stderr) =
         common::run_to_exit(&["--api-socket", &format!("path={}", file.display())]);
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not a socket"), "{stderr}");
     assert!(
         file.exists(),
@@ -225,7 +248,7 @@ fn bad_options_name_the_option() {
     );
 
     let out = remote(Path::new("/nonexistent/api.sock"), &["ping"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/api.sock"));
 }
 
@@ -261,14 +284,17 @@ fn lifecycle_through_accordion_remote() {
     );
     ping(&socket);
 
-    // Paused, the guest runs nothing: a command typed now completes only after resume.
+    // Paused, the guest runs nothing: every vCPU thread is parked (in futex, not KVM_RUN)
+    // from the moment the pause is answered, and a command typed now completes only after
+    // resume.
     remote_ok(&socket, &["pause"]);
+    assert!(wait_vcpus_parked(vmm.pid()), "a vCPU runs after pause");
     assert_eq!(state(&socket), "Paused");
     assert!(remote_err(&socket, &["pause"]).contains("already paused"));
     ping(&socket);
     vmm.send("echo resumed-ok");
-    // Read the console meanwhile: `serial_lines` holds only what has been read.
-    vmm.drain(Duration::from_secs(2));
+    vmm.drain(Duration::ZERO);
+    assert!(vcpus_parked(vmm.pid()), "a vCPU runs while paused");
     assert!(
         !vmm.serial_lines().iter().any(|l| l.contains("resumed-ok")),
         "a paused guest ran a command"
@@ -309,8 +335,8 @@ fn lifecycle_through_accordion_remote() {
             "event '{want}' missing or out of order in {events:?}"
         );
     }
+    // Latency is the benchmarks' business; here every ping was answered.
     eprintln!("slowest ping during the cycle: {slowest:?}");
-    assert!(slowest < PING_LIMIT, "slowest ping {slowest:?}");
 }
 
 #[test]
@@ -404,7 +430,7 @@ fn bad_requests_leave_a_running_guest_untouched() {
     );
     let mut stalled = UnixStream::connect(&socket).unwrap();
     stalled.write_all(b"PUT /api/v1/vm.shutdown HTT").unwrap();
-    assert!(timed_ping(&socket) < PING_LIMIT);
+    timed_ping(&socket);
 
     let after = http(&socket, "GET", "/api/v1/vm.info", None).json();
     assert_eq!(before, after, "a refused request changed the VM");

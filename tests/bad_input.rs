@@ -6,9 +6,11 @@ use common::{run_to_exit, tiny_elf_kernel, TempDir};
 
 fn assert_refused(args: &[&str], needles: &[&str]) -> String {
     let (status, stderr) = run_to_exit(args);
-    assert!(
-        !status.success(),
-        "accordion {args:?} should fail; stderr: {stderr}"
+    // docs/cli.md: exit status 1 for bad configuration or input.
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "accordion {args:?} should fail with 1; stderr: {stderr}"
     );
     for n in needles {
         assert!(
@@ -39,7 +41,10 @@ fn kernel_that_is_a_directory_is_refused() {
 
 #[test]
 fn kernel_option_is_required() {
-    assert_refused(&[], &["--kernel"]);
+    // A malformed command line: exit status 2.
+    let (status, stderr) = run_to_exit(&[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kernel"), "{stderr}");
 }
 
 #[test]

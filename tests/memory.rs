@@ -19,7 +19,7 @@ fn hotplug_region_is_in_the_srat_and_not_in_ram() {
         ],
     );
     let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
-    let kb = field(&ready, "memtotal_kb").unwrap_or(0);
+    let kb = field(&ready, "memtotal_kb").expect("memtotal_kb in READY");
     assert!(
         kb < 512 * 1024,
         "the region must not be RAM at boot: MemTotal {kb} kB"
@@ -139,9 +139,45 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
     assert!(c["unplug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
     assert_eq!(c["error_responses"], 0, "{counters}");
     assert_eq!(c["malformed_requests"], 0, "{counters}");
-    let events = std::fs::read_to_string(dir.path("events.jsonl")).unwrap();
-    assert!(events.contains("plugged-size-changed"), "{events}");
+    assert_plugged_size_events(&dir, "default", &[GIB, 3 * GIB, 512 * MIB]);
     assert_clean_guest_log(&mut vmm);
+}
+
+/// The `plugged-size-changed` events of device `id`: a chain from 0 (each event's
+/// `previous_size` is the last one's `plugged_size`) that reaches each of `targets` in
+/// order, with the `requested_size` of its time, and ends at the last target.
+fn assert_plugged_size_events(dir: &TempDir, id: &str, targets: &[u64]) {
+    let text = std::fs::read_to_string(dir.path("events.jsonl")).expect("events file");
+    let prop = |e: &serde_json::Value, key: &str| -> u64 {
+        e["properties"][key]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric {key} in {e}"))
+    };
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e: &serde_json::Value| {
+            e["source"] == "virtio-mem"
+                && e["event"] == "plugged-size-changed"
+                && e["properties"]["id"] == id
+        })
+        .collect();
+    let mut last = 0;
+    let mut next_target = targets.iter().peekable();
+    for e in &events {
+        assert_eq!(prop(e, "previous_size"), last, "a gap before {e}");
+        last = prop(e, "plugged_size");
+        if next_target.peek() == Some(&&last) {
+            assert_eq!(prop(e, "requested_size"), last, "{e}");
+            next_target.next();
+        }
+    }
+    assert!(
+        next_target.next().is_none(),
+        "the events never reached each of {targets:?}:\n{text}"
+    );
+    assert_eq!(Some(&last), targets.last(), "{text}");
 }
 
 #[test]
@@ -324,7 +360,7 @@ fn two_zones_on_two_nodes_resize_independently() {
         line.split_whitespace()
             .nth(4)
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no MemTotal for node {node}: '{line}'"))
     };
     let (n0, n1) = (node_kb(&mut vmm, 0), node_kb(&mut vmm, 1));
     assert!(n0 > 0 && n1 > 0, "both nodes have memory: {n0} {n1}");
@@ -332,12 +368,14 @@ fn two_zones_on_two_nodes_resize_independently() {
 
     remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
     wait_plugged(&socket, "mem1", 512 * MIB);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        node_kb(&mut vmm, 1),
-        n1 + 512 * 1024,
-        "node 1 grows by 512 MiB"
-    );
+    // The guest onlines the plugged blocks after the device reports them: wait for it.
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while node_kb(&mut vmm, 1) != n1 + 512 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 1 did not grow by 512 MiB from {n1} kB"
+        );
+    }
     assert_eq!(node_kb(&mut vmm, 0), n0, "node 0 is untouched");
     assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
     let err = remote_err(&socket, &["resize", "--memory", "2G"]);
@@ -405,7 +443,16 @@ fn unplugged_memory_goes_back_to_the_host() {
     );
     remote_ok(&socket, &["resize", "--memory", "1G"]);
     wait_plugged(&socket, "default", 0);
-    let (left, total_after) = rss_kb(vmm.pid(), region_kb);
+    // The device gives the memory back after it has answered the unplugs: wait until the
+    // region's RSS has fallen (or the time is up), then judge.
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    let (left, total_after) = loop {
+        let (left, total) = rss_kb(vmm.pid(), region_kb);
+        if left * 10 <= touched || std::time::Instant::now() >= deadline {
+            break (left, total);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     eprintln!(
         "region RSS {touched} kB -> {left} kB; process RSS {total_before} kB -> {total_after} kB"
     );

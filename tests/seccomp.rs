@@ -9,6 +9,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 
 use common::api::{remote_json, remote_ok, socket_in, spawn_with_api};
+use common::process::{thread_seccomp_modes, vcpus_parked, wait_vcpus_parked};
 use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
 
 fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
@@ -33,6 +34,15 @@ fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
     )
 }
 
+/// The threads of a booted VMM with one vCPU and an event monitor.
+const THREADS: [&str; 5] = [
+    "accordion",
+    "api",
+    "event-monitor",
+    "signal_handler",
+    "vcpu0",
+];
+
 fn threads_work_and_sigterm_shuts_down(seccomp: &str) {
     let tag = format!("seccomp-{seccomp}");
     let dir = TempDir::new(&tag);
@@ -41,9 +51,23 @@ fn threads_work_and_sigterm_shuts_down(seccomp: &str) {
 
     assert!(remote_json(&socket, &["ping"])["pid"].is_u64());
     assert_eq!(remote_json(&socket, &["info"])["state"], "Running");
+    // Every thread runs under a filter (mode 2) unless seccomp is off.
+    let mode = if seccomp == "false" { 0 } else { 2 };
+    let expected: Vec<(String, u32)> = THREADS.iter().map(|t| (t.to_string(), mode)).collect();
+    assert_eq!(thread_seccomp_modes(vmm.pid()), expected);
     remote_ok(&socket, &["pause"]);
+    assert!(wait_vcpus_parked(vmm.pid()), "the vCPU was not parked");
     assert_eq!(remote_json(&socket, &["info"])["state"], "Paused");
     remote_ok(&socket, &["resume"]);
+    // Back in KVM_RUN (halted there, in the ioctl).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vcpus_parked(vmm.pid()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the vCPU stayed parked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(remote_json(&socket, &["counters"])["serial"].is_object());
 
     // SAFETY: kill(2) on our own child's pid.

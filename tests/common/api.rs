@@ -12,8 +12,6 @@ use super::{guest, TempDir, Vmm, BOOT_TIMEOUT, READY};
 pub const REMOTE: &str = env!("CARGO_BIN_EXE_accordion-remote");
 /// How long a fresh VMM may take to accept connections on its socket.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
-/// The bar for `vmm.ping` at any moment: "well under a second".
-pub const PING_LIMIT: Duration = Duration::from_millis(500);
 
 /// The test guest booted from the command line, with an API socket in `dir`.
 pub fn booted_with_api(tag: &str, dir: &TempDir) -> Vmm {

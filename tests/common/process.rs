@@ -55,6 +55,65 @@ pub fn resources(pid: u32) -> Resources {
     }
 }
 
+/// Each thread of process `pid` (KVM's kernel workers left out) as `(name, seccomp mode)`,
+/// the mode from the `Seccomp:` line of its `/proc` status: 0 none, 1 strict, 2 filter.
+pub fn thread_seccomp_modes(pid: u32) -> Vec<(String, u32)> {
+    let mut threads: Vec<(String, u32)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let name = std::fs::read_to_string(task.join("comm")).ok()?;
+            let status = std::fs::read_to_string(task.join("status")).ok()?;
+            let mode = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no Seccomp: line for {}", task.display()));
+            Some((name.trim().to_string(), mode))
+        })
+        .filter(|(name, _)| !name.starts_with("kvm-"))
+        .collect();
+    threads.sort();
+    threads
+}
+
+/// Whether every vCPU thread (`vcpuN`) of process `pid` is parked: blocked in `futex`
+/// (the pause gate), not in the `KVM_RUN` ioctl or running. From `/proc/PID/task/*/syscall`,
+/// whose first field is the number of the system call a blocked thread is in.
+pub fn vcpus_parked(pid: u32) -> bool {
+    let mut vcpus = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"));
+    for task in tasks.filter_map(|t| t.ok()) {
+        let path = task.path();
+        let is_vcpu = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|name| name.trim().starts_with("vcpu"));
+        if !is_vcpu {
+            continue;
+        }
+        vcpus += 1;
+        let syscall = std::fs::read_to_string(path.join("syscall")).unwrap_or_default();
+        if syscall.split_whitespace().next() != Some(&libc::SYS_futex.to_string()) {
+            return false;
+        }
+    }
+    assert!(vcpus > 0, "process {pid} has no vCPU thread");
+    true
+}
+
+/// Waits (at most 10 s) until every vCPU thread of `pid` is parked: a thread counted as
+/// parked is on its way into `futex` for a moment.
+pub fn wait_vcpus_parked(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !vcpus_parked(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
+
 /// The kernel log from the moment it was opened: seccomp's audit records (`type=1326`,
 /// written for every call a `log` filter lets through) show up in it.
 pub struct KernelLog(File);

@@ -1,0 +1,240 @@
+//! `vm.resize` and `vm.resize-zone` end to end without a Linux guest, on any KVM: the real
+//! binary boots a tiny kernel that halts its vCPU, and every step goes through the API
+//! socket into the virtio-mem device and back out in `vm.info`. Without a driver in the
+//! guest nothing is plugged: what is checked is the VMM's part, that a resize reaches the
+//! device (its requested and usable sizes), the configuration (`hotplugged_size`, which a
+//! reboot asks for again) and nothing else, in every state a VM can be in, and that a
+//! refused resize changes nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::api::{http, remote, remote_err, remote_json, remote_ok, socket_in, spawn_with_api};
+use common::process::wait_vcpus_parked;
+use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const BOOT_RAM: u64 = 64 * MIB;
+
+/// A kernel that halts forever: `hlt; jmp back to the hlt`.
+fn halting_kernel(dir: &TempDir) -> String {
+    let kernel = dir.path("kernel");
+    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
+    kernel.to_str().unwrap().to_string()
+}
+
+/// The virtio-mem device `id` as `vm.info` lists it.
+fn device(socket: &Path, id: &str) -> serde_json::Value {
+    let info = remote_json(socket, &["info"]);
+    info["memory"]["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no memory device {id} in {info}"))
+}
+
+/// `accordion-remote resize --memory BYTES`.
+fn resize(socket: &Path, bytes: u64) -> std::process::Output {
+    remote(socket, &["resize", "--memory", &bytes.to_string()])
+}
+
+/// What a refusal must leave as it was: the whole `vm.info` but the answers that move on
+/// their own (none do without a guest driver).
+fn info(socket: &Path) -> serde_json::Value {
+    remote_json(socket, &["info"])
+}
+
+fn halting_vm(tag: &str, dir: &TempDir, memory: &[&str]) -> Vmm {
+    let kernel = halting_kernel(dir);
+    let mut args = vec!["--kernel", kernel.as_str(), "--serial", "off"];
+    args.extend_from_slice(memory);
+    spawn_with_api(tag, dir, &args)
+}
+
+fn shut_down(socket: &Path, mut vmm: Vmm) {
+    remote_ok(socket, &["shutdown-vmm"]);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", vmm.stderr());
+}
+
+#[test]
+fn resize_reaches_the_device_and_the_configuration() {
+    let dir = TempDir::new("resize-api");
+    let socket = socket_in(&dir.0);
+    let vmm = halting_vm(
+        "resize-api",
+        &dir,
+        &[
+            "--memory",
+            "size=64M,hotplug_method=virtio-mem,hotplug_size=1G",
+        ],
+    );
+    let dev = device(&socket, "default");
+    assert_eq!(dev["region_size"], GIB);
+    assert_eq!(dev["block_size"], 2 * MIB);
+    assert_eq!(dev["requested_size"], 0);
+    assert_eq!(dev["plugged_size"], 0);
+    assert_eq!(dev["active"], false, "no driver has started the device");
+
+    // Grow, then shrink: the device asks for the virtio-mem part of the total.
+    for total in [
+        BOOT_RAM + 512 * MIB,
+        BOOT_RAM + GIB,
+        BOOT_RAM + 2 * MIB,
+        BOOT_RAM,
+    ] {
+        let out = resize(&socket, total);
+        assert!(out.status.success(), "{total}: {out:?}");
+        let dev = device(&socket, "default");
+        let requested = total - BOOT_RAM;
+        assert_eq!(dev["requested_size"], requested, "{dev}");
+        let usable = dev["usable_region_size"].as_u64().unwrap();
+        assert!(
+            usable >= requested && usable <= GIB,
+            "usable {usable} for requested {requested}: {dev}"
+        );
+        assert_eq!(dev["plugged_size"], 0, "nothing plugs without a driver");
+        let info = info(&socket);
+        assert_eq!(info["config"]["memory"]["hotplugged_size"], requested);
+        assert_eq!(
+            info["memory_actual_size"], BOOT_RAM,
+            "only plugged memory counts"
+        );
+    }
+
+    // Refusals: a 400 that names the problem, and nothing changes.
+    assert_eq!(resize(&socket, BOOT_RAM + 256 * MIB).status.code(), Some(0));
+    let before = info(&socket);
+    for (body, needle) in [
+        (BOOT_RAM + 256 * MIB + 4096, "block size"),
+        (BOOT_RAM + GIB + 2 * MIB, "exceeds"),
+        (BOOT_RAM - 2 * MIB, "boot"),
+        (u64::MAX, "block size"),
+        (u64::MAX / (2 * MIB) * (2 * MIB), "exceeds"),
+    ] {
+        let a = http(
+            &socket,
+            "PUT",
+            "/api/v1/vm.resize",
+            Some(format!(r#"{{"desired_ram": {body}}}"#).as_bytes()),
+        );
+        assert_eq!(a.status, 400, "{body}: {a:?}");
+        assert!(a.error().contains(needle), "{body}: {a:?}");
+        assert_eq!(
+            info(&socket),
+            before,
+            "a refused resize to {body} changed the VM"
+        );
+    }
+    let err = remote_err(&socket, &["resize-zone", "--id", "nope", "--size", "1G"]);
+    assert!(err.contains("400") && err.contains("nope"), "{err}");
+    assert_eq!(info(&socket), before);
+
+    // Paused: the resize is taken (the device has it for when the guest runs again).
+    remote_ok(&socket, &["pause"]);
+    assert!(wait_vcpus_parked(vmm.pid()));
+    assert!(resize(&socket, BOOT_RAM + 768 * MIB).status.success());
+    assert_eq!(device(&socket, "default")["requested_size"], 768 * MIB);
+    assert_eq!(info(&socket)["state"], "Paused");
+    remote_ok(&socket, &["resume"]);
+
+    // A reboot builds a new device that asks for the size last requested.
+    remote_ok(&socket, &["reboot"]);
+    let dev = device(&socket, "default");
+    assert_eq!(dev["requested_size"], 768 * MIB, "{dev}");
+    assert_eq!(dev["plugged_size"], 0);
+    assert_eq!(info(&socket)["state"], "Running");
+
+    // Shut down (Created): no device to resize, 409, and the configuration stays.
+    remote_ok(&socket, &["shutdown"]);
+    let before = info(&socket);
+    let a = http(
+        &socket,
+        "PUT",
+        "/api/v1/vm.resize",
+        Some(format!(r#"{{"desired_ram": {}}}"#, BOOT_RAM + GIB).as_bytes()),
+    );
+    assert_eq!(a.status, 409, "{a:?}");
+    assert_eq!(info(&socket), before);
+    // Booted again, the device starts from the configuration.
+    remote_ok(&socket, &["boot"]);
+    assert_eq!(device(&socket, "default")["requested_size"], 768 * MIB);
+    shut_down(&socket, vmm);
+}
+
+#[test]
+fn resize_before_create_and_before_boot_is_refused() {
+    let dir = TempDir::new("resize-api-created");
+    let socket = socket_in(&dir.0);
+    let kernel = halting_kernel(&dir);
+    let vmm = spawn_with_api("resize-api-created", &dir, &[]);
+    let body = format!(r#"{{"desired_ram": {}}}"#, BOOT_RAM + GIB);
+    let put = |path: &str, body: &str| {
+        http(
+            &socket,
+            "PUT",
+            &format!("/api/v1/{path}"),
+            Some(body.as_bytes()),
+        )
+    };
+    assert_eq!(put("vm.resize", &body).status, 404);
+    let zone = r#"{"id": "mem0", "desired_ram": 1073741824}"#;
+    assert_eq!(put("vm.resize-zone", zone).status, 404);
+
+    let config = serde_json::json!({
+        "payload": {"kernel": kernel},
+        "memory": {"size": BOOT_RAM, "hotplug_method": "VirtioMem", "hotplug_size": GIB},
+        "serial": {"mode": "Off"},
+    });
+    assert_eq!(put("vm.create", &config.to_string()).status, 204);
+    let before = info(&socket);
+    let a = put("vm.resize", &body);
+    assert_eq!(a.status, 409, "{a:?}");
+    assert!(a.error().contains("not running"), "{a:?}");
+    assert_eq!(info(&socket), before);
+    shut_down(&socket, vmm);
+}
+
+#[test]
+fn resize_zone_changes_only_its_zone_and_survives_a_reboot() {
+    let dir = TempDir::new("resize-api-zones");
+    let socket = socket_in(&dir.0);
+    let vmm = halting_vm(
+        "resize-api-zones",
+        &dir,
+        &[
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=32M,hotplug_size=1G",
+            "--memory-zone",
+            "id=mem1,size=32M,hotplug_size=512M,hotplugged_size=128M",
+        ],
+    );
+    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    // The whole-VM resize does not apply to zones.
+    let err = remote_err(&socket, &["resize", "--memory", "1G"]);
+    assert!(
+        err.contains("400") && err.contains("vm.resize-zone"),
+        "{err}"
+    );
+
+    remote_ok(&socket, &["resize-zone", "--id", "mem0", "--size", "288M"]);
+    assert_eq!(device(&socket, "mem0")["requested_size"], 256 * MIB);
+    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    let zones = &info(&socket)["config"]["memory"]["zones"];
+    assert_eq!(zones[0]["hotplugged_size"], 256 * MIB, "{zones}");
+    assert_eq!(zones[1]["hotplugged_size"], 128 * MIB, "{zones}");
+
+    // Too big for mem1's region: refused, nothing changes.
+    let before = info(&socket);
+    let err = remote_err(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
+    assert!(err.contains("400") && err.contains("exceeds"), "{err}");
+    assert_eq!(info(&socket), before);
+
+    remote_ok(&socket, &["reboot"]);
+    assert_eq!(device(&socket, "mem0")["requested_size"], 256 * MIB);
+    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    shut_down(&socket, vmm);
+}
