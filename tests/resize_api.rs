@@ -131,6 +131,30 @@ fn resize_reaches_the_device_and_the_configuration() {
     assert!(err.contains("400") && err.contains("nope"), "{err}");
     assert_eq!(info(&socket), before);
 
+    // accordion-remote's sizes: K, M, G suffixes and plain bytes reach the API as bytes;
+    // a size it cannot read fails with status 1, names the option, and sends nothing.
+    for (arg, requested) in [
+        ("576M", 512 * MIB),
+        ("1G", GIB - BOOT_RAM),
+        ("67584K", 2 * MIB),
+        (&*(BOOT_RAM + 4 * MIB).to_string(), 4 * MIB),
+    ] {
+        remote_ok(&socket, &["resize", "--memory", arg]);
+        assert_eq!(
+            device(&socket, "default")["requested_size"],
+            requested,
+            "{arg}"
+        );
+    }
+    let before = info(&socket);
+    for bad in ["12Q", "", "1.5G", "1G5", "99999999999999G"] {
+        let out = remote(&socket, &["resize", "--memory", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {stderr}");
+        assert!(stderr.contains("--memory"), "{bad:?}: {stderr}");
+        assert_eq!(info(&socket), before, "{bad:?}");
+    }
+
     // Paused: the resize is taken (the device has it for when the guest runs again).
     remote_ok(&socket, &["pause"]);
     assert!(wait_vcpus_parked(vmm.pid()));

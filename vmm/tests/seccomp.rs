@@ -17,8 +17,21 @@ use vmm::seccomp::{install_sigsys_handler, syscall_name, SeccompMode, ThreadFilt
 const CHILD: &str = "ACCORDION_SECCOMP_CHILD";
 const ALLOWED_OK: &str = "allowed call ok";
 const SURVIVED: &str = "forbidden call returned";
-/// The file `Forbidden::OpenatNew` tries to create.
-const NEW_FILE: &str = "/tmp/accordion-seccomp-test-new-file";
+/// The variable that gives the children the file `Forbidden::OpenatNew` tries to create.
+const NEW_FILE_VAR: &str = "ACCORDION_SECCOMP_TEST_NEW_FILE";
+
+/// The file `Forbidden::OpenatNew` tries to create: this test run's own (the parent's,
+/// handed to the children).
+fn new_file() -> std::path::PathBuf {
+    std::env::var_os(NEW_FILE_VAR)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "accordion-seccomp-test-{}-new-file",
+                std::process::id()
+            ))
+        })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Forbidden {
@@ -58,7 +71,8 @@ impl Forbidden {
 
     /// Makes the call with raw syscall(2), so that libc adds nothing around it.
     fn call(self) -> i64 {
-        let path = std::ffi::CString::new(NEW_FILE).unwrap_or_default();
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(new_file().as_os_str().as_bytes()).unwrap_or_default();
         let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
         let envp = [std::ptr::null::<libc::c_char>()];
         // SAFETY: each call gets valid pointers to NUL-terminated strings and
@@ -278,6 +292,7 @@ struct Outcome {
 fn run_child(kind: ThreadKind, mode: &str, call: Forbidden) -> Outcome {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, format!("{}:{mode}:{call:?}", kind.name()))
+        .env(NEW_FILE_VAR, new_file())
         .output()
         .unwrap();
     Outcome {
@@ -314,7 +329,7 @@ fn forbidden_call_is_stopped(kind: ThreadKind, call: Forbidden) -> Result<(), St
     if o.stderr != expected {
         return fail(&format!("stderr is not the one report line {expected:?}"));
     }
-    if call == Forbidden::OpenatNew && std::path::Path::new(NEW_FILE).exists() {
+    if call == Forbidden::OpenatNew && new_file().exists() {
         return fail("the new file was created");
     }
     Ok(())
@@ -377,7 +392,7 @@ fn main() -> ExitCode {
         ));
     }
     cases.push(("false: no filter".into(), Box::new(no_filter_with_false)));
-    let _ = std::fs::remove_file(NEW_FILE);
+    let _ = std::fs::remove_file(new_file());
     let mut failed = 0;
     for (name, case) in &cases {
         match case() {

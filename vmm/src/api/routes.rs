@@ -150,17 +150,65 @@ mod tests {
     }
 
     #[test]
-    fn every_route_parses() {
+    fn every_route_maps_to_its_action() {
+        // (path, body, what the action must read as): the variant, and the body's values.
+        let cases = [
+            ("/vmm.ping", "", "VmmPing"),
+            ("/vmm.shutdown", "", "VmmShutdown"),
+            (
+                "/vm.create",
+                r#"{"payload":{"kernel":"/proc/self/exe"}}"#,
+                "VmCreate(",
+            ),
+            ("/vm.boot", "", "VmBoot"),
+            ("/vm.delete", "", "VmDelete"),
+            ("/vm.info", "", "VmInfo"),
+            ("/vm.counters", "", "VmCounters"),
+            ("/vm.pause", "", "VmPause"),
+            ("/vm.resume", "", "VmResume"),
+            ("/vm.shutdown", "", "VmShutdown"),
+            ("/vm.reboot", "", "VmReboot"),
+            ("/vm.power-button", "", "VmPowerButton"),
+            (
+                "/vm.resize",
+                r#"{"desired_ram":1073741824}"#,
+                "VmResize(VmResize { desired_ram: Some(1073741824), desired_vcpus: None, desired_balloon: None })",
+            ),
+            (
+                "/vm.resize-zone",
+                r#"{"id":"mem0","desired_ram":1073741824}"#,
+                r#"VmResizeZone(VmResizeZone { id: "mem0", desired_ram: 1073741824 })"#,
+            ),
+        ];
+        assert_eq!(cases.len(), ROUTES.len(), "a route without a case");
         for r in ROUTES {
+            let (_, body, expected) = cases
+                .iter()
+                .find(|(path, _, _)| *path == r.path)
+                .unwrap_or_else(|| panic!("no case for {}", r.path));
             let path = format!("{API_PREFIX}{}", r.path);
-            let body = match r.path {
-                "/vm.create" => r#"{"payload":{"kernel":"/proc/self/exe"}}"#,
-                "/vm.resize" => r#"{"desired_ram":1073741824}"#,
-                "/vm.resize-zone" => r#"{"id":"mem0","desired_ram":1073741824}"#,
-                _ => "",
-            };
-            assert!(parse(r.method, &path, body.as_bytes()).is_ok(), "{path}");
+            let action =
+                parse(r.method, &path, body.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+            let action = format!("{action:?}");
+            let exact = !expected.ends_with('(');
+            assert!(
+                if exact {
+                    action == *expected
+                } else {
+                    action.starts_with(expected)
+                },
+                "{path} gave {action}, not {expected}"
+            );
         }
+        let ApiAction::VmCreate(config) =
+            parse("PUT", "/api/v1/vm.create", cases[2].1.as_bytes()).unwrap()
+        else {
+            panic!("vm.create")
+        };
+        assert_eq!(
+            config.payload.kernel,
+            std::path::PathBuf::from("/proc/self/exe")
+        );
     }
 
     #[test]
