@@ -43,6 +43,7 @@ use common::api::{
     assert_matches_schema, http, remote_err, remote_json, remote_ok, socket_in, wait_for_socket,
     SOCKET_TIMEOUT,
 };
+use common::process::thread_seccomp_modes;
 use common::TempDir;
 
 const MIB: u64 = 1 << 20;
@@ -134,13 +135,88 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
     assert_matches_schema("VmInfo", &remote_json(&socket, &["info"]));
     let counters = remote_json(&socket, &["counters"]);
     assert_matches_schema("VmCounters", &counters);
-    let c = &counters["virtio-mem-default"];
-    assert!(c["plug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
-    assert!(c["unplug_requests"].as_u64().unwrap_or(0) > 0, "{counters}");
-    assert_eq!(c["error_responses"], 0, "{counters}");
-    assert_eq!(c["malformed_requests"], 0, "{counters}");
+    assert_device_counters(&counters["virtio-mem-default"]);
+    // Every thread, the device's own included, runs under its seccomp filter.
+    let threads = thread_seccomp_modes(vmm.pid());
+    assert!(
+        threads.iter().any(|(name, _)| name == "virtio-mem-defa"),
+        "no device thread in {threads:?}"
+    );
+    assert!(threads.iter().all(|(_, mode)| *mode == 2), "{threads:?}");
     assert_plugged_size_events(&dir, "default", &[GIB, 3 * GIB, 512 * MIB]);
     assert_clean_guest_log(&mut vmm);
+}
+
+/// A virtio-mem device's `vm.counters` after grows and shrinks: every counter docs/memory.md
+/// lists, and no more; every request answered once, and timed once; no failure.
+fn assert_device_counters(c: &serde_json::Value) {
+    let get = |key: &str| {
+        c[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {key} in {c}"))
+    };
+    let mut keys: Vec<&str> = c
+        .as_object()
+        .expect("counters")
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    let mut documented = vec![
+        "plug_requests",
+        "unplug_requests",
+        "unplug_all_requests",
+        "state_requests",
+        "malformed_requests",
+        "ack_responses",
+        "nack_responses",
+        "busy_responses",
+        "error_responses",
+        "backend_errors",
+        "discard_errors",
+        "queue_notifications",
+        "latency_count",
+        "latency_total_ns",
+        "latency_max_ns",
+        "latency_median_ns",
+        "discard_count",
+        "discard_total_ns",
+        "discard_max_ns",
+        "discard_median_ns",
+    ];
+    documented.sort();
+    assert_eq!(keys, documented);
+    let requests = get("plug_requests")
+        + get("unplug_requests")
+        + get("unplug_all_requests")
+        + get("state_requests");
+    let answers = get("ack_responses")
+        + get("nack_responses")
+        + get("busy_responses")
+        + get("error_responses");
+    assert!(
+        get("plug_requests") > 0 && get("unplug_requests") > 0,
+        "{c}"
+    );
+    assert_eq!(answers, requests, "every request has one answer: {c}");
+    assert_eq!(get("latency_count"), requests, "{c}");
+    assert!(get("latency_max_ns") >= get("latency_median_ns"), "{c}");
+    assert!(get("latency_total_ns") >= get("latency_max_ns"), "{c}");
+    assert!(get("discard_count") > 0, "shrinking gave memory back: {c}");
+    assert!(get("discard_total_ns") >= get("discard_max_ns"), "{c}");
+    assert!(
+        get("queue_notifications") > 0 && get("queue_notifications") <= requests,
+        "{c}"
+    );
+    for zero in [
+        "malformed_requests",
+        "error_responses",
+        "busy_responses",
+        "backend_errors",
+        "discard_errors",
+    ] {
+        assert_eq!(get(zero), 0, "{zero}: {c}");
+    }
 }
 
 /// The `plugged-size-changed` events of device `id`: a chain from 0 (each event's
@@ -380,6 +456,117 @@ fn two_zones_on_two_nodes_resize_independently() {
     assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
     let err = remote_err(&socket, &["resize", "--memory", "2G"]);
     assert!(err.contains("vm.resize-zone"), "{err}");
+
+    // A reboot asks the new guest for the zone's size again, on its node.
+    vmm.send("reboot -f");
+    vmm.wait_for(READY, BOOT_TIMEOUT);
+    wait_plugged(&socket, "mem1", 512 * MIB);
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while node_kb(&mut vmm, 1) != n1 + 512 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the reboot node 1 did not come back to {} kB",
+            n1 + 512 * 1024
+        );
+    }
+    assert_eq!(node_kb(&mut vmm, 0), n0);
+
+    // The zone shrinks back to its boot RAM; the other stays as it was.
+    remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "512M"]);
+    wait_plugged(&socket, "mem1", 0);
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while node_kb(&mut vmm, 1) != n1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 1 did not shrink back to {n1} kB"
+        );
+    }
+    assert_eq!(node_kb(&mut vmm, 0), n0);
+    assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
+    assert_clean_guest_log(&mut vmm);
+}
+
+/// A VM whose zones cover the other backings and a 4 MiB block size: `prefault=on`
+/// populates a block when it is plugged (the device thread's `MADV_POPULATE_WRITE`, under
+/// its seccomp filter), `shared=on` is a memfd whose unplugged blocks are punched out, and
+/// sizes go by 4 MiB.
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn prefault_shared_and_4m_blocks() {
+    let dir = TempDir::new("vmem-backings");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, _) = boot_with(
+        "vmem-backings",
+        &dir,
+        &[
+            "--memory",
+            "size=0,block_size=4M",
+            "--memory-zone",
+            "id=pre,size=256M,hotplug_size=640M,prefault=on",
+            "--memory-zone",
+            "id=shm,size=256M,hotplug_size=768M,shared=on",
+        ],
+    );
+    // Region sizes unlike any other mapping of the process, to find them in smaps.
+    let (pre_kb, shm_kb) = (640 * 1024, 768 * 1024);
+    for (id, backend) in [("pre", "anonymous"), ("shm", "memfd-shared")] {
+        let dev = device_info(&socket, id);
+        assert_eq!(dev["block_size"], 4 * MIB, "{dev}");
+        assert_eq!(dev["backend"], backend, "{dev}");
+    }
+    // Sizes go by the 4 MiB block.
+    let err = remote_err(&socket, &["resize-zone", "--id", "pre", "--size", "258M"]);
+    assert!(err.contains("400") && err.contains("block size"), "{err}");
+
+    // Prefault: the plugged blocks are resident at once, before the guest uses them; the
+    // shared zone without prefault is not.
+    remote_ok(&socket, &["resize-zone", "--id", "pre", "--size", "384M"]);
+    remote_ok(&socket, &["resize-zone", "--id", "shm", "--size", "384M"]);
+    wait_plugged(&socket, "pre", 128 * MIB);
+    wait_plugged(&socket, "shm", 128 * MIB);
+    let pre_rss = mapping_kb(vmm.pid(), pre_kb, &["Rss:"]);
+    let shm_rss = mapping_kb(vmm.pid(), shm_kb, &["Rss:"]);
+    eprintln!("after plugging 128 MiB each: prefault zone {pre_rss} kB, shared zone {shm_rss} kB");
+    assert!(
+        pre_rss >= 128 * 1024,
+        "prefault: only {pre_rss} kB resident"
+    );
+    assert!(
+        shm_rss < 64 * 1024,
+        "without prefault {shm_rss} kB resident"
+    );
+
+    // Shared: what the guest filled is punched out of the memfd when it is unplugged.
+    remote_ok(&socket, &["resize-zone", "--id", "shm", "--size", "1G"]);
+    wait_plugged(&socket, "shm", 768 * MIB);
+    guest_fills_memory(&mut vmm, 900);
+    let touched = mapping_kb(vmm.pid(), shm_kb, &["Rss:"]);
+    assert!(touched > 256 * 1024, "the guest touched only {touched} kB");
+    for (id, size, region_kb) in [("shm", "256M", shm_kb), ("pre", "256M", pre_kb)] {
+        let before = mapping_kb(vmm.pid(), region_kb, &["Rss:"]);
+        remote_ok(&socket, &["resize-zone", "--id", id, "--size", size]);
+        wait_plugged(&socket, id, 0);
+        let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+        let left = loop {
+            let left = mapping_kb(vmm.pid(), region_kb, &["Rss:"]);
+            if left * 10 <= before || std::time::Instant::now() >= deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        eprintln!("{id}: {before} kB -> {left} kB resident after unplugging all");
+        assert!(
+            left * 10 <= before,
+            "{id}: {left} of {before} kB stayed resident"
+        );
+    }
+    let counters = remote_json(&socket, &["counters"]);
+    for id in ["pre", "shm"] {
+        assert_device_counters(&counters[format!("virtio-mem-{id}")]);
+    }
+    let threads = thread_seccomp_modes(vmm.pid());
+    assert!(threads.iter().all(|(_, mode)| *mode == 2), "{threads:?}");
+    assert_clean_guest_log(&mut vmm);
 }
 
 /// The sum of the smaps `fields` (in kB) over the accordion process's mappings of exactly
