@@ -70,12 +70,51 @@ fn resize_reaches_the_device_and_the_configuration() {
             "size=64M,hotplug_method=virtio-mem,hotplug_size=1G",
         ],
     );
+    // vm.info, field by field.
+    let vm = info(&socket);
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&vm),
+        ["config", "memory", "memory_actual_size", "state"]
+    );
+    assert_eq!(vm["state"], "Running");
+    assert_eq!(vm["memory_actual_size"], BOOT_RAM);
+    assert_eq!(vm["memory"]["boot_ram"], BOOT_RAM);
+    assert_eq!(vm["config"]["memory"]["size"], BOOT_RAM);
+    assert_eq!(vm["config"]["memory"]["hotplug_size"], GIB);
     let dev = device(&socket, "default");
+    assert_eq!(
+        keys(&dev),
+        [
+            "active",
+            "addr",
+            "backend",
+            "block_size",
+            "id",
+            "needs_reset",
+            "node",
+            "plugged_size",
+            "region_size",
+            "requested_size",
+            "type",
+            "usable_region_size"
+        ]
+    );
+    assert_eq!(dev["type"], "virtio-mem");
+    assert_eq!(dev["backend"], "anonymous");
+    // The region starts above boot RAM and the 32-bit hole, block aligned.
+    assert_eq!(dev["addr"], 1u64 << 32, "{dev}");
     assert_eq!(dev["region_size"], GIB);
     assert_eq!(dev["block_size"], 2 * MIB);
     assert_eq!(dev["requested_size"], 0);
     assert_eq!(dev["plugged_size"], 0);
+    assert_eq!(dev["usable_region_size"], 0, "{dev}");
     assert_eq!(dev["active"], false, "no driver has started the device");
+    assert_eq!(dev["needs_reset"], false);
 
     // Grow, then shrink: the device asks for the virtio-mem part of the total.
     for total in [
