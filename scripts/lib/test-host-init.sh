@@ -84,6 +84,18 @@ if [ -f /share/mounts ]; then
   done < /share/mounts
 fi
 
+# For a guest that triple-faults: KVM on AMD resets the vCPU when it intercepts the shutdown,
+# so the VMM can no longer say where the guest was; KVM's kvm_exit tracepoint records the
+# guest's RIP before that. Keep only shutdown exits (SVM_EXIT_SHUTDOWN, 0x7f) and the
+# exceptions KVM injects; the tests print the trace when a guest dies of a triple fault.
+tracing=/sys/kernel/tracing
+if mount -t tracefs nodev "$tracing" 2>/dev/null && [ -d "$tracing/events/kvm/kvm_exit" ]; then
+  echo 'exit_reason == 127' > "$tracing/events/kvm/kvm_exit/filter" \
+    && echo 1 > "$tracing/events/kvm/kvm_exit/enable" \
+    && echo 1 > "$tracing/events/kvm/kvm_inj_exception/enable" \
+    || say "could not enable KVM's shutdown trace"
+fi
+
 say "running the command after $(uptime_s) s"
 start=$(uptime_s)
 env -i ACCORDION_TEST_HOST_ROOT="$root_mode" \

@@ -80,6 +80,8 @@ pub struct Vmm {
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     seen: Vec<String>,
+    /// Lines of the test host's KVM trace before this VMM started (see [`kvm_trace`]).
+    trace_mark: usize,
 }
 
 impl Vmm {
@@ -127,6 +129,7 @@ impl Vmm {
             lines,
             stderr,
             seen: Vec::new(),
+            trace_mark: kvm_trace().len(),
         }
     }
 
@@ -265,15 +268,40 @@ impl Vmm {
             .into_iter()
             .rev()
             .collect();
+        let stderr = self.stderr();
         format!(
-            "--- last serial lines ---\n{}\n--- accordion stderr ---\n{}",
+            "--- last serial lines ---\n{}\n--- accordion stderr ---\n{}{}",
             tail.iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            self.stderr()
+            stderr,
+            if stderr.contains("triple fault") {
+                let trace = kvm_trace();
+                let ours = trace.get(self.trace_mark..).unwrap_or_default();
+                format!(
+                    "\n--- KVM trace of the test host since this VMM started ---\n{}",
+                    ours.join("\n")
+                )
+            } else {
+                String::new()
+            }
         )
     }
+}
+
+/// In the nested test host, KVM's record of shutdown exits (with the guest's RIP, which the
+/// VMM cannot see on AMD) and of the exceptions it injected, as lines; scripts/lib/
+/// test-host-init.sh turns the trace on. Empty elsewhere.
+fn kvm_trace() -> Vec<String> {
+    std::fs::read_to_string("/sys/kernel/tracing/trace")
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for Vmm {

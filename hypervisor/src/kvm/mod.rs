@@ -151,10 +151,19 @@ mod tests {
             0x8000_0000 => [0x8000_0008, 0, 0, 0],
             l => [l, l + 1, l + 2, l + 3],
         };
-        let mut entries = [leaf(0x8000_0002, 0), leaf(0x8000_0003, 7), leaf(0x8000_0004, 0)];
+        let mut entries = [
+            leaf(0x8000_0002, 0),
+            leaf(0x8000_0003, 7),
+            leaf(0x8000_0004, 0),
+        ];
         fill_brand_string(&mut entries, host);
         assert_eq!(
-            [entries[0].eax, entries[0].ebx, entries[0].ecx, entries[0].edx],
+            [
+                entries[0].eax,
+                entries[0].ebx,
+                entries[0].ecx,
+                entries[0].edx
+            ],
             [0x8000_0002, 0x8000_0003, 0x8000_0004, 0x8000_0005]
         );
         assert_eq!(entries[1].eax, 7, "KVM's own answer stays");
@@ -182,7 +191,8 @@ mod tests {
             .map(|v| v.trim_start_matches([' ', '\t', ':']).trim())
             .unwrap_or_default();
         assert!(
-            text.trim_matches(|c: char| c == '\0' || c == ' ').starts_with(model),
+            text.trim_matches(|c: char| c == '\0' || c == ' ')
+                .starts_with(model),
             "{text:?} vs /proc/cpuinfo {model:?}"
         );
     }

@@ -55,11 +55,13 @@ where
         let mut request = [0u8; REQUEST_SIZE];
         let mut got = 0;
         while got < REQUEST_SIZE {
-            match reader.read(&mut request[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ChainError::Access(e)),
+            // Guest memory is read with copies, never a system call: no EINTR to retry.
+            match reader
+                .read(&mut request[got..])
+                .map_err(ChainError::Access)?
+            {
+                0 => break,
+                n => got += n,
             }
         }
 
