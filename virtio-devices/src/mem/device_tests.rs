@@ -811,3 +811,13 @@ fn a_failing_thread_start_hook_leaves_the_queue_unserved() {
     bed.set_status(0);
     assert!(!bed.pci().device().is_running());
 }
+
+#[test]
+fn a_driver_without_version_1_is_refused_features_ok() {
+    let (mut bed, _) = bed();
+    // A legacy driver (no VIRTIO_F_VERSION_1): FEATURES_OK does not stick.
+    assert!(!bed.negotiate(1 << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE));
+    // VERSION_1 alone is enough: UNPLUGGED_INACCESSIBLE is offered, not required.
+    assert!(bed.negotiate(1 << VIRTIO_F_VERSION_1));
+    assert!(bed.negotiate(FEATURES));
+}
