@@ -46,7 +46,6 @@ impl BarMover for MmioBarMover {
     }
 }
 
-
 /// The bridge has one bus, 0: every device sits on it and there are no bridges. The
 /// tables say so rather than describe the whole ECAM window (256 buses): Linux looks for
 /// peer host bridges on every bus the MCFG covers (`pcibios_fixup_peer_bridges`), 32
