@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot-to-init benchmark: Accordion against QEMU on the same test guest (kernel and
+# Boot-to-init benchmark: Accordion against QEMU and Cloud Hypervisor on the same test guest (kernel and
 # initramfs from scripts/build-guest.sh, `accordion.action=poweroff`), on the same KVM.
 #
 # Usage: scripts/bench-boot.sh
@@ -22,9 +22,12 @@
 #   BENCH_RUNS          counted runs per case (default 5)
 #   BENCH_WARMUP        uncounted warm-up rounds (default 1)
 #   BENCH_CASES         space separated VMM:KERNEL cases, VMM one of accordion, qemu
-#                       (-machine q35), qemu-microvm; KERNEL one of vmlinux, bzImage
-#                       (default "accordion:vmlinux accordion:bzImage qemu:vmlinux
-#                       qemu:bzImage qemu-microvm:bzImage")
+#                       (-machine q35), qemu-microvm, cloud-hypervisor; KERNEL one of
+#                       vmlinux, bzImage (default "accordion:vmlinux accordion:bzImage
+#                       qemu:vmlinux qemu:bzImage qemu-microvm:bzImage", and
+#                       cloud-hypervisor:vmlinux when ACCORDION_CH_BIN is set)
+#   ACCORDION_CH_BIN    a cloud-hypervisor binary to measure beside the others (.ci/run
+#                       sets it where CI has one)
 #   BENCH_TIMEOUT       seconds allowed per boot, READY to exit included (default 180)
 #   BENCH_PROFILE       cargo profile of the accordion binary: release or debug
 #                       (default release)
@@ -62,6 +65,10 @@ boot_cmd() {
       BOOT_CMD=(qemu-system-x86_64 -enable-kvm -machine "$machine" -cpu host -smp 1 -m 512M
         -nodefaults -no-user-config -display none -serial stdio -no-reboot
         -kernel "$kernel" -initrd "$GUEST/initramfs.cpio.gz" -append "$cmdline") ;;
+    cloud-hypervisor)
+      [ -x "${ACCORDION_CH_BIN:-}" ] || die "cloud-hypervisor case without ACCORDION_CH_BIN"
+      BOOT_CMD=("$ACCORDION_CH_BIN" --kernel "$kernel" --initramfs "$GUEST/initramfs.cpio.gz"
+        --cmdline "$cmdline" --cpus boot=1 --memory size=512M --serial tty --console off) ;;
     *) die "unknown VMM in BENCH_CASES: $vmm" ;;
   esac
 }
@@ -146,10 +153,13 @@ def base(c):
 
 f = lambda v: "-" if v is None else f"{v:.2f}"
 ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}"
-names = {"accordion": "Accordion", "qemu": "QEMU q35", "qemu-microvm": "QEMU microvm"}
+names = {"accordion": "Accordion", "qemu": "QEMU q35", "qemu-microvm": "QEMU microvm",
+         "cloud-hypervisor": "Cloud Hypervisor"}
+ch = next((c for c in cases if c.startswith("cloud-hypervisor:") and res[c][2] is not None), None)
 print("| VMM | kernel | runs | median wall to READY (s) | median guest uptime at READY (s) "
-      "| ratio vs QEMU (wall) | ratio vs QEMU (uptime) |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+      "| ratio vs QEMU (wall) | ratio vs QEMU (uptime) | ratio vs Cloud Hypervisor (wall) "
+      "| ratio vs Cloud Hypervisor (uptime) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for c in cases:
     ok, n, wall, up, _, _ = res[c]
     vmm, kernel = c.split(":")
@@ -161,10 +171,16 @@ for c in cases:
         if b.split(":")[1] != kernel:
             rw, ru = rw + f" (vs {b.split(':')[1]})", ru + f" (vs {b.split(':')[1]})"
     runs = str(n) if ok == n else f"{ok} of {n} ok"
-    print(f"| {names.get(vmm, vmm)} | {kernel} | {runs} | {f(wall)} | {f(up)} | {rw} | {ru} |")
+    cw = cu = "-"
+    if ch is not None:
+        cw, cu = ratio(wall, res[ch][2]), ratio(up, res[ch][3])
+        if ch.split(":")[1] != kernel:
+            cw, cu = cw + f" (vs {ch.split(':')[1]})", cu + f" (vs {ch.split(':')[1]})"
+    print(f"| {names.get(vmm, vmm)} | {kernel} | {runs} | {f(wall)} | {f(up)} | {rw} | {ru} "
+          f"| {cw} | {cu} |")
 print()
-print("Ratios are to the QEMU q35 row with the same kernel file (PVH vmlinux or bzImage);"
-      " below 1 is faster than QEMU.")
+print("Ratios are to the QEMU q35 row with the same kernel file (PVH vmlinux or bzImage),"
+      " and to Cloud Hypervisor (PVH vmlinux); below 1 is faster.")
 print("Wall is measured inside the test host, from just before the VMM process starts to"
       " the READY line on its serial output; uptime is the guest's /proc/uptime in that line.")
 print()
@@ -220,7 +236,9 @@ outer() {
 main() {
   BENCH_RUNS=${BENCH_RUNS:-5}
   BENCH_WARMUP=${BENCH_WARMUP:-1}
-  BENCH_CASES=${BENCH_CASES:-accordion:vmlinux accordion:bzImage qemu:vmlinux qemu:bzImage qemu-microvm:bzImage}
+  local default_cases="accordion:vmlinux accordion:bzImage qemu:vmlinux qemu:bzImage qemu-microvm:bzImage"
+  [ -x "${ACCORDION_CH_BIN:-}" ] && default_cases+=" cloud-hypervisor:vmlinux"
+  BENCH_CASES=${BENCH_CASES:-$default_cases}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-180}
   BENCH_PROFILE=${BENCH_PROFILE:-release}
   case "${1:-}" in
