@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# virtio-mem resize latency: Accordion (vm.resize) against QEMU (qom-set requested-size) on
-# the same test guest, in the same test host (scripts/test-host.sh; directly where /dev/kvm
-# boots Linux). Each VMM boots the guest with 1 GiB of boot RAM and a 4 GiB region, then
-# BENCH_RUNS times grows it by 2 GiB and shrinks it by 2 GiB; a resize is timed from the
-# request to the guest's MemTotal line showing the target. Prints a markdown table of the
-# medians with the ratio Accordion/QEMU, and the Accordion device thread's own time per
-# request from vm.counters (median over its last 1024 requests).
+# virtio-mem resize latency: Accordion (vm.resize) against Cloud Hypervisor (vm.resize, when
+# ACCORDION_CH_BIN names its binary; .ci/run sets it where CI has one) and QEMU (qom-set
+# requested-size) on the same test guest, in the same test host (scripts/test-host.sh;
+# directly where /dev/kvm boots Linux). Each VMM boots the guest with 1 GiB of boot RAM and a
+# 4 GiB region; then BENCH_RUNS rounds, alternating between the VMMs, grow it by 2 GiB and
+# shrink it by 2 GiB; a resize is timed from the request to the guest's MemTotal line showing
+# the target. Prints a markdown table of the medians with the ratios of Accordion to each
+# peer, and the Accordion device thread's own time per request from vm.counters (median over
+# its last 1024 requests).
 #
 # Usage: scripts/bench-resize.sh
 # Environment: BENCH_RUNS (default 5), BENCH_KEEP=DIR (keep consoles and results).
@@ -38,13 +40,17 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(vmm, op):
     xs = [r["seconds"] for r in rows if r.get("vmm") == vmm and r.get("op") == op]
     return (statistics.median(xs), xs) if xs else (None, [])
-print("| resize | Accordion median (s) | QEMU median (s) | ratio Accordion/QEMU | Accordion runs | QEMU runs |")
-print("| --- | --- | --- | --- | --- | --- |")
+ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+has_ch = any(r.get("vmm") == "cloud-hypervisor" for r in rows)
+print("| resize | Accordion median (s) | Cloud Hypervisor median (s) | QEMU median (s) "
+      "| Accordion/Cloud Hypervisor | Accordion/QEMU | Accordion runs | Cloud Hypervisor runs | QEMU runs |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for op in ("+2G", "-2G"):
     a, ar = med("accordion", op)
+    c, cr = med("cloud-hypervisor", op)
     q, qr = med("qemu", op)
-    ratio = f"{a / q:.2f}" if a and q else "-"
-    print(f"| {op} | {a} | {q} | {ratio} | {ar} | {qr} |")
+    print(f"| {op} | {a} | {c if has_ch else 'not run'} | {q} | {ratio(a, c)} | {ratio(a, q)} "
+          f"| {ar} | {cr} | {qr} |")
 dev = next((r["device"] for r in rows if "device" in r), {})
 if dev:
     print()

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Resize latency of virtio-mem: Accordion (REST API) against QEMU (QMP), same guest.
+"""Resize latency of virtio-mem: Accordion (REST API) against Cloud Hypervisor (REST API, when
+ACCORDION_CH_BIN names its binary) and QEMU (QMP), same guest.
 
 Usage: resize-bench.py ACCORDION_BIN_DIR GUEST_DIR WORK_DIR RUNS
 
-Runs where /dev/kvm boots Linux (inside the test host). For each VMM it boots the test guest
-with 1 GiB of boot RAM and a 4 GiB virtio-mem region (block size 2 MiB), waits for READY,
-then RUNS times: asks for +2 GiB and times the request until the guest's MemTotal line shows
-the target, then -2 GiB likewise. Prints one JSON object per line on stdout:
-  {"vmm": "accordion"|"qemu", "op": "+2G"|"-2G", "run": N, "seconds": S}
+Runs where /dev/kvm boots Linux (inside the test host). Each VMM boots the test guest with
+1 GiB of boot RAM and a 4 GiB virtio-mem region (block size 2 MiB); once all are READY, RUNS
+rounds alternate between them: each asks for +2 GiB, timed from the request until the
+guest's MemTotal line shows the target, then -2 GiB likewise. Prints one JSON object per line on stdout:
+  {"vmm": "accordion"|"cloud-hypervisor"|"qemu", "op": "+2G"|"-2G", "run": N, "seconds": S}
 and for Accordion, at the end, {"vmm": "accordion", "device": {...vm.counters...}}.
 """
 import json
@@ -130,54 +131,68 @@ def main():
     kernel = os.path.join(guest, "vmlinux")
     initrd = os.path.join(guest, "initramfs.cpio.gz")
 
-    def measure(name, guest_proc, resize):
-        ready = guest_proc.wait_for(lambda l: "ACCORDION_GUEST_READY" in l, 300)
-        base = int(re.search(r"memtotal_kb=(\d+)", ready).group(1))
-        guest_proc.wait_memtotal(base)
+    def fresh(path):
+        if os.path.exists(path):
+            os.unlink(path)
+        return path
+
+    # Every VMM boots its guest first; then the runs alternate between them (run 1 of each,
+    # then run 2...), so that noise on the machine spreads over all of them.
+    vmms = []  # (name, guest, resize)
+    try:
+        sock = fresh(os.path.join(work, "accordion.sock"))
+        acc = Guest([os.path.join(bin_dir, "accordion"), "--kernel", kernel, "--initramfs", initrd,
+                     "--cmdline", cmdline, "--cpus", "boot=1",
+                     "--memory", "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
+                     "--api-socket", "path=" + sock], os.path.join(work, "accordion.log"))
+        vmms.append(("accordion", acc,
+                     lambda plugged: http_put(sock, "/api/v1/vm.resize", {"desired_ram": GIB + plugged})))
+
+        ch_bin = os.environ.get("ACCORDION_CH_BIN", "")
+        if ch_bin and os.access(ch_bin, os.X_OK):
+            ch_sock = fresh(os.path.join(work, "ch.sock"))
+            ch = Guest([ch_bin, "--kernel", kernel, "--initramfs", initrd, "--cmdline", cmdline,
+                        "--cpus", "boot=1",
+                        "--memory", "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
+                        "--serial", "tty", "--console", "off", "--api-socket", "path=" + ch_sock],
+                       os.path.join(work, "cloud-hypervisor.log"))
+            vmms.append(("cloud-hypervisor", ch,
+                         lambda plugged: http_put(ch_sock, "/api/v1/vm.resize", {"desired_ram": GIB + plugged})))
+
+        qmp_path = fresh(os.path.join(work, "qmp.sock"))
+        qemu = Guest(["qemu-system-x86_64", "-enable-kvm", "-machine", "q35", "-cpu", "host", "-smp", "1",
+                      "-m", "1G,maxmem=5G", "-nodefaults", "-no-user-config", "-display", "none",
+                      "-serial", "stdio", "-no-reboot",
+                      "-object", "memory-backend-ram,id=vmem0mem,size=4G",
+                      "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0mem,block-size=2M,requested-size=0",
+                      "-qmp", "unix:%s,server=on,wait=off" % qmp_path,
+                      "-kernel", kernel, "-initrd", initrd, "-append", cmdline],
+                     os.path.join(work, "qemu.log"))
+        qmp = Qmp(qmp_path)
+        vmms.append(("qemu", qemu,
+                     lambda plugged: qmp.cmd("qom-set", path="vmem0", property="requested-size", value=plugged)))
+
+        bases = {}
+        for name, guest_proc, _ in vmms:
+            ready = guest_proc.wait_for(lambda l: "ACCORDION_GUEST_READY" in l, 600)
+            bases[name] = int(re.search(r"memtotal_kb=(\d+)", ready).group(1))
+            guest_proc.wait_memtotal(bases[name])
         time.sleep(2)
         for run in range(1, runs + 1):
-            for op, plugged in (("+2G", 2 * GIB), ("-2G", 0)):
-                t0 = time.monotonic()
-                resize(plugged)
-                guest_proc.wait_memtotal(base + plugged // 1024)
-                took = time.monotonic() - t0
-                print(json.dumps({"vmm": name, "op": op, "run": run, "seconds": round(took, 3)}), flush=True)
-                time.sleep(1)
-
-    # Accordion
-    sock = os.path.join(work, "accordion.sock")
-    if os.path.exists(sock):
-        os.unlink(sock)
-    acc = Guest([os.path.join(bin_dir, "accordion"), "--kernel", kernel, "--initramfs", initrd,
-                 "--cmdline", cmdline, "--cpus", "boot=1",
-                 "--memory", "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
-                 "--api-socket", "path=" + sock], os.path.join(work, "accordion.log"))
-    try:
-        measure("accordion", acc,
-                lambda plugged: http_put(sock, "/api/v1/vm.resize", {"desired_ram": GIB + plugged}))
+            for name, guest_proc, resize in vmms:
+                for op, plugged in (("+2G", 2 * GIB), ("-2G", 0)):
+                    t0 = time.monotonic()
+                    resize(plugged)
+                    guest_proc.wait_memtotal(bases[name] + plugged // 1024)
+                    took = time.monotonic() - t0
+                    print(json.dumps({"vmm": name, "op": op, "run": run, "seconds": round(took, 3)}),
+                          flush=True)
+                    time.sleep(1)
         counters = http_get(sock, "/api/v1/vm.counters").get("virtio-mem-default", {})
         print(json.dumps({"vmm": "accordion", "device": counters}), flush=True)
     finally:
-        acc.stop()
-
-    # QEMU
-    qmp_path = os.path.join(work, "qmp.sock")
-    if os.path.exists(qmp_path):
-        os.unlink(qmp_path)
-    qemu = Guest(["qemu-system-x86_64", "-enable-kvm", "-machine", "q35", "-cpu", "host", "-smp", "1",
-                  "-m", "1G,maxmem=5G", "-nodefaults", "-no-user-config", "-display", "none",
-                  "-serial", "stdio", "-no-reboot",
-                  "-object", "memory-backend-ram,id=vmem0mem,size=4G",
-                  "-device", "virtio-mem-pci,id=vmem0,memdev=vmem0mem,block-size=2M,requested-size=0",
-                  "-qmp", "unix:%s,server=on,wait=off" % qmp_path,
-                  "-kernel", kernel, "-initrd", initrd, "-append", cmdline],
-                 os.path.join(work, "qemu.log"))
-    try:
-        qmp = Qmp(qmp_path)
-        measure("qemu", qemu,
-                lambda plugged: qmp.cmd("qom-set", path="vmem0", property="requested-size", value=plugged))
-    finally:
-        qemu.stop()
+        for _, guest_proc, _ in vmms:
+            guest_proc.stop()
 
 
 if __name__ == "__main__":
