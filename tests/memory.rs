@@ -385,18 +385,32 @@ fn settled_memtotal(vmm: &mut Vmm) -> u64 {
 
 /// The guest's MemTotal in kB, read now.
 fn memtotal_now(vmm: &mut Vmm) -> u64 {
-    vmm.run_command("echo NOWTOTAL $(grep MemTotal /proc/meminfo)");
-    let line = vmm
-        .serial_lines()
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("NOWTOTAL "))
-        .cloned()
-        .unwrap_or_default();
-    line.split_whitespace()
-        .nth(2)
-        .and_then(|v| v.parse().ok())
-        .expect("MemTotal")
+    guest_number(vmm, "NOWTOTAL", "grep MemTotal /proc/meminfo", 1)
+}
+
+/// Runs `echo TAG $(COMMAND)` in the guest and returns the number in word `index` of
+/// COMMAND's output. The kernel's own console messages can land in the middle of the line
+/// (the console is shared): a line that does not parse is read again, up to 10 times.
+fn guest_number(vmm: &mut Vmm, tag: &str, command: &str, index: usize) -> u64 {
+    let mut last = String::new();
+    for _ in 0..10 {
+        vmm.run_command(&format!("echo {tag} $({command})"));
+        last = vmm
+            .serial_lines()
+            .iter()
+            .rev()
+            .find(|l| l.starts_with(&format!("{tag} ")))
+            .cloned()
+            .unwrap_or_default();
+        let words: Vec<&str> = last.split_whitespace().skip(1).collect();
+        // The whole line must be COMMAND's output: a kernel message in it adds words.
+        if let Some(n) = words.get(index).and_then(|v| v.parse().ok()) {
+            if words.last() == Some(&"kB") {
+                return n;
+            }
+        }
+    }
+    panic!("no number in the guest's answer to '{command}': '{last}'")
 }
 
 #[test]
@@ -423,20 +437,12 @@ fn two_zones_on_two_nodes_resize_independently() {
         ],
     );
     let node_kb = |vmm: &mut Vmm, node: u32| -> u64 {
-        vmm.run_command(&format!(
-            "echo NODE{node} $(grep MemTotal /sys/devices/system/node/node{node}/meminfo)"
-        ));
-        let line = vmm
-            .serial_lines()
-            .iter()
-            .rev()
-            .find(|l| l.starts_with(&format!("NODE{node} ")))
-            .cloned()
-            .unwrap_or_default();
-        line.split_whitespace()
-            .nth(4)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no MemTotal for node {node}: '{line}'"))
+        guest_number(
+            vmm,
+            &format!("NODE{node}"),
+            &format!("grep MemTotal /sys/devices/system/node/node{node}/meminfo"),
+            3,
+        )
     };
     let (n0, n1) = (node_kb(&mut vmm, 0), node_kb(&mut vmm, 1));
     assert!(n0 > 0 && n1 > 0, "both nodes have memory: {n0} {n1}");
