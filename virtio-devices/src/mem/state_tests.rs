@@ -377,6 +377,7 @@ fn unplug_all_unplugs_everything_and_recomputes_usable() {
 #[test]
 fn busy_answers_plug_unplug_and_unplug_all_but_not_state() {
     let (mut s, mut b) = device(GIB);
+    assert!(!s.is_busy());
     s.handle(plug(0, 2), &mut b);
     s.set_busy(true);
     assert!(s.is_busy());
@@ -614,4 +615,16 @@ fn fuzz_body_on_pseudo_random_inputs() {
     harness::run(&[]);
     harness::run(&[0xff; 4096]);
     harness::run(&[0; 4096]);
+}
+
+#[test]
+fn geometry_reads_back_as_given() {
+    let g = MemGeometry::new(BASE, 8 * GIB, BS).unwrap();
+    assert_eq!(
+        (g.addr(), g.region_size(), g.block_size()),
+        (BASE, 8 * GIB, BS)
+    );
+    let (s, _) = device(GIB);
+    assert_eq!(s.addr(), BASE);
+    assert_eq!(s.geometry(), g);
 }
