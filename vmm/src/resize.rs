@@ -181,6 +181,9 @@ mod tests {
         assert!(message(plan_resize(&zones, &none)).contains("desired_ram"));
         let zoned = [zone("mem0", GIB, Some(GIB)), zone("mem1", GIB, Some(GIB))];
         assert!(message(plan_resize(&zoned, &resize(3 * GIB))).contains("vm.resize-zone"));
+        // One zone of the user's own is still a zone.
+        let one_zone = [zone("mem0", GIB, Some(GIB))];
+        assert!(message(plan_resize(&one_zone, &resize(2 * GIB))).contains("vm.resize-zone"));
     }
 
     #[test]
