@@ -304,6 +304,21 @@ fn lifecycle_through_accordion_remote() {
     assert!(remote_err(&socket, &["resume"]).contains("not paused"));
     vmm.wait_for("resumed-ok", BOOT_TIMEOUT);
     vmm.wait_for(CMD_DONE, BOOT_TIMEOUT);
+    // The serial port's counters: what the guest wrote and what it was sent (the typed
+    // command at least), and nothing else.
+    let serial = remote_json(&socket, &["counters"])["serial"].clone();
+    let mut keys: Vec<&String> = serial
+        .as_object()
+        .expect("serial counters")
+        .keys()
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["rx_bytes", "tx_bytes"], "{serial}");
+    assert!(
+        serial["rx_bytes"].as_u64() >= Some("echo resumed-ok\n".len() as u64),
+        "{serial}"
+    );
+    assert!(serial["tx_bytes"].as_u64() > Some(0), "{serial}");
 
     remote_ok(&socket, &["reboot"]);
     vmm.wait_for(READY, BOOT_TIMEOUT);

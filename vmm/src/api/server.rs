@@ -76,6 +76,11 @@ fn handle(channel: &ApiChannel, request: Request) -> Response {
     }
 }
 
+/// The API server's limits, as docs/api.md states them: micro_http's defaults.
+fn server_config() -> ServerConfig {
+    ServerConfig::default()
+}
+
 /// Starts the `api` thread; it serves until `stop` is written. It applies `seccomp` before
 /// it accepts a connection.
 pub fn start(
@@ -84,7 +89,7 @@ pub fn start(
     stop: EventFd,
     seccomp: ThreadFilter,
 ) -> std::io::Result<JoinHandle<()>> {
-    let mut server = HttpServer::new(listener, ServerConfig::default())
+    let mut server = HttpServer::new(listener, server_config())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     std::thread::Builder::new()
         .name("api".into())
@@ -98,4 +103,23 @@ pub fn start(
                 log::error!("API server stopped: {e}");
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// docs/api.md "Limits and behaviour of the HTTP server": a change here must change the
+    /// docs (and the OpenAPI file's 413/431 descriptions) too.
+    #[test]
+    fn limits_are_the_documented_ones() {
+        let c = server_config();
+        assert_eq!(c.max_body_bytes, 256 * 1024);
+        assert_eq!(c.max_header_bytes, 16 * 1024);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_connections, 256);
+    }
 }
