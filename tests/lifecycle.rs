@@ -13,14 +13,7 @@ use std::time::Duration;
 
 use common::api::{http, remote_json, remote_ok, socket_in, spawn_with_api, wait_for_socket};
 use common::process::wait_vcpus_parked;
-use common::{tiny_elf_kernel, TempDir, EXIT_TIMEOUT};
-
-/// A kernel that halts forever: `hlt; jmp back to the hlt`.
-fn halting_kernel(dir: &TempDir) -> String {
-    let kernel = dir.path("kernel");
-    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
-    kernel.to_str().unwrap().to_string()
-}
+use common::{halting_kernel, TempDir, EXIT_TIMEOUT};
 
 fn create_body(kernel: &str) -> String {
     serde_json::json!({

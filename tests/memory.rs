@@ -40,8 +40,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::api::{
-    assert_matches_schema, http, remote_err, remote_json, remote_ok, socket_in, wait_for_socket,
-    SOCKET_TIMEOUT,
+    assert_matches_schema, http, memory_device, remote_err, remote_json, remote_ok, socket_in,
+    wait_for_socket, SOCKET_TIMEOUT,
 };
 use common::process::thread_seccomp_modes;
 use common::TempDir;
@@ -76,14 +76,6 @@ fn wait_memtotal(vmm: &mut Vmm, kb: u64) {
     vmm.wait_for(&format!("MEMTOTAL {kb} kB"), RESIZE_TIMEOUT);
 }
 
-fn device_info(socket: &Path, id: &str) -> serde_json::Value {
-    let info = remote_json(socket, &["info"]);
-    info["memory"]["devices"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
-        .unwrap_or_else(|| panic!("no memory device {id} in {info}"))
-}
-
 /// No virtio_mem error or warning in the guest's kernel log.
 fn assert_clean_guest_log(vmm: &mut Vmm) {
     let done = vmm.run_command("dmesg | grep -i virtio_mem | grep -i -E 'error|fail|warn|broken'");
@@ -108,7 +100,7 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
             "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
         ],
     );
-    let dev = device_info(&socket, "default");
+    let dev = memory_device(&socket, "default");
     assert_eq!(dev["region_size"], 4 * GIB);
     assert_eq!(dev["block_size"], 2 * MIB);
     assert_eq!(dev["plugged_size"], 0);
@@ -123,7 +115,7 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
             &["resize", "--memory", &format!("{}M", total / MIB)],
         );
         wait_memtotal(&mut vmm, base + plugged / 1024);
-        let dev = device_info(&socket, "default");
+        let dev = memory_device(&socket, "default");
         assert_eq!(dev["requested_size"], plugged);
         assert_eq!(dev["plugged_size"], plugged, "{dev}");
         assert_eq!(
@@ -266,7 +258,7 @@ fn bad_resizes_are_refused_and_change_nothing() {
         &dir,
         &["--memory", "size=1G,hotplug_size=2G,hotplugged_size=512M"],
     );
-    let before = device_info(&socket, "default");
+    let before = memory_device(&socket, "default");
     for (args, needle) in [
         (vec!["resize", "--memory", "1025M"], "block size"),
         (vec!["resize", "--memory", "4G"], "exceeds"),
@@ -298,7 +290,7 @@ fn bad_resizes_are_refused_and_change_nothing() {
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(
         before["requested_size"],
-        device_info(&socket, "default")["requested_size"]
+        memory_device(&socket, "default")["requested_size"]
     );
     assert_eq!(before["requested_size"], 512 * MIB);
     let done = vmm.run_command("echo alive");
@@ -355,7 +347,7 @@ fn hotplugged_size_is_plugged_at_boot_and_again_after_reboot() {
 /// Waits until device `id` reports `bytes` plugged.
 fn wait_plugged(socket: &Path, id: &str, bytes: u64) {
     let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while device_info(socket, id)["plugged_size"] != bytes {
+    while memory_device(socket, id)["plugged_size"] != bytes {
         assert!(
             std::time::Instant::now() < deadline,
             "{id} did not reach {bytes} plugged"
@@ -446,7 +438,7 @@ fn two_zones_on_two_nodes_resize_independently() {
     };
     let (n0, n1) = (node_kb(&mut vmm, 0), node_kb(&mut vmm, 1));
     assert!(n0 > 0 && n1 > 0, "both nodes have memory: {n0} {n1}");
-    assert_eq!(device_info(&socket, "mem1")["node"], 1);
+    assert_eq!(memory_device(&socket, "mem1")["node"], 1);
 
     remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
     wait_plugged(&socket, "mem1", 512 * MIB);
@@ -459,7 +451,7 @@ fn two_zones_on_two_nodes_resize_independently() {
         );
     }
     assert_eq!(node_kb(&mut vmm, 0), n0, "node 0 is untouched");
-    assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
+    assert_eq!(memory_device(&socket, "mem0")["plugged_size"], 0);
     let err = remote_err(&socket, &["resize", "--memory", "2G"]);
     assert!(err.contains("vm.resize-zone"), "{err}");
 
@@ -488,7 +480,7 @@ fn two_zones_on_two_nodes_resize_independently() {
         );
     }
     assert_eq!(node_kb(&mut vmm, 0), n0);
-    assert_eq!(device_info(&socket, "mem0")["plugged_size"], 0);
+    assert_eq!(memory_device(&socket, "mem0")["plugged_size"], 0);
     assert_clean_guest_log(&mut vmm);
 }
 
@@ -516,7 +508,7 @@ fn prefault_shared_and_4m_blocks() {
     // Region sizes unlike any other mapping of the process, to find them in smaps.
     let (pre_kb, shm_kb) = (640 * 1024, 768 * 1024);
     for (id, backend) in [("pre", "anonymous"), ("shm", "memfd-shared")] {
-        let dev = device_info(&socket, id);
+        let dev = memory_device(&socket, id);
         assert_eq!(dev["block_size"], 4 * MIB, "{dev}");
         assert_eq!(dev["backend"], backend, "{dev}");
     }
@@ -716,7 +708,7 @@ fn hugepage_memory_is_plugged_and_punched_back() {
         ],
     );
     assert_eq!(
-        device_info(&socket, "default")["backend"],
+        memory_device(&socket, "default")["backend"],
         "hugetlb-private"
     );
     let region_kb = GIB / 1024;

@@ -10,29 +10,15 @@ mod common;
 
 use std::path::Path;
 
-use common::api::{http, remote, remote_err, remote_json, remote_ok, socket_in, spawn_with_api};
+use common::api::{
+    http, memory_device, remote, remote_err, remote_json, remote_ok, socket_in, spawn_with_api,
+};
 use common::process::wait_vcpus_parked;
-use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
+use common::{halting_kernel, TempDir, Vmm, EXIT_TIMEOUT};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const BOOT_RAM: u64 = 64 * MIB;
-
-/// A kernel that halts forever: `hlt; jmp back to the hlt`.
-fn halting_kernel(dir: &TempDir) -> String {
-    let kernel = dir.path("kernel");
-    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
-    kernel.to_str().unwrap().to_string()
-}
-
-/// The virtio-mem device `id` as `vm.info` lists it.
-fn device(socket: &Path, id: &str) -> serde_json::Value {
-    let info = remote_json(socket, &["info"]);
-    info["memory"]["devices"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
-        .unwrap_or_else(|| panic!("no memory device {id} in {info}"))
-}
 
 /// `accordion-remote resize --memory BYTES`.
 fn resize(socket: &Path, bytes: u64) -> std::process::Output {
@@ -86,7 +72,7 @@ fn resize_reaches_the_device_and_the_configuration() {
     assert_eq!(vm["memory"]["boot_ram"], BOOT_RAM);
     assert_eq!(vm["config"]["memory"]["size"], BOOT_RAM);
     assert_eq!(vm["config"]["memory"]["hotplug_size"], GIB);
-    let dev = device(&socket, "default");
+    let dev = memory_device(&socket, "default");
     assert_eq!(
         keys(&dev),
         [
@@ -125,7 +111,7 @@ fn resize_reaches_the_device_and_the_configuration() {
     ] {
         let out = resize(&socket, total);
         assert!(out.status.success(), "{total}: {out:?}");
-        let dev = device(&socket, "default");
+        let dev = memory_device(&socket, "default");
         let requested = total - BOOT_RAM;
         assert_eq!(dev["requested_size"], requested, "{dev}");
         let usable = dev["usable_region_size"].as_u64().unwrap();
@@ -180,7 +166,7 @@ fn resize_reaches_the_device_and_the_configuration() {
     ] {
         remote_ok(&socket, &["resize", "--memory", arg]);
         assert_eq!(
-            device(&socket, "default")["requested_size"],
+            memory_device(&socket, "default")["requested_size"],
             requested,
             "{arg}"
         );
@@ -198,13 +184,16 @@ fn resize_reaches_the_device_and_the_configuration() {
     remote_ok(&socket, &["pause"]);
     assert!(wait_vcpus_parked(vmm.pid()));
     assert!(resize(&socket, BOOT_RAM + 768 * MIB).status.success());
-    assert_eq!(device(&socket, "default")["requested_size"], 768 * MIB);
+    assert_eq!(
+        memory_device(&socket, "default")["requested_size"],
+        768 * MIB
+    );
     assert_eq!(info(&socket)["state"], "Paused");
     remote_ok(&socket, &["resume"]);
 
     // A reboot builds a new device that asks for the size last requested.
     remote_ok(&socket, &["reboot"]);
-    let dev = device(&socket, "default");
+    let dev = memory_device(&socket, "default");
     assert_eq!(dev["requested_size"], 768 * MIB, "{dev}");
     assert_eq!(dev["plugged_size"], 0);
     assert_eq!(info(&socket)["state"], "Running");
@@ -222,7 +211,10 @@ fn resize_reaches_the_device_and_the_configuration() {
     assert_eq!(info(&socket), before);
     // Booted again, the device starts from the configuration.
     remote_ok(&socket, &["boot"]);
-    assert_eq!(device(&socket, "default")["requested_size"], 768 * MIB);
+    assert_eq!(
+        memory_device(&socket, "default")["requested_size"],
+        768 * MIB
+    );
     shut_down(&socket, vmm);
 }
 
@@ -275,7 +267,7 @@ fn resize_zone_changes_only_its_zone_and_survives_a_reboot() {
             "id=mem1,size=32M,hotplug_size=512M,hotplugged_size=128M",
         ],
     );
-    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    assert_eq!(memory_device(&socket, "mem1")["requested_size"], 128 * MIB);
     // The whole-VM resize does not apply to zones.
     let err = remote_err(&socket, &["resize", "--memory", "1G"]);
     assert!(
@@ -284,8 +276,8 @@ fn resize_zone_changes_only_its_zone_and_survives_a_reboot() {
     );
 
     remote_ok(&socket, &["resize-zone", "--id", "mem0", "--size", "288M"]);
-    assert_eq!(device(&socket, "mem0")["requested_size"], 256 * MIB);
-    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    assert_eq!(memory_device(&socket, "mem0")["requested_size"], 256 * MIB);
+    assert_eq!(memory_device(&socket, "mem1")["requested_size"], 128 * MIB);
     let zones = &info(&socket)["config"]["memory"]["zones"];
     assert_eq!(zones[0]["hotplugged_size"], 256 * MIB, "{zones}");
     assert_eq!(zones[1]["hotplugged_size"], 128 * MIB, "{zones}");
@@ -297,7 +289,7 @@ fn resize_zone_changes_only_its_zone_and_survives_a_reboot() {
     assert_eq!(info(&socket), before);
 
     remote_ok(&socket, &["reboot"]);
-    assert_eq!(device(&socket, "mem0")["requested_size"], 256 * MIB);
-    assert_eq!(device(&socket, "mem1")["requested_size"], 128 * MIB);
+    assert_eq!(memory_device(&socket, "mem0")["requested_size"], 256 * MIB);
+    assert_eq!(memory_device(&socket, "mem1")["requested_size"], 128 * MIB);
     shut_down(&socket, vmm);
 }

@@ -10,18 +10,16 @@ use std::os::unix::process::ExitStatusExt;
 
 use common::api::{remote_json, remote_ok, socket_in, spawn_with_api};
 use common::process::{thread_seccomp_modes, vcpus_parked, wait_vcpus_parked};
-use common::{tiny_elf_kernel, TempDir, Vmm, EXIT_TIMEOUT};
+use common::{halting_kernel, TempDir, Vmm, EXIT_TIMEOUT};
 
 fn halting_vmm_with(tag: &str, dir: &TempDir, seccomp: &str) -> Vmm {
-    let kernel = dir.path("kernel");
-    // hlt; jmp back to the hlt.
-    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
+    let kernel = halting_kernel(dir);
     spawn_with_api(
         tag,
         dir,
         &[
             "--kernel",
-            kernel.to_str().unwrap(),
+            &kernel,
             "--memory",
             "size=64M",
             "--serial",

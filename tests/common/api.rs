@@ -215,6 +215,15 @@ pub fn timed_ping(socket: &Path) -> Duration {
     took
 }
 
+/// The memory device `id` (a virtio-mem device of zone `id`) as `vm.info` lists it.
+pub fn memory_device(socket: &Path, id: &str) -> serde_json::Value {
+    let info = remote_json(socket, &["info"]);
+    info["memory"]["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no memory device {id} in {info}"))
+}
+
 /// A private socket path inside `dir`.
 pub fn socket_in(dir: &Path) -> PathBuf {
     dir.join("api.sock")

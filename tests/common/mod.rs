@@ -335,6 +335,14 @@ pub fn field(line: &str, key: &str) -> Option<u64> {
 
 /// A minimal ELF64 kernel: one PT_LOAD of `code` at 1 MiB (occupying `memsz` bytes), and
 /// with `pvh` a Xen PVH entry note pointing at it.
+/// Writes a PVH kernel that halts forever (`hlt; jmp back to the hlt`) into `dir` and
+/// returns its path: a VM that runs on any KVM and costs no CPU.
+pub fn halting_kernel(dir: &TempDir) -> String {
+    let kernel = dir.path("kernel");
+    std::fs::write(&kernel, tiny_elf_kernel(&[0xf4, 0xeb, 0xfd], 0x1000, true)).unwrap();
+    kernel.to_str().unwrap().to_string()
+}
+
 pub fn tiny_elf_kernel(code: &[u8], memsz: u64, pvh: bool) -> Vec<u8> {
     const LOAD_ADDR: u64 = 0x10_0000;
     const CODE_OFFSET: u64 = 0x1000;
