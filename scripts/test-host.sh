@@ -16,7 +16,9 @@
 # Environment:
 #   ACCORDION_TEST_HOST=nested|direct  force a path (default: detect)
 #   ACCORDION_TEST_HOST_MEM            test host memory, QEMU -m syntax (default 8G)
-#   ACCORDION_TEST_HOST_CPUS           test host vCPUs (default 2)
+#   ACCORDION_TEST_HOST_CPUS           test host vCPUs (default 1: with 2, QEMU's multi-threaded
+#                                      TCG sometimes runs code another vCPU has just patched
+#                                      in its old form; docs/testing.md, "The nested test host")
 #   ACCORDION_TEST_HOST_CPU            QEMU -cpu of the test host (default max,-cx16)
 #   ACCORDION_TEST_HOST_TIMEOUT        seconds before the test host is killed (default 3600)
 #   ACCORDION_TEST_HOST_BOOT_TIMEOUT   seconds the test host has to come up (mount its share)
@@ -28,6 +30,9 @@
 #                                      to for real (default none; everything else is the
 #                                      throw-away overlay)
 #   ACCORDION_TEST_HOST_ENV            more variable names to pass through, space separated
+#   ACCORDION_TEST_HOST_KVM_TRACE=1    keep KVM's shutdown exits (with the guest's RIP) and
+#                                      injected exceptions in the test host's trace; a test
+#                                      whose guest triple-faults prints them (default off)
 # Passed into the test host: PATH, HOME, USER, TERM, LANG, LC_ALL, TMPDIR, CI, NO_COLOR and
 # all RUST_*, CARGO_*, RUSTUP_* and ACCORDION_* variables; inside, ACCORDION_TEST_HOST is
 # direct and ACCORDION_IN_TEST_HOST=1. Results that must outlive the test host go to an
@@ -132,11 +137,11 @@ run_nested() {
     # An AMD model, since TCG emulates SVM but not VMX; without cx16 because 6.12 kernels
     # double-fault in SLUB under TCG when it is present.
     -cpu "${ACCORDION_TEST_HOST_CPU:-max,-cx16}"
-    -smp "${ACCORDION_TEST_HOST_CPUS:-2}" -m "${ACCORDION_TEST_HOST_MEM:-8G}"
+    -smp "${ACCORDION_TEST_HOST_CPUS:-1}" -m "${ACCORDION_TEST_HOST_MEM:-8G}"
     -nodefaults -display none -no-reboot -serial stdio
     -kernel "$image/bzImage" -initrd "$image/initramfs.cpio.gz"
     # loglevel=3: only critical kernel messages may interleave with the output of CMD.
-    -append "console=ttyS0 quiet loglevel=3 panic=-1"
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 kvm_trace=${ACCORDION_TEST_HOST_KVM_TRACE:-0}"
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
     -virtfs "local,path=$share,mount_tag=accshare,security_model=none,multidevs=remap"
   )

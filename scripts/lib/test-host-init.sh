@@ -86,10 +86,12 @@ fi
 
 # For a guest that triple-faults: KVM on AMD resets the vCPU when it intercepts the shutdown,
 # so the VMM can no longer say where the guest was; KVM's kvm_exit tracepoint records the
-# guest's RIP before that. Keep only shutdown exits (SVM_EXIT_SHUTDOWN, 0x7f) and the
-# exceptions KVM injects; the tests print the trace when a guest dies of a triple fault.
+# guest's RIP before that. With kvm_trace=1 on the test host's command line
+# (ACCORDION_TEST_HOST_KVM_TRACE=1), keep only shutdown exits (SVM_EXIT_SHUTDOWN, 0x7f) and
+# the exceptions KVM injects; the tests print the trace when a guest dies of a triple fault.
 tracing=/sys/kernel/tracing
-if mount -t tracefs nodev "$tracing" 2>/dev/null && [ -d "$tracing/events/kvm/kvm_exit" ]; then
+if grep -qw kvm_trace=1 /proc/cmdline \
+  && mount -t tracefs nodev "$tracing" 2>/dev/null && [ -d "$tracing/events/kvm/kvm_exit" ]; then
   echo 'exit_reason == 127' > "$tracing/events/kvm/kvm_exit/filter" \
     && echo 1 > "$tracing/events/kvm/kvm_exit/enable" \
     && echo 1 > "$tracing/events/kvm/kvm_inj_exception/enable" \
