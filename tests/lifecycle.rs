@@ -224,3 +224,70 @@ fn api_socket_handed_over_as_a_listening_descriptor() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_guest_reset_is_a_rebooting_rebooted_pair() {
+    // mov al, 0xfe; out 0x64, al (the i8042 reset line); then halt. Each boot resets again.
+    const RESET: [u8; 7] = [0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd];
+    let dir = TempDir::new("lifecycle-reset");
+    let socket = socket_in(&dir.0);
+    let kernel = dir.path("kernel");
+    std::fs::write(&kernel, common::tiny_elf_kernel(&RESET, 0x1000, true)).unwrap();
+    let events_file = dir.path("events");
+    let monitor = format!("path={}", events_file.display());
+    let mut vmm = spawn_with_api(
+        "lifecycle-reset",
+        &dir,
+        &[
+            "--event-monitor",
+            &monitor,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--serial",
+            "off",
+        ],
+    );
+    // Wait for three guest-initiated reboots.
+    let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+    // (Counted in the raw text: the monitor may be in the middle of writing a line.)
+    let rebooted = || {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .matches(r#""event":"rebooted""#)
+            .count()
+    };
+    while rebooted() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no three reboots");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    remote_ok(&socket, &["shutdown-vmm"]);
+    let status = vmm.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", vmm.stderr());
+    let got: Vec<String> = events(&events_file)
+        .into_iter()
+        .map(|(s, e)| format!("{s}:{e}"))
+        .collect();
+    // The boot, then rebooting/rebooted pairs (never split: the VMM thread rebuilds the VM
+    // before it takes the next API request), then the end.
+    assert_eq!(
+        got[..5],
+        [
+            "vmm:starting",
+            "vm:creating",
+            "vm:created",
+            "vm:booting",
+            "vm:booted"
+        ],
+        "{got:?}"
+    );
+    let middle = &got[5..got.len() - 2];
+    assert!(middle.len() >= 6, "{got:?}");
+    for pair in middle.chunks(2) {
+        assert_eq!(pair, ["vm:rebooting", "vm:rebooted"], "{got:?}");
+    }
+    assert_eq!(
+        got[got.len() - 2..],
+        ["vm:shutdown", "vmm:shutdown"],
+        "{got:?}"
+    );
+}
