@@ -50,6 +50,20 @@ fn vcpu_threads(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (at most 10 s) until process `pid` has `n` threads named `vcpu*`: a new thread
+/// names itself once it runs, a moment after it was started.
+fn wait_vcpu_threads(pid: u32, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while vcpu_threads(pid) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} vCPU threads, not {n}",
+            vcpu_threads(pid)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The events file, parsed: `(source, event)` in order, after checking each line's shape
 /// (timestamps from the VMM's start that never go back, properties null but for `failed`).
 fn events(path: &Path) -> Vec<(String, String)> {
@@ -89,18 +103,19 @@ fn every_lifecycle_event_in_order_and_delete_stops_a_running_vm() {
 
     put(&socket, "vm.create", Some(&create_body(&kernel)));
     put(&socket, "vm.boot", None);
-    assert_eq!(vcpu_threads(pid), 1);
+    wait_vcpu_threads(pid, 1);
     put(&socket, "vm.pause", None);
     assert!(wait_vcpus_parked(pid));
     put(&socket, "vm.resume", None);
     put(&socket, "vm.reboot", None);
     assert_eq!(remote_json(&socket, &["info"])["state"], "Running");
     put(&socket, "vm.shutdown", None);
-    assert_eq!(vcpu_threads(pid), 0, "shut down, the vCPU threads are gone");
+    // Shut down, the vCPU threads end.
+    wait_vcpu_threads(pid, 0);
     put(&socket, "vm.boot", None);
     // Deleting a running VM stops it first: its vCPU threads end, and it is gone.
     put(&socket, "vm.delete", None);
-    assert_eq!(vcpu_threads(pid), 0, "deleted, the vCPU threads are gone");
+    wait_vcpu_threads(pid, 0);
     assert_eq!(http(&socket, "GET", "/api/v1/vm.info", None).status, 404);
     // A new VM can be created and booted after it.
     put(&socket, "vm.create", Some(&create_body(&kernel)));

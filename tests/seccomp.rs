@@ -49,10 +49,18 @@ fn threads_work_and_sigterm_shuts_down(seccomp: &str) {
 
     assert!(remote_json(&socket, &["ping"])["pid"].is_u64());
     assert_eq!(remote_json(&socket, &["info"])["state"], "Running");
-    // Every thread runs under a filter (mode 2) unless seccomp is off.
+    // Every thread runs under a filter (mode 2) unless seccomp is off. (A new thread names
+    // itself once it runs: wait until all five have their names.)
     let mode = if seccomp == "false" { 0 } else { 2 };
     let expected: Vec<(String, u32)> = THREADS.iter().map(|t| (t.to_string(), mode)).collect();
-    assert_eq!(thread_seccomp_modes(vmm.pid()), expected);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut threads = thread_seccomp_modes(vmm.pid());
+    while threads.iter().map(|(n, _)| n.as_str()).ne(THREADS) {
+        assert!(std::time::Instant::now() < deadline, "threads: {threads:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        threads = thread_seccomp_modes(vmm.pid());
+    }
+    assert_eq!(threads, expected);
     remote_ok(&socket, &["pause"]);
     assert!(wait_vcpus_parked(vmm.pid()), "the vCPU was not parked");
     assert_eq!(remote_json(&socket, &["info"])["state"], "Paused");
