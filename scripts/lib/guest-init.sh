@@ -17,8 +17,8 @@
 #       (the VMM's power-button request, through the GED and \_SB_.PWRB); the guest then
 #       runs `sync` and `poweroff -f`, as acpid or systemd-logind would shut a distro down;
 #   then, per kernel command line option accordion.action=:
-#       poweroff  -> `poweroff -f` right away
-#       reboot    -> `reboot -f` right away
+#       poweroff  -> `poweroff -f` once the console has sent READY
+#       reboot    -> `reboot -f` once the console has sent READY
 #       (absent)  -> a command loop: each non-blank line read from the console runs as
 #                    `sh -c "$line"` (stdin /dev/null, output to the console), followed by
 #                    ACCORDION_CMD_DONE rc=<exit status>
@@ -129,9 +129,24 @@ cpus=$(grep -c '^processor' /proc/cpuinfo)
 echo "ACCORDION_GUEST_READY cpus=$cpus memtotal_kb=$(memtotal_kb) kernel=$(uname -r) uptime=$uptime"
 memtotal_watch > /dev/console 2>&1 &
 
+# console_drained — waits (at most 2 s) until the serial port has sent what is queued for
+# it: `poweroff -f` does not wait for the tty, and a READY line still in its buffer would be
+# lost (seen with a one-vCPU test host). Done when the 8250 driver's transmit count
+# (/proc/tty/driver/serial, port 0) has not moved for two samples 20 ms apart.
+console_drained() {
+  prev=-1 same=0 tries=0
+  while [ "$tries" -lt 100 ] && [ "$same" -lt 2 ]; do
+    tx=$(sed -n 's/^0:.* tx:\([0-9]*\).*/\1/p' /proc/tty/driver/serial 2>/dev/null)
+    [ -n "$tx" ] || return 0
+    if [ "$tx" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+    prev=$tx tries=$((tries + 1))
+    usleep 20000
+  done
+}
+
 case "$(cmdline_arg accordion.action)" in
-  poweroff) poweroff -f ;;
-  reboot) reboot -f ;;
+  poweroff) console_drained; poweroff -f ;;
+  reboot) console_drained; reboot -f ;;
 esac
 
 # Command loop (echo was switched off before READY).
