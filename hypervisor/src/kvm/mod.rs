@@ -61,8 +61,8 @@ impl Hypervisor for KvmHypervisor {
         let mut entries = cpuid.as_slice().to_vec();
         // The in-kernel LAPIC emulates the TSC-deadline timer whatever the host CPU has, but
         // KVM_GET_SUPPORTED_CPUID leaves its bit to userspace (KVM's API documentation).
-        // Without it Linux programs the LAPIC timer in one-shot mode, which costs a
-        // calibration at boot and a divide on every timer.
+        // Without it Linux runs the LAPIC timer in one-shot mode, which it first has to
+        // calibrate at boot.
         if self.kvm.check_extension(Cap::TscDeadlineTimer) {
             set_tsc_deadline_bit(&mut entries);
         }
