@@ -405,6 +405,30 @@ fn guest_number(vmm: &mut Vmm, tag: &str, command: &str, index: usize) -> u64 {
     panic!("no number in the guest's answer to '{command}': '{last}'")
 }
 
+/// The guest's MemTotal of NUMA node `node` in kB, read now.
+fn node_kb(vmm: &mut Vmm, node: u32) -> u64 {
+    guest_number(
+        vmm,
+        &format!("NODE{node}"),
+        &format!("grep MemTotal /sys/devices/system/node/node{node}/meminfo"),
+        3,
+    )
+}
+
+/// Waits until node `node`'s MemTotal is `kb` (the guest onlines and offlines blocks after
+/// the device reports them).
+fn wait_node_kb(vmm: &mut Vmm, node: u32, kb: u64) {
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    let mut now = node_kb(vmm, node);
+    while now != kb {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {node} stayed at {now} kB, not {kb} kB"
+        );
+        now = node_kb(vmm, node);
+    }
+}
+
 #[test]
 #[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
 fn two_zones_on_two_nodes_resize_independently() {
@@ -428,14 +452,6 @@ fn two_zones_on_two_nodes_resize_independently() {
             "guest_numa_id=1,cpus=1,memory_zones=mem1",
         ],
     );
-    let node_kb = |vmm: &mut Vmm, node: u32| -> u64 {
-        guest_number(
-            vmm,
-            &format!("NODE{node}"),
-            &format!("grep MemTotal /sys/devices/system/node/node{node}/meminfo"),
-            3,
-        )
-    };
     let (n0, n1) = (node_kb(&mut vmm, 0), node_kb(&mut vmm, 1));
     assert!(n0 > 0 && n1 > 0, "both nodes have memory: {n0} {n1}");
     assert_eq!(memory_device(&socket, "mem1")["node"], 1);
@@ -443,13 +459,7 @@ fn two_zones_on_two_nodes_resize_independently() {
     remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "1G"]);
     wait_plugged(&socket, "mem1", 512 * MIB);
     // The guest onlines the plugged blocks after the device reports them: wait for it.
-    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while node_kb(&mut vmm, 1) != n1 + 512 * 1024 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node 1 did not grow by 512 MiB from {n1} kB"
-        );
-    }
+    wait_node_kb(&mut vmm, 1, n1 + 512 * 1024);
     assert_eq!(node_kb(&mut vmm, 0), n0, "node 0 is untouched");
     assert_eq!(memory_device(&socket, "mem0")["plugged_size"], 0);
     let err = remote_err(&socket, &["resize", "--memory", "2G"]);
@@ -459,26 +469,13 @@ fn two_zones_on_two_nodes_resize_independently() {
     vmm.send("reboot -f");
     vmm.wait_for(READY, BOOT_TIMEOUT);
     wait_plugged(&socket, "mem1", 512 * MIB);
-    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while node_kb(&mut vmm, 1) != n1 + 512 * 1024 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after the reboot node 1 did not come back to {} kB",
-            n1 + 512 * 1024
-        );
-    }
+    wait_node_kb(&mut vmm, 1, n1 + 512 * 1024);
     assert_eq!(node_kb(&mut vmm, 0), n0);
 
     // The zone shrinks back to its boot RAM; the other stays as it was.
     remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "512M"]);
     wait_plugged(&socket, "mem1", 0);
-    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while node_kb(&mut vmm, 1) != n1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node 1 did not shrink back to {n1} kB"
-        );
-    }
+    wait_node_kb(&mut vmm, 1, n1);
     assert_eq!(node_kb(&mut vmm, 0), n0);
     assert_eq!(memory_device(&socket, "mem0")["plugged_size"], 0);
     assert_clean_guest_log(&mut vmm);
