@@ -72,7 +72,7 @@ impl Default for CpusConfig {
     }
 }
 
-pub use crate::memory_config::{
+pub use crate::memory::config::{
     HotplugMethod, MemoryConfig, MemoryZoneConfig, NumaConfig, NumaDistance, DEFAULT_BLOCK_SIZE,
     DEFAULT_MEMORY_SIZE,
 };
@@ -269,7 +269,7 @@ impl VmConfig {
                 "max_vcpus must equal boot_vcpus (vCPU hotplug is not supported)",
             ));
         }
-        crate::memory_config::validate(self)?;
+        crate::memory::config::validate(self)?;
         let min = arch::layout::MIN_RAM_SIZE;
         if self.memory.boot_ram() < min {
             return Err(ConfigError::new(

@@ -13,8 +13,8 @@ use crate::devices::serial::SerialCounters;
 use crate::devices::{
     acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
 };
-use crate::memory_devices::MemoryDevice;
-use crate::memory_manager::{MemoryError, MemoryManager};
+use crate::memory::devices::MemoryDevice;
+use crate::memory::manager::{MemoryError, MemoryManager};
 use crate::pci_host::PciHost;
 use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
 use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
@@ -49,7 +49,7 @@ pub enum VmError {
     #[error("{0}")]
     Pci(#[from] crate::pci_host::PciHostError),
     #[error("{0}")]
-    MemoryDevice(#[from] crate::memory_devices::MemoryDeviceError),
+    MemoryDevice(#[from] crate::memory::devices::MemoryDeviceError),
     #[error("{0}")]
     State(&'static str),
     #[error("{0}")]
@@ -106,7 +106,7 @@ impl Vm {
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
-        let memory_devices = crate::memory_devices::create(
+        let memory_devices = crate::memory::devices::create(
             &vm,
             &routing,
             memory.guest_memory(),
@@ -164,7 +164,8 @@ impl Vm {
     }
 
     fn acpi_config(&self) -> acpi::AcpiConfig {
-        let (numa, numa_distances) = crate::numa::acpi_numa(&self.config, self.memory.zones());
+        let (numa, numa_distances) =
+            crate::memory::numa::acpi_numa(&self.config, self.memory.zones());
         acpi::AcpiConfig {
             num_vcpus: self.config.cpus.boot_vcpus,
             ioapic_id: IOAPIC_ID,
@@ -326,7 +327,7 @@ impl Vm {
                 .sum::<u64>()
     }
 
-    pub fn memory_zones(&self) -> &[crate::memory_manager::MemoryZone] {
+    pub fn memory_zones(&self) -> &[crate::memory::manager::MemoryZone] {
         self.memory.zones()
     }
 
@@ -335,7 +336,7 @@ impl Vm {
     }
 
     /// Asks the device of zone `zone` for `requested_size` bytes; returns at once.
-    pub fn resize_memory(&self, plan: crate::resize::ResizePlan) -> Result<(), String> {
+    pub fn resize_memory(&self, plan: crate::memory::resize::ResizePlan) -> Result<(), String> {
         let zone = self
             .memory
             .zones()

@@ -363,10 +363,10 @@ impl Vmm {
                 Err(e) => Err(e),
             },
             ApiAction::VmResize(body) => {
-                self.resize(|zones| crate::resize::plan_resize(zones, &body))
+                self.resize(|zones| crate::memory::resize::plan_resize(zones, &body))
             }
             ApiAction::VmResizeZone(body) => {
-                self.resize(|zones| crate::resize::plan_resize_zone(zones, &body))
+                self.resize(|zones| crate::memory::resize::plan_resize_zone(zones, &body))
             }
             ApiAction::VmPowerButton => self
                 .running_vm()
@@ -381,8 +381,8 @@ impl Vmm {
     fn resize(
         &mut self,
         plan: impl FnOnce(
-            &[crate::memory_manager::MemoryZone],
-        ) -> Result<crate::resize::ResizePlan, ApiError>,
+            &[crate::memory::manager::MemoryZone],
+        ) -> Result<crate::memory::resize::ResizePlan, ApiError>,
     ) -> ApiResult {
         let vm = self.running_vm()?;
         let plan = plan(vm.memory_zones())?;

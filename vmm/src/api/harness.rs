@@ -14,7 +14,7 @@
 //! the VMM thread with no KVM ([`Model`]): `vm.create` validates the configuration
 //! ([`VmConfig::validate`]), `vm.boot` lays its memory out as the VM would
 //! ([`place_zones`]), `vm.resize`/`vm.resize-zone` plan against that layout
-//! ([`crate::resize`]) and record the new size in the configuration, `vm.info` shows it.
+//! ([`crate::memory::resize`]) and record the new size in the configuration, `vm.info` shows it.
 //!
 //! Besides "nothing panics", it checks what a client relies on:
 //! - routing is deterministic and agrees with [`routes::ROUTES`]: a listed path with its
@@ -40,8 +40,8 @@ use super::routes::{self, RouteError, API_PREFIX, ROUTES};
 use super::server;
 use super::{ApiAction, ApiError, ApiResult};
 use crate::config::VmConfig;
-use crate::memory_manager::{place_zones, MemoryZone};
-use crate::resize::{plan_resize, plan_resize_zone, ResizePlan};
+use crate::memory::manager::{place_zones, MemoryZone};
+use crate::memory::resize::{plan_resize, plan_resize_zone, ResizePlan};
 
 /// The control byte's bits (see [`Script::decode`]).
 pub const SPLITS_MASK: u8 = 0x07;

@@ -27,8 +27,8 @@ pub enum ApiAction {
     VmShutdown,
     VmReboot,
     VmPowerButton,
-    VmResize(crate::resize::VmResize),
-    VmResizeZone(crate::resize::VmResizeZone),
+    VmResize(crate::memory::resize::VmResize),
+    VmResizeZone(crate::memory::resize::VmResizeZone),
 }
 
 /// An API failure: the HTTP status and a message for the client.

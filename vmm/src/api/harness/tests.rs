@@ -301,7 +301,7 @@ fn fuzz_body_on_hand_made_inputs() {
     ] {
         run(data);
     }
-    // Zones adding up past 2^64 bytes (memory_config's zones_adding_up_past_2_pow_64_...):
+    // Zones adding up past 2^64 bytes (memory::config's zones_adding_up_past_2_pow_64_...):
     // refused by validation, not a panic.
     let half = 1u64 << 63;
     let config = format!(

@@ -2,7 +2,7 @@
 //! and virtio-mem regions, the latter hot-pluggable) belong to which node.
 
 use crate::config::VmConfig;
-use crate::memory_manager::MemoryZone;
+use crate::memory::manager::MemoryZone;
 
 /// Distance given when `--numa` names none.
 const DEFAULT_REMOTE: u8 = acpi::DEFAULT_REMOTE_DISTANCE;

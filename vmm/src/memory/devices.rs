@@ -15,7 +15,7 @@ use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
 use vm_memory::GuestMemoryMmap;
 
-use crate::memory_manager::{Backing, MemoryZone};
+use crate::memory::manager::{Backing, MemoryZone};
 use crate::pci_host::PciHost;
 use crate::seccomp::ThreadFilter;
 

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::memory_manager::MemoryZone;
+use crate::memory::manager::MemoryZone;
 
 /// Body of `vm.resize`, as Cloud Hypervisor's `VmResizeData`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -105,7 +105,7 @@ pub fn plan_resize_zone(zones: &[MemoryZone], body: &VmResizeZone) -> Result<Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory_manager::{Backing, DeviceRegion};
+    use crate::memory::manager::{Backing, DeviceRegion};
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
