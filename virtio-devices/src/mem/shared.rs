@@ -9,7 +9,9 @@
 //! status and the configuration space as [`VirtioMemState::set_requested_size`] would change
 //! them. The device thread then applies it to the state (under the same lock as each
 //! publication, so the two never disagree for long) and sends the configuration-change
-//! interrupt.
+//! interrupt. Several resizes before the thread runs are applied as one, largest first, so
+//! the usable region the driver may already have read never shrinks, and any change that
+//! was published on the way earns the interrupt.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,13 +77,24 @@ pub struct Published {
     pub plugged: Option<PluggedSizeChange>,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct PendingResize {
+    last: u64,
+    largest: u64,
+    /// The published configuration changed on the way (a driver may have read it): the
+    /// device owes the driver a configuration-change interrupt.
+    published_change: bool,
+}
+
 struct Inner {
     config: VirtioMemConfig,
     counters: Counters,
     latency: LatencyRecorder,
     discard: LatencyRecorder,
     generation: u32,
-    pending_resize: Option<u64>,
+    /// The last size asked for since the device thread last applied one, and the largest:
+    /// the usable region already published was grown for the largest, and must not shrink.
+    pending_resize: Option<PendingResize>,
     active: bool,
     needs_reset: bool,
 }
@@ -141,13 +154,19 @@ impl MemShared {
         self.geometry.check_requested_size(size)?;
         {
             let mut inner = self.lock();
-            inner.pending_resize = Some(size);
             let mut config = inner.config;
             config.requested_size = size;
             config.usable_region_size = config
                 .usable_region_size
                 .max(self.geometry.usable_region_for(size));
+            let changed = config != inner.config;
             set_config(&mut inner, config);
+            let earlier = inner.pending_resize;
+            inner.pending_resize = Some(PendingResize {
+                last: size,
+                largest: earlier.map_or(size, |p| p.largest.max(size)),
+                published_change: changed || earlier.is_some_and(|p| p.published_change),
+            });
         }
         if let Err(e) = self.wake.write(1) {
             log::warn!("virtio-mem: cannot wake the device thread for a resize: {e}");
@@ -160,10 +179,19 @@ impl MemShared {
     pub fn publish(&self, state: &mut VirtioMemState, latency_ns: Option<u64>) -> Published {
         let mut inner = self.lock();
         let mut config_changed = false;
-        if let Some(size) = inner.pending_resize.take() {
-            match state.set_requested_size(size) {
-                Ok(changed) => config_changed = changed,
-                // request_resize validated it against the same geometry.
+        if let Some(pending) = inner.pending_resize.take() {
+            // The largest first, so that the state's usable region is the one already
+            // published (the driver may have read it): usable_region_size never shrinks
+            // outside UNPLUG_ALL and reset, and every change comes with an interrupt.
+            let before = state.config();
+            let applied = state
+                .set_requested_size(pending.largest)
+                .and_then(|_| state.set_requested_size(pending.last));
+            match applied {
+                // An interrupt when the state changed, or when what was published in between
+                // changed (the driver may have read it).
+                Ok(_) => config_changed = pending.published_change || state.config() != before,
+                // request_resize validated both against the same geometry.
                 Err(e) => log::error!("virtio-mem: pending resize refused: {e}"),
             }
         }
@@ -264,5 +292,64 @@ fn set_config(inner: &mut Inner, config: VirtioMemConfig) {
     if inner.config != config {
         inner.config = config;
         inner.generation = inner.generation.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BS: u64 = 2 << 20;
+    const GIB: u64 = 1 << 30;
+
+    /// A 64 GiB region with 1 GiB plugged and requested, published and applied.
+    fn settled() -> (MemShared, VirtioMemState) {
+        let geometry = MemGeometry::new(1 << 40, 64 * GIB, BS).unwrap();
+        let mut state = VirtioMemState::new(geometry, None, GIB).unwrap();
+        let shared = MemShared::new(&state).unwrap();
+        shared.publish(&mut state, None);
+        (shared, state)
+    }
+
+    #[test]
+    fn there_and_back_before_the_thread_applies_keeps_the_usable_region_and_interrupts() {
+        let (shared, mut state) = settled();
+        let usable_before = shared.status().usable_region_size;
+        shared.request_resize(32 * GIB).unwrap();
+        let published = shared.status().usable_region_size;
+        assert!(
+            published > usable_before,
+            "a grow publishes a larger usable region"
+        );
+        // Back to where the state already is, before the device thread ran.
+        shared.request_resize(GIB).unwrap();
+        let applied = shared.publish(&mut state, None);
+        assert_eq!(state.requested_size(), GIB);
+        assert_eq!(
+            state.usable_region_size(),
+            published,
+            "the usable region a driver may have read never shrinks"
+        );
+        assert_eq!(shared.status().usable_region_size, published);
+        assert!(applied.config_changed, "the driver must be told");
+    }
+
+    #[test]
+    fn requested_size_that_flickered_is_followed_by_an_interrupt() {
+        // The usable region already covers both sizes: only requested_size flickered.
+        let (shared, mut state) = settled();
+        shared.request_resize(2 * GIB).unwrap();
+        shared.publish(&mut state, None);
+        let usable = state.usable_region_size();
+        shared.request_resize(GIB).unwrap();
+        shared.request_resize(2 * GIB).unwrap();
+        let applied = shared.publish(&mut state, None);
+        assert_eq!(state.usable_region_size(), usable);
+        assert!(
+            applied.config_changed,
+            "requested_size read as 1 GiB in between: the driver must re-read it"
+        );
+        // Nothing pending and nothing changed: no interrupt.
+        assert!(!shared.publish(&mut state, None).config_changed);
     }
 }
