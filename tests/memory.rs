@@ -175,6 +175,9 @@ fn assert_device_counters(c: &serde_json::Value) {
         "discard_total_ns",
         "discard_max_ns",
         "discard_median_ns",
+        "slots_mapped",
+        "unplugged_reads",
+        "unplugged_writes",
     ];
     documented.sort();
     assert_eq!(keys, documented);
@@ -564,23 +567,39 @@ fn prefault_shared_and_4m_blocks() {
     assert_clean_guest_log(&mut vmm);
 }
 
-/// The sum of the smaps `fields` (in kB) over the accordion process's mappings of exactly
-/// `size_kb` kB (the virtio-mem region's mapping).
+/// The sum of the smaps `fields` (in kB) over the virtio-mem region of `size_kb` kB: the
+/// first mappings of a run of adjacent `MAP_NORESERVE` mappings of one name that add up to
+/// that size (the region is one mapping that `mprotect` cuts into plugged and unplugged
+/// parts). Tests give their regions sizes no other run has.
 fn mapping_kb(pid: u32, size_kb: u64, fields: &[&str]) -> u64 {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
-    let mut sum = 0;
-    let mut in_region = false;
-    for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("Size:"), Some(v)) => in_region = v.parse::<u64>().ok() == Some(size_kb),
-            (Some(field), Some(v)) if in_region && fields.contains(&field) => {
-                sum += v.parse::<u64>().unwrap_or(0)
+    let vmas = common::process::vmas(pid);
+    let size = size_kb * 1024;
+    let continues = |i: usize| {
+        i > 0
+            && vmas[i - 1].noreserve
+            && vmas[i - 1].end == vmas[i].start
+            && vmas[i - 1].name == vmas[i].name
+    };
+    // Only from the start of a run: the tail of another region can add up to the size too.
+    for first in (0..vmas.len()).filter(|&i| !continues(i)) {
+        let mut total = 0;
+        for (i, vma) in vmas[first..].iter().enumerate() {
+            let adjacent = i == 0 || vmas[first + i - 1].end == vma.start;
+            if !vma.noreserve || !adjacent || vma.name != vmas[first].name || total >= size {
+                break;
             }
-            _ => {}
+            total += vma.end - vma.start;
+            if total == size {
+                return vmas[first..=first + i]
+                    .iter()
+                    .flat_map(|v| v.fields.iter())
+                    .filter(|(f, _)| fields.contains(&f.as_str()))
+                    .map(|(_, v)| v)
+                    .sum();
+            }
         }
     }
-    sum
+    panic!("no mapping run of {size_kb} kB in the accordion process");
 }
 
 /// Resident kB of the region's mapping, and of the whole process.

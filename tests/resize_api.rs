@@ -86,7 +86,11 @@ fn resize_reaches_the_device_and_the_configuration() {
             "plugged_size",
             "region_size",
             "requested_size",
+            "slot_size",
+            "slots",
+            "slots_mapped",
             "type",
+            "unplugged_inaccessible",
             "usable_region_size"
         ]
     );
@@ -101,6 +105,11 @@ fn resize_reaches_the_device_and_the_configuration() {
     assert_eq!(dev["usable_region_size"], 0, "{dev}");
     assert_eq!(dev["active"], false, "no driver has started the device");
     assert_eq!(dev["needs_reset"], false);
+    // 1 GiB in 128 MiB slots, none in KVM while nothing is plugged.
+    assert_eq!(dev["slot_size"], 128 * MIB);
+    assert_eq!(dev["slots"], 8);
+    assert_eq!(dev["slots_mapped"], 0);
+    assert_eq!(dev["unplugged_inaccessible"], true);
 
     // Grow, then shrink: the device asks for the virtio-mem part of the total.
     for total in [

@@ -47,6 +47,8 @@ pub trait Hypervisor: Send + Sync {
     fn supported_cpuid(&self) -> Result<Vec<CpuIdEntry>>;
     /// The most vCPUs one VM may have.
     fn max_vcpus(&self) -> u32;
+    /// The most memslots one VM may have (`KVM_CAP_NR_MEMSLOTS`).
+    fn max_memslots(&self) -> u32;
 }
 
 /// Where an ioeventfd listens.

@@ -19,6 +19,9 @@ pub enum VmExit<'a> {
     FailEntry { reason: u64 },
     /// `run` was interrupted by a signal or `immediate_exit`.
     Interrupted,
+    /// KVM could not map guest memory the guest touched (`EFAULT`): its host memory is
+    /// inaccessible. `gpa` and `size` when KVM said where (`KVM_EXIT_MEMORY_FAULT`).
+    MemoryFault { gpa: Option<(u64, u64)> },
     /// Anything else, named for the log.
     Unexpected(String),
 }

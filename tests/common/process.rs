@@ -172,3 +172,66 @@ impl KernelLog {
         found
     }
 }
+
+/// One mapping of /proc/PID/smaps.
+#[derive(Default)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// The path column: a file, `[heap]`, or empty for anonymous memory.
+    pub name: String,
+    /// Its protection, as `rw-p`.
+    pub perms: String,
+    /// `MAP_NORESERVE` (`nr` in VmFlags).
+    pub noreserve: bool,
+    /// The kB fields: `Rss:`, `Private_Hugetlb:` and so on.
+    pub fields: Vec<(String, u64)>,
+}
+
+pub fn vmas(pid: u32) -> Vec<Vma> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out: Vec<Vma> = Vec::new();
+    for line in smaps.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let range = words
+            .first()
+            .and_then(|w| w.split_once('-'))
+            .and_then(|(s, e)| {
+                Some((
+                    u64::from_str_radix(s, 16).ok()?,
+                    u64::from_str_radix(e, 16).ok()?,
+                ))
+            });
+        if let Some((start, end)) = range.filter(|_| !line.starts_with("VmFlags")) {
+            let name = words.get(5..).map(|w| w.join(" ")).unwrap_or_default();
+            out.push(Vma {
+                start,
+                end,
+                name,
+                perms: words.get(1).unwrap_or(&"").to_string(),
+                ..Vma::default()
+            });
+        } else if let Some(vma) = out.last_mut() {
+            match words.as_slice() {
+                ["VmFlags:", flags @ ..] => vma.noreserve = flags.contains(&"nr"),
+                [field, value, ..] => {
+                    if let Ok(v) = value.parse() {
+                        vma.fields.push((field.to_string(), v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+impl Vma {
+    /// The kB value of smaps field `name` (`Rss:`), 0 when absent.
+    pub fn field(&self, name: &str) -> u64 {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}

@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use crate::view::GuestMemoryView;
+
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Which interrupt a device raises.
@@ -56,8 +57,9 @@ pub trait VirtioInterrupt: Send + Sync {
 
 /// What a device gets when the driver sets DRIVER_OK.
 pub struct ActivateContext {
-    /// Guest memory: queues and buffers live here.
-    pub mem: GuestMemoryMmap,
+    /// Guest memory: queues and buffers live here. Load it around each piece of work and
+    /// put it down in between (see [`GuestMemoryView`]).
+    pub mem: Arc<GuestMemoryView>,
     /// The feature bits the driver acknowledged (a subset of [`VirtioDevice::features`]).
     pub acked_features: u64,
     /// The queues the driver enabled, as `(index, queue, notification eventfd)`, in index

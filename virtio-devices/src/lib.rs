@@ -10,6 +10,7 @@
 pub mod device;
 pub mod mem;
 pub mod transport;
+pub mod view;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;

@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hypervisor::{Vcpu, VmExit};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_devices::view::GuestMemoryView;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::bus::Buses;
@@ -40,7 +41,7 @@ pub fn install_kick_handler() -> std::io::Result<()> {
 pub struct VcpuContext {
     pub buses: Arc<Buses>,
     pub events: Arc<VmEventSignal>,
-    pub memory: GuestMemoryMmap,
+    pub memory: Arc<GuestMemoryView>,
     pub stop: Arc<AtomicBool>,
     pub pause: Arc<PauseGate>,
     /// Applied by each vCPU thread before its first `KVM_RUN`.
@@ -249,12 +250,20 @@ fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
                 "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})"
             )),
             Ok(VmExit::Unexpected(what)) => Step::Fail(format!("unexpected exit {what}")),
+            Ok(VmExit::MemoryFault { gpa }) => Step::Fail(format!(
+                "the guest touched memory the host cannot give it ({}): unplugged \
+                 virtio-mem memory inside a mapped slot, which the guest must not access",
+                match gpa {
+                    Some((gpa, size)) => format!("{size} bytes at {gpa:#x}"),
+                    None => "KVM_RUN: EFAULT, no address".into(),
+                }
+            )),
             Err(e) => Step::Fail(format!("KVM_RUN failed: {e}")),
         };
         if let Step::Fail(reason) = step {
             let message = format!(
                 "guest stopped on vcpu{id}: {reason}; {}",
-                describe_cpu(vcpu.as_ref(), &ctx.memory)
+                describe_cpu(vcpu.as_ref(), &ctx.memory.load())
             );
             log::error!("{message}");
             ctx.events.raise(VmEvent::GuestFailure(message));
@@ -268,7 +277,7 @@ const RESET_RIP: u64 = 0xfff0;
 const RESET_CS_BASE: u64 = 0xffff_0000;
 
 /// RIP, the mode, and up to 16 instruction bytes at RIP, for the log.
-fn describe_cpu(vcpu: &dyn Vcpu, memory: &GuestMemoryMmap) -> String {
+fn describe_cpu(vcpu: &dyn Vcpu, memory: &vm_memory::GuestMemoryMmap) -> String {
     let (regs, sregs) = match (vcpu.regs(), vcpu.sregs()) {
         (Ok(r), Ok(s)) => (r, s),
         _ => return "registers unavailable".into(),

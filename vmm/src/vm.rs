@@ -102,18 +102,21 @@ impl Vm {
         let virtio_mem_filter = ThreadFilter::new(ThreadKind::VirtioMem, seccomp)?;
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
-        let memory = MemoryManager::new(&vm, config)?;
+        let memory = MemoryManager::new(&vm, config, hypervisor.max_memslots())?;
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
         let memory_devices = crate::memory::devices::create(
-            &vm,
-            &routing,
-            memory.guest_memory(),
-            &mut pci,
+            crate::memory::devices::DeviceContext {
+                vm: &vm,
+                routing: &routing,
+                access: memory.access(),
+                pci: &mut pci,
+                mmio: &buses.mmio,
+                with_numa: config.numa.is_some(),
+                seccomp: &virtio_mem_filter,
+            },
             memory.zones(),
-            config.numa.is_some(),
-            &virtio_mem_filter,
         )?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
@@ -230,7 +233,7 @@ impl Vm {
         let ctx = VcpuContext {
             buses: self.buses.clone(),
             events: self.events.clone(),
-            memory: mem.clone(),
+            memory: self.memory.access().view().clone(),
             stop: Arc::new(AtomicBool::new(false)),
             pause: Arc::new(PauseGate::default()),
             seccomp: self.vcpu_filter.clone(),

@@ -76,6 +76,10 @@ impl Hypervisor for KvmHypervisor {
     fn max_vcpus(&self) -> u32 {
         self.kvm.get_max_vcpus() as u32
     }
+
+    fn max_memslots(&self) -> u32 {
+        u32::try_from(self.kvm.get_nr_memslots()).unwrap_or(0)
+    }
 }
 
 /// CPUID.01H:ECX bit 24: the LAPIC timer has TSC-deadline mode.

@@ -95,6 +95,17 @@ impl Vcpu for KvmVcpu {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 Ok(VmExit::Interrupted)
             }
+            Err(e) if e.errno() == libc::EFAULT => {
+                // SAFETY: `kvm_run` points at the vCPU's mmapped run structure, which lives as
+                // long as `self.fd`; KVM fills `memory_fault` when it sets this exit reason.
+                let gpa = unsafe {
+                    ((*kvm_run).exit_reason == kvm_bindings::KVM_EXIT_MEMORY_FAULT).then(|| {
+                        let fault = (*kvm_run).__bindgen_anon_1.memory_fault;
+                        (fault.gpa, fault.size)
+                    })
+                };
+                Ok(VmExit::MemoryFault { gpa })
+            }
             Err(e) => Err(HypervisorError::Ioctl {
                 op: "KVM_RUN",
                 source: e,

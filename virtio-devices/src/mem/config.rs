@@ -33,12 +33,13 @@ pub fn device_features(has_node: bool) -> u64 {
 
 /// Whether the device can operate with the features the driver acknowledged.
 ///
-/// Only `VIRTIO_F_VERSION_1` is required (docs/virtio-mem.md §1.1). `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`
-/// is offered but not required (docs/virtio-mem.md §1.2 lets the device refuse, it need not): Accordion
-/// keeps unplugged blocks mapped, so CPU reads of them keep working as §1.6 demands of a
-/// driver that did not accept the bit (Linux before 5.16 does not know it).
-pub fn features_acceptable(acked: u64) -> bool {
-    acked & (1u64 << VIRTIO_F_VERSION_1) != 0
+/// `VIRTIO_F_VERSION_1` is required (docs/virtio-mem.md §1.1), and so is
+/// `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE` when the region's unplugged memory is inaccessible
+/// (`unplugged_inaccessible`): §1.2 lets the device refuse a driver that does not accept it,
+/// which is one that may read unplugged memory (Linux before 5.16 does not know the bit).
+pub fn features_acceptable(acked: u64, unplugged_inaccessible: bool) -> bool {
+    let has = |bit: u32| acked & (1u64 << bit) != 0;
+    has(VIRTIO_F_VERSION_1) && (!unplugged_inaccessible || has(VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE))
 }
 
 /// `struct virtio_mem_config` (docs/virtio-mem.md §1.3): what the driver reads from the device
@@ -219,9 +220,14 @@ mod tests {
         let f = device_features(false);
         assert_eq!(f, (1 << 32) | (1 << 1));
         assert_eq!(device_features(true), f | 1);
-        assert!(features_acceptable(1 << 32));
-        assert!(features_acceptable(f));
-        assert!(!features_acceptable(1 << 1));
-        assert!(!features_acceptable(0));
+        // Unplugged memory accessible: VERSION_1 is enough.
+        assert!(features_acceptable(1 << 32, false));
+        assert!(features_acceptable(f, false));
+        assert!(!features_acceptable(1 << 1, false));
+        assert!(!features_acceptable(0, false));
+        // Inaccessible: the driver must know it.
+        assert!(features_acceptable(f, true));
+        assert!(!features_acceptable(1 << 32, true));
+        assert!(!features_acceptable(1 << 1, true));
     }
 }

@@ -18,16 +18,7 @@
 use std::io;
 use std::time::Instant;
 
-use super::state::BlockBackend;
-
-/// What [`DeferredDiscard::finish`] did.
-#[derive(Debug, Default)]
-pub struct Discarded {
-    /// How long each discarded range took, in nanoseconds.
-    pub times_ns: Vec<u64>,
-    /// The ones that failed: `(offset, len, error)`.
-    pub failures: Vec<(u64, u64, io::Error)>,
-}
+use super::state::{BlockBackend, Discarded};
 
 /// See the module doc. Borrowed around one batch of requests.
 pub struct DeferredDiscard<'a, B: BlockBackend + ?Sized> {

@@ -54,6 +54,8 @@ pub struct VirtioMem {
     running: Option<Running>,
     /// Run at the start of each device thread.
     thread_start: Option<ThreadStartHook>,
+    /// Refuse a driver that does not accept `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`.
+    unplugged_inaccessible: bool,
 }
 
 impl VirtioMem {
@@ -75,7 +77,14 @@ impl VirtioMem {
             }),
             running: None,
             thread_start: None,
+            unplugged_inaccessible: true,
         })
+    }
+
+    /// Whether unplugged memory is inaccessible (the default): the driver must then accept
+    /// `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`, or FEATURES_OK is refused.
+    pub fn set_unplugged_inaccessible(&mut self, inaccessible: bool) {
+        self.unplugged_inaccessible = inaccessible;
     }
 
     /// Sets what each device thread runs first (see [`ThreadStartHook`]).
@@ -185,7 +194,20 @@ impl VirtioDevice for VirtioMem {
     }
 
     fn features_acceptable(&self, acked: u64) -> bool {
-        features_acceptable(acked)
+        let ok = features_acceptable(acked, self.unplugged_inaccessible);
+        if !ok {
+            log::warn!(
+                "{}: refusing the driver's features {acked:#x}: it must accept VERSION_1{} \
+                 (Linux 5.16 or later; or start the zone with unplugged_inaccessible=off)",
+                self.id,
+                if self.unplugged_inaccessible {
+                    " and UNPLUGGED_INACCESSIBLE"
+                } else {
+                    ""
+                }
+            );
+        }
+        ok
     }
 
     fn config_size(&self) -> usize {
@@ -264,6 +286,12 @@ impl VirtioDevice for VirtioMem {
         self.shared.publish(&mut core.state, None);
         if let Err(e) = core.state.system_reset(&mut *core.backend) {
             log::error!("{}: discarding the region at system reset: {e}", self.id);
+        }
+        for (offset, len, e) in core.backend.settle().failures {
+            log::error!(
+                "{}: giving back [{offset:#x}, +{len:#x}) of the region at system reset: {e}",
+                self.id
+            );
         }
         let published = self.shared.publish(&mut core.state, None);
         if let Some(change) = published.plugged {

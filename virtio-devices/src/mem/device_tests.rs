@@ -615,8 +615,9 @@ fn features_are_checked_at_features_ok() {
     assert!(!bed.negotiate(1 << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE));
     // A feature the device did not offer.
     assert!(!bed.negotiate(FEATURES | 1 << VIRTIO_MEM_F_ACPI_PXM));
-    // VERSION_1 alone is enough (docs/virtio-mem.md §1.2: UNPLUGGED_INACCESSIBLE is not required).
-    assert!(bed.negotiate(1 << VIRTIO_F_VERSION_1));
+    // Unplugged memory is inaccessible by default: VERSION_1 alone is refused.
+    assert!(!bed.negotiate(1 << VIRTIO_F_VERSION_1));
+    assert!(bed.negotiate(FEATURES));
     // Driver features read back; writes after FEATURES_OK are ignored.
     bed.common_write(common::GFSELECT, 1, 4);
     assert_eq!(bed.common_read(common::GF, 4), 1);
@@ -817,7 +818,16 @@ fn a_driver_without_version_1_is_refused_features_ok() {
     let (mut bed, _) = bed();
     // A legacy driver (no VIRTIO_F_VERSION_1): FEATURES_OK does not stick.
     assert!(!bed.negotiate(1 << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE));
-    // VERSION_1 alone is enough: UNPLUGGED_INACCESSIBLE is offered, not required.
+    assert!(bed.negotiate(FEATURES));
+}
+
+#[test]
+fn unplugged_inaccessible_is_required_unless_the_zone_turns_it_off() {
+    let (mut bed, _) = bed();
+    assert!(!bed.negotiate(1 << VIRTIO_F_VERSION_1), "a pre-5.16 driver");
+    let mut device = VirtioMem::new(unique_id(), state(), NoopBackend).unwrap();
+    device.set_unplugged_inaccessible(false);
+    let mut bed = TestBed::new(device);
     assert!(bed.negotiate(1 << VIRTIO_F_VERSION_1));
     assert!(bed.negotiate(FEATURES));
 }

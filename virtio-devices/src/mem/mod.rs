@@ -53,6 +53,6 @@ pub use request::{
 };
 pub use shared::{PluggedSizeChange, PluggedSizeListener, VirtioMemStatus};
 pub use state::{
-    BlockBackend, Counters, MemGeometry, NoopBackend, ResizeError, SetupError, VirtioMemState,
-    USABLE_REGION_MARGIN,
+    BlockBackend, Counters, Discarded, MemGeometry, NoopBackend, ResizeError, SetupError,
+    VirtioMemState, USABLE_REGION_MARGIN,
 };

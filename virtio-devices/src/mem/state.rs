@@ -70,6 +70,31 @@ pub trait BlockBackend {
     /// Gives the host memory of `[offset, offset + len)` back (docs/virtio-mem.md §1.6: the device may
     /// discard unplugged memory). Never called for a block the guest still has plugged.
     fn unplug(&mut self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Finishes what `plug` and `unplug` left for later, once the guest has its answers and
+    /// the caller holds no guest memory (a backend that protects unplugged memory does it
+    /// here, after taking it out of the VMM's [`crate::view::GuestMemoryView`]). The device
+    /// thread calls it after each batch of requests, and the device after a system reset.
+    fn settle(&mut self) -> Discarded {
+        Discarded::default()
+    }
+}
+
+/// What a backend gave back to the host after the answers: see [`BlockBackend::settle`].
+#[derive(Debug, Default)]
+pub struct Discarded {
+    /// How long each discarded range took, in nanoseconds.
+    pub times_ns: Vec<u64>,
+    /// The ones that failed: `(offset, len, error)`.
+    pub failures: Vec<(u64, u64, io::Error)>,
+}
+
+impl Discarded {
+    /// Adds `other`'s ranges to these.
+    pub fn extend(&mut self, other: Discarded) {
+        self.times_ns.extend(other.times_ns);
+        self.failures.extend(other.failures);
+    }
 }
 
 /// A backend that does nothing: no prefault, no discard. For tests and for regions whose

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::handle_chain;
-use super::deferred::{DeferredDiscard, Discarded};
+use super::deferred::DeferredDiscard;
 use super::shared::MemShared;
-use super::state::{BlockBackend, NoopBackend, VirtioMemState};
+use super::state::{BlockBackend, Discarded, NoopBackend, VirtioMemState};
 use crate::device::{VirtioInterrupt, VirtioInterruptType};
+use crate::view::GuestMemoryView;
 
 /// What the device owns between activations: the memory state and the backend.
 pub struct MemCore {
@@ -42,8 +42,8 @@ pub struct Worker {
     pub id: String,
     /// State and backend.
     pub core: MemCore,
-    /// Guest memory.
-    pub mem: GuestMemoryMmap,
+    /// Guest memory, loaded around each batch.
+    pub mem: Arc<GuestMemoryView>,
     /// The guest-request queue.
     pub queue: Queue,
     /// Its index, for the queue interrupt.
@@ -124,8 +124,10 @@ impl Worker {
         let mut backend = std::mem::replace(&mut self.core.backend, Box::new(NoopBackend));
         let mut deferred = DeferredDiscard::new(&mut *backend);
         let mut used = false;
+        let view = self.mem.clone();
+        let mem = view.load();
         let healthy = loop {
-            let chain = match self.queue.iter(&self.mem) {
+            let chain = match self.queue.iter(&*mem) {
                 Ok(mut available) => available.next(),
                 Err(e) => break self.fail(&format!("the available ring is invalid: {e}")),
             };
@@ -134,9 +136,9 @@ impl Worker {
             };
             let start = Instant::now();
             let head = chain.head_index();
-            match handle_chain(&mut self.core.state, &self.mem, chain, &mut deferred) {
+            match handle_chain(&mut self.core.state, &*mem, chain, &mut deferred) {
                 Ok(len) => {
-                    if let Err(e) = self.queue.add_used(&self.mem, head, len) {
+                    if let Err(e) = self.queue.add_used(&*mem, head, len) {
                         break self.fail(&format!("the used ring is invalid: {e}"));
                     }
                     used = true;
@@ -150,9 +152,13 @@ impl Worker {
             }
         };
         if used {
-            self.signal_used();
+            self.signal_used(&mem);
         }
-        let discarded = deferred.finish();
+        let mut discarded = deferred.finish();
+        // Guest memory is put down before the backend settles: settling may protect memory,
+        // and waits until no thread holds a view that still contains it.
+        drop(mem);
+        discarded.extend(backend.settle());
         self.core.backend = backend;
         self.account(discarded);
         healthy
@@ -181,8 +187,8 @@ impl Worker {
     }
 
     /// Interrupts the driver for used buffers, unless it asked not to be (event index).
-    fn signal_used(&mut self) {
-        let needed = self.queue.needs_notification(&self.mem).unwrap_or(true);
+    fn signal_used(&mut self, mem: &vm_memory::GuestMemoryMmap) {
+        let needed = self.queue.needs_notification(mem).unwrap_or(true);
         if needed {
             let queue = VirtioInterruptType::Queue(self.queue_index);
             if let Err(e) = self.interrupt.trigger(queue) {

@@ -124,8 +124,14 @@ impl<D: VirtioDevice + 'static> TestBed<D> {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
         let vm = Arc::new(FakeVm::default());
         let msi = Arc::new(RecordingMsi::default());
-        let pci =
-            VirtioPciDevice::new("test", device, mem.clone(), msi.clone(), vm.clone()).unwrap();
+        let pci = VirtioPciDevice::new(
+            "test",
+            device,
+            Arc::new(crate::view::GuestMemoryView::new(mem.clone())),
+            msi.clone(),
+            vm.clone(),
+        )
+        .unwrap();
         let device = Arc::new(Mutex::new(pci));
         let mover = Arc::new(RecordingMover::default());
         let bus = Arc::new(Mutex::new(PciBus::new(mover.clone())));

@@ -59,8 +59,20 @@ pub struct MemoryConfig {
     /// Populate boot RAM (and plugged blocks) up front.
     #[serde(default)]
     pub prefault: bool,
+    /// Size of each memslot a virtio-mem region is cut into (default: see
+    /// `memory::slots::default_slot_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u64>,
+    /// Unplugged device memory is inaccessible to the guest (needs Linux 5.16 or later);
+    /// off keeps it readable for older guests.
+    #[serde(default = "default_on")]
+    pub unplugged_inaccessible: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zones: Option<Vec<MemoryZoneConfig>>,
+}
+
+fn default_on() -> bool {
+    true
 }
 
 impl Default for MemoryConfig {
@@ -74,6 +86,8 @@ impl Default for MemoryConfig {
             shared: false,
             hugepages: false,
             prefault: false,
+            slot_size: None,
+            unplugged_inaccessible: true,
             zones: None,
         }
     }
@@ -95,6 +109,12 @@ pub struct MemoryZoneConfig {
     pub hotplug_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplugged_size: Option<u64>,
+    /// Overrides `--memory`'s `slot_size` for this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u64>,
+    /// Overrides `--memory`'s `unplugged_inaccessible` for this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplugged_inaccessible: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,12 +136,17 @@ pub struct NumaConfig {
     pub memory_zones: Option<Vec<String>>,
 }
 
-/// `on|off|true|false` for a flag parameter.
+/// `on|off|true|false` for a flag parameter (off when absent).
 fn get_bool(p: &OptionParser, option: &str, key: &str) -> Result<bool> {
+    Ok(get_flag(p, option, key)?.unwrap_or(false))
+}
+
+/// `on|off|true|false`, or `None` when absent.
+fn get_flag(p: &OptionParser, option: &str, key: &str) -> Result<Option<bool>> {
     match p.get(key) {
-        None => Ok(false),
-        Some("on" | "true") => Ok(true),
-        Some("off" | "false") => Ok(false),
+        None => Ok(None),
+        Some("on" | "true") => Ok(Some(true)),
+        Some("off" | "false") => Ok(Some(false)),
         Some(v) => Err(ConfigError::new(
             option,
             format!("{key}={v}: expected on or off"),
@@ -146,6 +171,8 @@ impl MemoryConfig {
                 "shared",
                 "hugepages",
                 "prefault",
+                "slot_size",
+                "unplugged_inaccessible",
             ],
         )?;
         let hotplug_method = match p.get("hotplug_method") {
@@ -167,6 +194,8 @@ impl MemoryConfig {
             shared: get_bool(&p, OPTION, "shared")?,
             hugepages: get_bool(&p, OPTION, "hugepages")?,
             prefault: get_bool(&p, OPTION, "prefault")?,
+            slot_size: p.get_size("slot_size")?,
+            unplugged_inaccessible: get_flag(&p, OPTION, "unplugged_inaccessible")?.unwrap_or(true),
             zones: None,
         })
     }
@@ -210,6 +239,8 @@ impl MemoryZoneConfig {
                 "shared",
                 "hugepages",
                 "prefault",
+                "slot_size",
+                "unplugged_inaccessible",
             ],
         )?;
         let id = p
@@ -227,6 +258,8 @@ impl MemoryZoneConfig {
             prefault: get_bool(&p, OPTION, "prefault")?,
             hotplug_size: p.get_size("hotplug_size")?,
             hotplugged_size: p.get_size("hotplugged_size")?,
+            slot_size: p.get_size("slot_size")?,
+            unplugged_inaccessible: get_flag(&p, OPTION, "unplugged_inaccessible")?,
         })
     }
 }
@@ -374,6 +407,19 @@ fn check_hotplug(
     }
 }
 
+fn check_slot_size(
+    option: &str,
+    what: &str,
+    block_size: u64,
+    slot_size: Option<u64>,
+) -> Result<()> {
+    match slot_size {
+        Some(size) => super::slots::check_slot_size(size, block_size)
+            .map_err(|e| ConfigError::new(option, format!("{what}: {e}"))),
+        None => Ok(()),
+    }
+}
+
 /// The rules across `--memory`, `--memory-zone` and `--numa`.
 pub fn validate(config: &VmConfig) -> Result<()> {
     let m = &config.memory;
@@ -395,6 +441,7 @@ pub fn validate(config: &VmConfig) -> Result<()> {
         ));
     }
     check_hotplug("--memory", "memory", bs, m.hotplug_size, m.hotplugged_size)?;
+    check_slot_size("--memory", "memory", bs, m.slot_size)?;
     let mut zone_ids: Vec<&str> = Vec::new();
     if let Some(zones) = &m.zones {
         if m.size != 0 {
@@ -430,6 +477,7 @@ pub fn validate(config: &VmConfig) -> Result<()> {
                 z.hotplug_size,
                 z.hotplugged_size,
             )?;
+            check_slot_size("--memory-zone", &format!("zone {}", z.id), bs, z.slot_size)?;
         }
     }
     if m.boot_ram() > MAX_BOOT_RAM {

@@ -7,15 +7,22 @@ use std::sync::{Arc, Mutex};
 
 use pci::{GsiRoutingTable, KvmMsiGroup};
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
 use virtio_devices::mem::{
     Backing as DiscardBacking, HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem,
     VirtioMemHandle, VirtioMemState,
 };
 use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
-use vm_memory::GuestMemoryMmap;
 
-use crate::memory::manager::{Backing, MemoryZone};
+use super::access::AccessibleMemory;
+use super::host_ops::HostRegionOps;
+use super::manager::{Backing, DeviceRegion, MemoryZone};
+use super::protected::{ProtectedRegion, SlotStatus};
+use super::slots::SlotLayout;
+use super::unplugged::{UnpluggedAccess, UnpluggedCounters};
+use crate::bus::Bus;
 use crate::pci_host::PciHost;
 use crate::seccomp::ThreadFilter;
 
@@ -32,6 +39,9 @@ pub struct MemoryDevice {
     pub node: u32,
     pub backend: &'static str,
     pub handle: VirtioMemHandle,
+    region: DeviceRegion,
+    slots: Arc<SlotStatus>,
+    unplugged: Arc<UnpluggedCounters>,
     _pci: Arc<Mutex<VirtioPciDevice<VirtioMem>>>,
 }
 
@@ -44,19 +54,80 @@ fn backend_name(backing: &Backing, page_size: u64) -> &'static str {
     }
 }
 
+/// What [`create`] needs from the VM.
+pub struct DeviceContext<'a> {
+    pub vm: &'a Arc<dyn hypervisor::Vm>,
+    pub routing: &'a Arc<GsiRoutingTable>,
+    pub access: &'a Arc<AccessibleMemory>,
+    pub pci: &'a mut PciHost,
+    /// Where unplugged memory's MMIO exits land.
+    pub mmio: &'a Bus,
+    pub with_numa: bool,
+    pub seccomp: &'a ThreadFilter,
+}
+
+/// The backend of `region` (device `index` of `access`). Nothing is plugged yet:
+/// `hotplugged_size` is what the device asks the driver for once it runs.
+fn backend(
+    ctx: &DeviceContext<'_>,
+    index: usize,
+    region: &DeviceRegion,
+) -> Result<ProtectedRegion<HostRegionOps>, String> {
+    let backing = match &region.backing {
+        Backing::PrivateAnonymous => DiscardBacking::PrivateAnonymous,
+        Backing::SharedFile(file) => DiscardBacking::SharedFile {
+            file: file.clone(),
+            file_offset: 0,
+        },
+        Backing::PrivateFile(file) => DiscardBacking::PrivateFile {
+            file: file.clone(),
+            file_offset: 0,
+        },
+    };
+    // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the memory
+    // manager for this device alone; `access`'s view owns it, and the backend holds `access`,
+    // so the mapping outlives the backend.
+    let host = unsafe {
+        HostMemoryBackend::new(
+            region.host_addr as *mut u8,
+            region.size,
+            backing,
+            region.page_size,
+            false,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    let ops = HostRegionOps {
+        host,
+        host_addr: region.host_addr,
+        guest_addr: region.addr,
+        size: region.size,
+        first_slot: region.first_slot,
+        vm: ctx.vm.clone(),
+        access: ctx.access.clone(),
+        index,
+    };
+    let layout = SlotLayout::new(region.size, region.slot_size);
+    ProtectedRegion::new(
+        ops,
+        layout,
+        region.size,
+        region.block_size,
+        region.protect,
+        region.prefault,
+    )
+    .map_err(|e| format!("mapping the region: {e}"))
+}
+
 /// Creates the devices for `zones` and puts them on the PCI bus.
 pub fn create(
-    vm: &Arc<dyn hypervisor::Vm>,
-    routing: &Arc<GsiRoutingTable>,
-    guest_memory: &GuestMemoryMmap,
-    pci: &mut PciHost,
+    ctx: DeviceContext<'_>,
     zones: &[MemoryZone],
-    with_numa: bool,
-    seccomp: &ThreadFilter,
 ) -> Result<Vec<MemoryDevice>, MemoryDeviceError> {
     let mut devices = Vec::new();
     for zone in zones {
         let Some(region) = &zone.device else { continue };
+        let index = devices.len();
         let id = zone.id.clone();
         let fail = |reason: String| MemoryDeviceError::Setup {
             id: id.clone(),
@@ -64,42 +135,25 @@ pub fn create(
         };
         let geometry = MemGeometry::new(region.addr, region.size, region.block_size)
             .map_err(|e| fail(e.to_string()))?;
-        let node = with_numa
+        let node = ctx
+            .with_numa
             .then(|| u16::try_from(zone.node))
             .transpose()
             .map_err(|_| fail(format!("node {} does not fit 16 bits", zone.node)))?;
         let state = VirtioMemState::new(geometry, node, region.hotplugged_size)
             .map_err(|e| fail(e.to_string()))?;
-        let backing = match &region.backing {
-            Backing::PrivateAnonymous => DiscardBacking::PrivateAnonymous,
-            Backing::SharedFile(file) => DiscardBacking::SharedFile {
-                file: file.clone(),
-                file_offset: 0,
-            },
-            Backing::PrivateFile(file) => DiscardBacking::PrivateFile {
-                file: file.clone(),
-                file_offset: 0,
-            },
-        };
-        // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the
-        // memory manager for this device alone and owned by `guest_memory`'s regions. The
-        // backend lives inside the VirtioMem, inside the VirtioPciDevice built below, which
-        // holds its own clone of `guest_memory` (declared after the device, so dropped after
-        // it): the mapping outlives the backend whatever order the Vm drops things in.
-        let backend = unsafe {
-            HostMemoryBackend::new(
-                region.host_addr as *mut u8,
-                region.size,
-                backing,
-                region.page_size,
-                region.prefault,
-            )
-        }
-        .map_err(|e| fail(e.to_string()))?;
+        let backend = backend(&ctx, index, region).map_err(fail)?;
+        let slots = backend.status();
         let mut device =
             VirtioMem::new(id.clone(), state, backend).map_err(|e| fail(e.to_string()))?;
+        device.set_unplugged_inaccessible(region.protect);
+        let unplugged = UnpluggedAccess::new(id.clone(), region.addr);
+        let unplugged_counters = unplugged.counters();
+        ctx.mmio
+            .insert(Arc::new(Mutex::new(unplugged)), region.addr, region.size)
+            .map_err(|e| fail(format!("catching accesses to unplugged memory: {e}")))?;
         // The device thread applies its filter before it serves the queue.
-        let filter = seccomp.clone();
+        let filter = ctx.seccomp.clone();
         device.set_thread_start_hook(Arc::new(move || {
             filter.apply_to_current().map_err(|e| e.to_string())
         }));
@@ -113,19 +167,20 @@ pub fn create(
             props.insert("requested_size".to_string(), change.requested.to_string());
             crate::event_monitor::event_with("virtio-mem", "plugged-size-changed", Some(props));
         });
-        let msi = KvmMsiGroup::new(routing.clone(), msix_vector_count(1))
+        let msi = KvmMsiGroup::new(ctx.routing.clone(), msix_vector_count(1))
             .map_err(|e| fail(format!("MSI-X vectors: {e}")))?;
         let pci_device = Arc::new(Mutex::new(
             VirtioPciDevice::new(
                 format!("virtio-mem-{id}"),
                 device,
-                guest_memory.clone(),
+                ctx.access.view().clone(),
                 Arc::new(msi),
-                vm.clone(),
+                ctx.vm.clone(),
             )
             .map_err(|e| fail(e.to_string()))?,
         ));
-        let slot = pci
+        let slot = ctx
+            .pci
             .add_device(pci_device.clone())
             .map_err(|e| fail(e.to_string()))?;
         pci_device
@@ -134,10 +189,14 @@ pub fn create(
             .register_ioevents()
             .map_err(|e| fail(format!("queue notifications: {e}")))?;
         log::info!(
-            "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, node {:?}",
+            "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}",
             region.addr,
             region.size,
             region.block_size,
+            region.size.div_ceil(region.slot_size),
+            region.slot_size,
+            region.first_slot,
+            if region.protect { "inaccessible" } else { "accessible" },
             node
         );
         devices.push(MemoryDevice {
@@ -145,6 +204,9 @@ pub fn create(
             node: zone.node,
             backend: backend_name(&region.backing, region.page_size),
             handle,
+            region: region.clone(),
+            slots,
+            unplugged: unplugged_counters,
             _pci: pci_device,
         });
     }
@@ -168,6 +230,10 @@ impl MemoryDevice {
             "backend": self.backend,
             "active": s.active,
             "needs_reset": s.needs_reset,
+            "slot_size": self.region.slot_size,
+            "slots": self.region.size.div_ceil(self.region.slot_size),
+            "slots_mapped": self.slots.mapped.load(Ordering::Relaxed),
+            "unplugged_inaccessible": self.region.protect,
         })
     }
 
@@ -196,6 +262,15 @@ impl MemoryDevice {
             ("discard_total_ns", d.total_ns),
             ("discard_max_ns", d.max_ns),
             ("discard_median_ns", d.median_ns),
+            ("slots_mapped", self.slots.mapped.load(Ordering::Relaxed)),
+            (
+                "unplugged_reads",
+                self.unplugged.reads.load(Ordering::Relaxed),
+            ),
+            (
+                "unplugged_writes",
+                self.unplugged.writes.load(Ordering::Relaxed),
+            ),
         ]
     }
 

@@ -1,7 +1,9 @@
-//! Guest memory: boot RAM (the layout's ranges, split among memory zones) and one device
-//! region per virtio-mem device, each mapped into the VM as memslots. Device regions are
-//! reserved with `MAP_NORESERVE`: they cost nothing until the guest plugs and touches blocks,
-//! and unplugged blocks are given back (see virtio-devices' discard backend).
+//! Guest memory: boot RAM (the layout's ranges, split among memory zones, one memslot per
+//! range) and one device region per virtio-mem device. Device regions are reserved with
+//! `MAP_NORESERVE` and, unless a zone says `unplugged_inaccessible=off`, `PROT_NONE`: they
+//! cost nothing until the guest plugs blocks, and their memslots are added by the device's
+//! backend as blocks are plugged ([`super::protected`]). The memslot numbers of each region
+//! are reserved here, and checked against what KVM supports.
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
@@ -14,6 +16,7 @@ use vm_memory::{
     GuestRegionMmap, MemoryRegionAddress,
 };
 
+use super::access::{AccessibleMemory, RegionMapping};
 use crate::config::VmConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,10 @@ pub enum MemoryError {
     },
     #[error("--memory: the virtio-mem regions do not fit in the guest's address space")]
     Layout,
+    #[error("the memory layout needs {needed} memslots and KVM supports {max}: use a larger slot_size= on --memory or --memory-zone")]
+    TooManySlots { needed: u64, max: u64 },
+    #[error("the VMM's view of guest memory: {0}")]
+    View(String),
 }
 
 /// How a mapping is backed, for discarding unplugged blocks.
@@ -52,6 +59,15 @@ pub struct DeviceRegion {
     pub backing: Backing,
     pub page_size: u64,
     pub prefault: bool,
+    /// The size of each memslot the region is cut into.
+    pub slot_size: u64,
+    /// KVM memslot number of the region's first slot (the rest follow).
+    pub first_slot: u32,
+    /// Unplugged memory is `PROT_NONE` and slots are mapped as blocks are plugged
+    /// (`unplugged_inaccessible=on`, the default).
+    pub protect: bool,
+    /// The `mmap` flags of the host mapping.
+    pub mmap_flags: i32,
 }
 
 /// A memory zone: boot RAM on one node, and possibly a virtio-mem device.
@@ -68,7 +84,10 @@ pub struct MemoryZone {
 
 /// Owns guest memory and the memslots that expose it.
 pub struct MemoryManager {
+    /// Boot RAM only: what the boot loader writes.
     guest_memory: GuestMemoryMmap,
+    /// What the VMM's threads may touch: boot RAM and plugged device memory.
+    access: Arc<AccessibleMemory>,
     ram_size: u64,
     zones: Vec<MemoryZone>,
     slots: Vec<MemoryRegion>,
@@ -84,6 +103,8 @@ struct ZoneRequest {
     shared: bool,
     hugepages: bool,
     prefault: bool,
+    slot_size: Option<u64>,
+    protect: bool,
 }
 
 fn zone_requests(config: &VmConfig) -> Vec<ZoneRequest> {
@@ -108,6 +129,8 @@ fn zone_requests(config: &VmConfig) -> Vec<ZoneRequest> {
                 shared: z.shared || m.shared,
                 hugepages: z.hugepages || m.hugepages,
                 prefault: z.prefault || m.prefault,
+                slot_size: z.slot_size.or(m.slot_size),
+                protect: z.unplugged_inaccessible.unwrap_or(m.unplugged_inaccessible),
             })
             .collect(),
         None => vec![ZoneRequest {
@@ -118,6 +141,8 @@ fn zone_requests(config: &VmConfig) -> Vec<ZoneRequest> {
             shared: m.shared,
             hugepages: m.hugepages,
             prefault: m.prefault,
+            slot_size: m.slot_size,
+            protect: m.unplugged_inaccessible,
         }],
     }
 }
@@ -150,11 +175,14 @@ const HUGE_PAGE_SIZE: u64 = 2 << 20;
 
 /// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
 /// `extra_flags`: `MAP_NORESERVE` for device regions, `MAP_POPULATE` for prefaulted boot RAM.
+/// `prot`: read-write, or `PROT_NONE` for a protected device region.
 fn map(
+    name: &std::ffi::CStr,
     size: u64,
     shared: bool,
     hugepages: bool,
     extra_flags: i32,
+    prot: i32,
 ) -> Result<(vm_memory::mmap::MmapRegion, Backing), MemoryError> {
     let fail = |reason: String| MemoryError::Allocate { size, reason };
     let len = usize::try_from(size).map_err(|_| fail("too large for this host".into()))?;
@@ -164,9 +192,9 @@ fn map(
         if hugepages {
             memfd_flags |= libc::MFD_HUGETLB;
         }
-        // SAFETY: the name is a NUL-terminated literal; memfd_create returns a new descriptor
+        // SAFETY: `name` is a NUL-terminated C string; memfd_create returns a new descriptor
         // or -1.
-        let fd = unsafe { libc::memfd_create(c"accordion-guest-ram".as_ptr(), memfd_flags) };
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), memfd_flags) };
         if fd < 0 {
             return Err(fail(format!(
                 "memfd_create: {}",
@@ -189,7 +217,7 @@ fn map(
         (None, Backing::PrivateAnonymous)
     };
     let mut builder = MmapRegionBuilder::new(len)
-        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_prot(prot)
         .with_mmap_flags(flags);
     if let Some(file) = &file {
         builder = builder.with_file_offset(FileOffset::from_arc(file.clone(), 0));
@@ -231,22 +259,40 @@ fn place(
             .ok_or(MemoryError::Layout)?;
     let mut starts = device_starts.into_iter();
     let mut zones = Vec::with_capacity(requests.len());
+    // Boot RAM takes the first memslots, one per range; device regions follow.
+    let mut next_slot = boot_ranges.len() as u64;
     for (request, ranges) in requests.iter().zip(per_zone) {
         let device = match request.hotplug {
-            Some((size, hotplugged_size)) => Some(DeviceRegion {
-                addr: starts.next().ok_or(MemoryError::Layout)?,
-                size,
-                hotplugged_size,
-                block_size,
-                host_addr: 0,
-                backing: Backing::PrivateAnonymous,
-                page_size: if request.hugepages {
-                    HUGE_PAGE_SIZE
-                } else {
-                    4096
-                },
-                prefault: request.prefault,
-            }),
+            Some((size, hotplugged_size)) => {
+                let slot_size = request
+                    .slot_size
+                    .unwrap_or_else(|| super::slots::default_slot_size(size, block_size));
+                let first_slot = next_slot;
+                next_slot += size.div_ceil(slot_size);
+                Some(DeviceRegion {
+                    slot_size,
+                    first_slot: u32::try_from(first_slot).map_err(|_| {
+                        MemoryError::TooManySlots {
+                            needed: next_slot,
+                            max: u64::from(u32::MAX),
+                        }
+                    })?,
+                    protect: request.protect,
+                    mmap_flags: 0,
+                    addr: starts.next().ok_or(MemoryError::Layout)?,
+                    size,
+                    hotplugged_size,
+                    block_size,
+                    host_addr: 0,
+                    backing: Backing::PrivateAnonymous,
+                    page_size: if request.hugepages {
+                        HUGE_PAGE_SIZE
+                    } else {
+                        4096
+                    },
+                    prefault: request.prefault,
+                })
+            }
             None => None,
         };
         zones.push(MemoryZone {
@@ -261,11 +307,28 @@ fn place(
 
 impl MemoryManager {
     /// Allocates boot RAM and the virtio-mem regions `config` asks for (placed by
-    /// [`place_zones`]), and maps them into `vm`.
-    pub fn new(vm: &Arc<dyn hypervisor::Vm>, config: &VmConfig) -> Result<Self, MemoryError> {
+    /// [`place_zones`]), and maps boot RAM into `vm`. Device regions get their memslots from
+    /// their backends as blocks are plugged; all of them must fit in `max_memslots`.
+    pub fn new(
+        vm: &Arc<dyn hypervisor::Vm>,
+        config: &VmConfig,
+        max_memslots: u32,
+    ) -> Result<Self, MemoryError> {
         let requests = zone_requests(config);
         let ram_size = config.memory.boot_ram();
         let (mut zones, mmio64_start) = place(&requests, config)?;
+        let needed = zones
+            .iter()
+            .filter_map(|z| z.device.as_ref())
+            .map(|d| u64::from(d.first_slot) + d.size.div_ceil(d.slot_size))
+            .max()
+            .unwrap_or(0);
+        if needed > u64::from(max_memslots) {
+            return Err(MemoryError::TooManySlots {
+                needed,
+                max: u64::from(max_memslots),
+            });
+        }
 
         let mut regions = Vec::new();
         // Boot RAM: one mapping per range; shared, hugepages or prefaulted if any zone wants it.
@@ -275,37 +338,66 @@ impl MemoryManager {
         } else {
             0
         };
+        let read_write = libc::PROT_READ | libc::PROT_WRITE;
         for (start, size) in arch::layout::ram_ranges(ram_size) {
-            let (mapping, _) = map(size, any(|z| z.shared), any(|z| z.hugepages), populate)?;
-            regions.push(
+            let (mapping, _) = map(
+                c"accordion-boot-ram",
+                size,
+                any(|z| z.shared),
+                any(|z| z.hugepages),
+                populate,
+                read_write,
+            )?;
+            regions.push(Arc::new(
                 GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
-            );
+            ));
         }
+        let mut device_mappings = Vec::new();
+        let mut owners: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
         for (zone, request) in zones.iter_mut().zip(&requests) {
             if let Some(device) = zone.device.as_mut() {
+                let prot = if device.protect {
+                    libc::PROT_NONE
+                } else {
+                    read_write
+                };
+                // The memfd's name shows in /proc/PID/maps, to tell regions apart.
+                let name = std::ffi::CString::new(format!("accordion-virtio-mem-{}", zone.id))
+                    .map_err(|_| MemoryError::Allocate {
+                        size: device.size,
+                        reason: format!("zone id {:?} has a NUL byte", zone.id),
+                    })?;
                 let (mapping, backing) = map(
+                    &name,
                     device.size,
                     request.shared,
                     request.hugepages,
                     libc::MAP_NORESERVE,
+                    prot,
                 )?;
                 device.host_addr = mapping.as_ptr() as u64;
                 device.backing = backing;
-                regions.push(
-                    GuestRegionMmap::new(mapping, GuestAddress(device.addr))
-                        .ok_or(MemoryError::Layout)?,
-                );
+                device.mmap_flags = mapping.flags();
+                device_mappings.push(RegionMapping {
+                    guest_addr: device.addr,
+                    host_addr: device.host_addr,
+                    size: device.size,
+                    mmap_flags: device.mmap_flags,
+                });
+                owners.push(Arc::new(mapping));
             }
         }
-        regions.sort_by_key(|r| r.start_addr());
-        let guest_memory =
-            GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Allocate {
+        let guest_memory = GuestMemoryMmap::from_arc_regions(regions.clone()).map_err(|e| {
+            MemoryError::Allocate {
                 size: ram_size,
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let slots = map_into_vm(vm, &guest_memory)?;
+        let access = Arc::new(AccessibleMemory::new(regions, device_mappings, owners)?);
         Ok(MemoryManager {
             guest_memory,
+            access,
             ram_size,
             zones,
             slots,
@@ -313,6 +405,12 @@ impl MemoryManager {
         })
     }
 
+    /// What the VMM's threads may read and write: boot RAM and plugged device memory.
+    pub fn access(&self) -> &Arc<AccessibleMemory> {
+        &self.access
+    }
+
+    /// Boot RAM, for the boot loader and the ACPI tables.
     pub fn guest_memory(&self) -> &GuestMemoryMmap {
         &self.guest_memory
     }

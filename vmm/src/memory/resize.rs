@@ -124,6 +124,10 @@ mod tests {
                 backing: Backing::PrivateAnonymous,
                 page_size: 4096,
                 prefault: false,
+                slot_size: 128 * MIB,
+                first_slot: 2,
+                protect: true,
+                mmap_flags: 0,
             }),
         }
     }

@@ -14,7 +14,6 @@ use pci::{
     MsixCapability, MsixConfig, PciConfiguration, PciDevice, PciHeader,
 };
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::capabilities::add_virtio_capabilities;
 use super::common_cfg::{CommonConfig, CommonView, CommonWrite};
@@ -26,6 +25,7 @@ use super::pci_cfg::PciCfgWindow;
 use super::status::{next_status, StatusChange, FEATURES_OK};
 use crate::device::{ActivateContext, VirtioDevice, VirtioInterrupt};
 use crate::mem::VIRTIO_F_VERSION_1;
+use crate::view::GuestMemoryView;
 
 /// PCI vendor id of virtio devices.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -58,7 +58,7 @@ pub fn msix_vector_count(queues: usize) -> u16 {
 pub struct VirtioPciDevice<D: VirtioDevice> {
     id: String,
     device: D,
-    mem: GuestMemoryMmap,
+    mem: Arc<GuestMemoryView>,
     config: PciConfiguration,
     layout: BarLayout,
     msix_cap_offset: usize,
@@ -81,7 +81,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     pub fn new(
         id: impl Into<String>,
         device: D,
-        mem: GuestMemoryMmap,
+        mem: Arc<GuestMemoryView>,
         msi: Arc<dyn MsiInterruptGroup>,
         vm: Arc<dyn Vm>,
     ) -> Result<Self, VirtioPciError> {
@@ -283,7 +283,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             if !q.ready() {
                 continue;
             }
-            if !q.is_valid(&self.mem) {
+            if !q.is_valid(&*self.mem.load()) {
                 return None;
             }
             // At most 1024 queues (BarLayout).

@@ -314,7 +314,14 @@ fn ioevent_registration_is_all_or_nothing() {
         fail: f.fail,
     };
     let msi = Arc::new(RecordingMsi::default());
-    let mut device = VirtioPciDevice::new("t", dummy, mem, msi, vm.clone()).unwrap();
+    let mut device = VirtioPciDevice::new(
+        "t",
+        dummy,
+        Arc::new(crate::view::GuestMemoryView::new(mem)),
+        msi,
+        vm.clone(),
+    )
+    .unwrap();
     assert!(matches!(
         device.register_ioevents(),
         Err(VirtioPciError::BarNotPlaced)
