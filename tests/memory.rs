@@ -109,6 +109,7 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
         (2 * GIB, GIB),
         (4 * GIB, 3 * GIB),
         (GIB + 512 * MIB, 512 * MIB),
+        (GIB, 0),
     ] {
         remote_ok(
             &socket,
@@ -121,6 +122,29 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
         assert_eq!(
             remote_json(&socket, &["info"])["memory_actual_size"],
             GIB + plugged
+        );
+        // Slots follow plugging: the region's slots are 128 MiB, the guest's memory blocks
+        // too, and Linux adds a memory block exactly while it holds plugged blocks.
+        // Both settle just after the sizes do (the device unmaps after its answer, the guest
+        // removes a block after its unplug), so wait for them to agree.
+        assert_eq!(dev["slot_size"], 128 * MIB);
+        let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+        let (slots, blocks) = loop {
+            let blocks = guest_memory_blocks_from(&mut vmm, (4 * GIB) / (128 * MIB));
+            let slots = memory_device(&socket, "default")["slots_mapped"].as_u64();
+            if slots == Some(blocks) || std::time::Instant::now() >= deadline {
+                break (slots, blocks);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            slots,
+            Some(blocks),
+            "slots in KVM against the guest's memory blocks"
+        );
+        assert!(
+            blocks >= plugged.div_ceil(128 * MIB),
+            "{blocks} blocks for {plugged}"
         );
     }
     // Real answers with a plugged virtio-mem device, against the API's contract.
@@ -135,8 +159,22 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
         "no device thread in {threads:?}"
     );
     assert!(threads.iter().all(|(_, mode)| *mode == 2), "{threads:?}");
-    assert_plugged_size_events(&dir, "default", &[GIB, 3 * GIB, 512 * MIB]);
+    assert_plugged_size_events(&dir, "default", &[GIB, 3 * GIB, 512 * MIB, 0]);
     assert_clean_guest_log(&mut vmm);
+}
+
+/// How many memory blocks the guest has from block number `first` up (its hot-added ones,
+/// when `first` is the region's first block).
+fn guest_memory_blocks_from(vmm: &mut Vmm, first: u64) -> u64 {
+    guest_number(
+        vmm,
+        "BLOCKS",
+        &format!(
+            "echo $(ls -d /sys/devices/system/memory/memory* | sed 's/.*memory//' | \
+             awk '$1 >= {first}' | wc -l) kB"
+        ),
+        0,
+    )
 }
 
 /// A virtio-mem device's `vm.counters` after grows and shrinks: every counter docs/memory.md

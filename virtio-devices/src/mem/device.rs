@@ -137,6 +137,7 @@ impl VirtioMem {
             kill: thread_kill,
             shared: self.shared.clone(),
             interrupt: context.interrupt,
+            held_change: None,
         };
         let epoll = match worker_epoll(&worker) {
             Ok(e) => e,
@@ -155,6 +156,8 @@ impl VirtioMem {
                 let (worker, epoll) = receive.recv().ok()?;
                 if let Some(Err(e)) = hook.as_deref().map(|hook| hook()) {
                     log::error!("{}: the device thread cannot start: {e}", worker.id);
+                    // Not silently dead: the driver learns it must reset the device.
+                    worker.broken();
                     return Some(worker.core);
                 }
                 Some(worker.run(epoll))
@@ -238,8 +241,13 @@ impl VirtioDevice for VirtioMem {
         // A resize asked for before the driver started is applied now.
         let published = self.shared.publish(&mut core.state, None);
         let interrupt = context.interrupt.clone();
-        self.start(context, core)?;
+        // Before the thread starts: a thread that fails at once marks the device broken, and
+        // that must not be overwritten.
         self.shared.set_running(true, false);
+        if let Err(e) = self.start(context, core) {
+            self.shared.set_running(false, false);
+            return Err(e);
+        }
         if published.config_changed {
             if let Err(e) = interrupt.trigger(VirtioInterruptType::Config) {
                 log::warn!("{}: configuration-change interrupt: {e}", self.id);

@@ -505,6 +505,14 @@ fn plugged_size_listener_sees_each_change() {
         },
     );
     driver.send(&bed, Request::UnplugAll);
+    // The change is told once the batch has settled: a later request is the barrier.
+    driver.send(
+        &bed,
+        Request::State {
+            addr: BASE,
+            nb_blocks: 1,
+        },
+    );
     assert_eq!(
         *changes.lock().unwrap(),
         vec![
@@ -808,6 +816,10 @@ fn a_failing_thread_start_hook_leaves_the_queue_unserved() {
     assert!(thread_is(&thread_name(&bed), false));
     assert_eq!(driver.used_idx(), 0, "a request was served");
     assert_eq!(handle.status().plugged_size, 0);
+    // The driver is told: DEVICE_NEEDS_RESET and a configuration interrupt.
+    assert!(bed.msi.wait_for(CONFIG_VECTOR, 1, WAIT));
+    assert_eq!(bed.status() & DEVICE_NEEDS_RESET, DEVICE_NEEDS_RESET);
+    assert!(handle.status().needs_reset);
     // A reset still works and gives the state back.
     bed.set_status(0);
     assert!(!bed.pci().device().is_running());
@@ -852,4 +864,51 @@ fn each_kick_is_handled_once() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(handle.status().counters.notifications, 3);
+}
+
+/// Logs what the backend does, and the listener, in one order.
+#[derive(Clone, Default)]
+struct OrderLog(Arc<Mutex<Vec<&'static str>>>);
+
+impl BlockBackend for OrderLog {
+    fn plug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        self.0.lock().unwrap().push("plug");
+        Ok(())
+    }
+    fn unplug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        self.0.lock().unwrap().push("discard");
+        Ok(())
+    }
+    fn settle(&mut self) -> Discarded {
+        self.0.lock().unwrap().push("settle");
+        Discarded::default()
+    }
+}
+
+#[test]
+fn the_plugged_size_event_follows_the_memory_given_back() {
+    let log = OrderLog::default();
+    let (mut bed, handle) = bed_with(log.clone());
+    let events = log.clone();
+    handle.set_plugged_size_listener(move |_| events.0.lock().unwrap().push("event"));
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    driver.send(&bed, PLUG4);
+    let unplug = Request::Unplug {
+        addr: BASE,
+        nb_blocks: 4,
+    };
+    assert_eq!(driver.send(&bed, unplug), Response::Ack(None).to_bytes());
+    let state = Request::State {
+        addr: BASE,
+        nb_blocks: 1,
+    };
+    driver.send(&bed, state);
+    let order = log.0.lock().unwrap().clone();
+    // Each batch: its backend work, settle, then the event. (The STATE batch's own settle
+    // may come after its answer.)
+    assert_eq!(
+        order[..6],
+        ["plug", "settle", "event", "discard", "settle", "event"]
+    );
 }

@@ -18,7 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::handle_chain;
 use super::deferred::DeferredDiscard;
-use super::shared::MemShared;
+use super::shared::{MemShared, PluggedSizeChange};
 use super::state::{BlockBackend, Discarded, NoopBackend, VirtioMemState};
 use crate::device::{VirtioInterrupt, VirtioInterruptType};
 use crate::view::GuestMemoryView;
@@ -56,6 +56,9 @@ pub struct Worker {
     pub shared: Arc<MemShared>,
     /// Interrupts to the driver.
     pub interrupt: Arc<dyn VirtioInterrupt>,
+    /// A plugged-size change of the batch being handled, told once the batch has settled
+    /// (the host has the unplugged memory back).
+    pub held_change: Option<PluggedSizeChange>,
 }
 
 /// The epoll instance of a worker, set up before the thread starts so that failures are
@@ -88,6 +91,7 @@ impl Worker {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::error!("{}: epoll failed, the device stops: {e}", self.id);
+                    self.broken();
                     return self.core;
                 }
             };
@@ -161,6 +165,9 @@ impl Worker {
         discarded.extend(backend.settle());
         self.core.backend = backend;
         self.account(discarded);
+        if let Some(change) = self.held_change.take() {
+            self.shared.plugged_size_changed(change);
+        }
         healthy
     }
 
@@ -207,7 +214,14 @@ impl Worker {
             }
         }
         if let Some(change) = published.plugged {
-            self.shared.plugged_size_changed(change);
+            // Told after the batch settles (process_queue), merged with the batch's others.
+            self.held_change = Some(match self.held_change {
+                Some(held) => PluggedSizeChange {
+                    previous: held.previous,
+                    ..change
+                },
+                None => change,
+            });
         }
     }
 
@@ -217,11 +231,18 @@ impl Worker {
             "{}: malformed guest request, the device needs a reset: {reason}",
             self.id
         );
+        self.broken();
+        false
+    }
+
+    /// The device cannot serve its queue (a malformed request, or a thread that could not
+    /// start or lost its epoll): DEVICE_NEEDS_RESET and the configuration interrupt, so the
+    /// driver resets it rather than wait forever.
+    pub fn broken(&self) {
         self.shared.set_needs_reset();
         if let Err(e) = self.interrupt.set_needs_reset() {
             log::warn!("{}: {e}", self.id);
         }
-        false
     }
 }
 
