@@ -115,6 +115,10 @@ impl Vm {
                 mmio: &buses.mmio,
                 with_numa: config.numa.is_some(),
                 seccomp: &virtio_mem_filter,
+                device_work: {
+                    let events = events.clone();
+                    Arc::new(move || events.request_device_work())
+                },
             },
             memory.zones(),
         )?;
@@ -332,6 +336,13 @@ impl Vm {
 
     pub fn memory_zones(&self) -> &[crate::memory::manager::MemoryZone] {
         self.memory.zones()
+    }
+
+    /// Starts and stops device threads the guest's drivers asked for (DRIVER_OK, reset).
+    pub fn service_device_work(&self) {
+        for device in &self.memory_devices {
+            device.service_deferred();
+        }
     }
 
     pub fn memory_devices(&self) -> &[MemoryDevice] {

@@ -18,9 +18,13 @@ pub enum VmEvent {
 
 /// The first event raised wins; later ones are dropped (a guest that resets while another
 /// vCPU triple-faults is reported once).
+///
+/// Besides, devices ask the control loop to start or stop their threads (activation and
+/// reset), which vCPU threads may not do: [`VmEventSignal::request_device_work`].
 pub struct VmEventSignal {
     evt: EventFd,
     pending: Mutex<Option<VmEvent>>,
+    device_work: EventFd,
 }
 
 impl VmEventSignal {
@@ -28,6 +32,7 @@ impl VmEventSignal {
         Ok(VmEventSignal {
             evt: EventFd::new(libc::EFD_NONBLOCK)?,
             pending: Mutex::new(None),
+            device_work: EventFd::new(libc::EFD_NONBLOCK)?,
         })
     }
 
@@ -55,6 +60,18 @@ impl VmEventSignal {
     /// The descriptor the control loop waits on.
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
+    }
+
+    /// A device has activation or reset work for the control loop.
+    pub fn request_device_work(&self) {
+        if let Err(e) = self.device_work.write(1) {
+            log::error!("cannot wake the control loop for device work: {e}");
+        }
+    }
+
+    /// The descriptor the control loop waits on for device work; reading it clears it.
+    pub fn device_work_event(&self) -> &EventFd {
+        &self.device_work
     }
 }
 

@@ -83,6 +83,7 @@ const TOKEN_VM_EVENT: u64 = 0;
 const TOKEN_API: u64 = 1;
 const TOKEN_STDIN: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
+const TOKEN_DEVICE_WORK: u64 = 4;
 
 fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError> {
     Ok(match config.serial.mode {
@@ -537,6 +538,10 @@ fn control_loop(
     let epoll = EpollFd::new()?;
     epoll.add(vmm.events.eventfd().as_raw_fd(), TOKEN_VM_EVENT)?;
     epoll.add(exit_signal.event.as_raw_fd(), TOKEN_SIGNAL)?;
+    epoll.add(
+        vmm.events.device_work_event().as_raw_fd(),
+        TOKEN_DEVICE_WORK,
+    )?;
     if let Some(api) = api {
         epoll.add(api.notify.as_raw_fd(), TOKEN_API)?;
     }
@@ -568,6 +573,12 @@ fn control_loop(
                     }
                     None => {}
                 },
+                TOKEN_DEVICE_WORK => {
+                    let _ = vmm.events.device_work_event().read();
+                    if let Some(vm) = vmm.vm.as_ref() {
+                        vm.service_device_work();
+                    }
+                }
                 TOKEN_API => {
                     let Some(api) = api else { continue };
                     let _ = api.notify.read();

@@ -64,6 +64,8 @@ pub struct DeviceContext<'a> {
     pub mmio: &'a Bus,
     pub with_numa: bool,
     pub seccomp: &'a ThreadFilter,
+    /// Called when a device's activation or reset waits for the VMM thread.
+    pub device_work: virtio_devices::transport::pci::DeferredWorkNotifier,
 }
 
 /// The backend of `region` (device `index` of `access`). Nothing is plugged yet:
@@ -179,6 +181,12 @@ pub fn create(
             )
             .map_err(|e| fail(e.to_string()))?,
         ));
+        // DRIVER_OK and resets are written on vCPU threads; the device thread is started
+        // and joined on the VMM thread.
+        pci_device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_deferred_work(ctx.device_work.clone());
         let slot = ctx
             .pci
             .add_device(pci_device.clone())
@@ -272,6 +280,14 @@ impl MemoryDevice {
                 self.unplugged.writes.load(Ordering::Relaxed),
             ),
         ]
+    }
+
+    /// Starts or stops the device thread if the driver asked (on the VMM thread).
+    pub fn service_deferred(&self) {
+        self._pci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .service_deferred();
     }
 
     /// Stops the device thread (it touches the region's mapping, so it must stop before

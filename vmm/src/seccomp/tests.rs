@@ -79,9 +79,9 @@ fn filters_of_spawned_threads_are_subsets_of_their_parents() {
         vcpu.difference(&vmm)
     );
     assert!(
-        mem.is_subset(&vcpu),
-        "virtio-mem - vcpu: {:?}",
-        mem.difference(&vcpu)
+        mem.is_subset(&vmm),
+        "virtio-mem - vmm: {:?}",
+        mem.difference(&vmm)
     );
 }
 

@@ -1,11 +1,11 @@
 //! The `vcpu<N>` threads: `KVM_RUN` and its exits, handled on the same thread: port and MMIO
 //! accesses to the devices (serial output, PCI configuration, virtio-pci registers), the
-//! power and reset devices, the pause gate. When a virtio driver sets DRIVER_OK the device
-//! thread is started from here, so this filter also allows what starting a thread takes and,
-//! since the new thread inherits it, everything the virtio-mem filter allows.
+//! power and reset devices, the pause gate. A virtio driver's DRIVER_OK or reset is handed
+//! to the VMM thread, which starts and joins the device thread: a vCPU never creates a
+//! thread, waits on epoll or touches host memory mappings beyond the runtime's own.
 
 use super::kvm;
-use super::rules::{any, fcntl_in, ioctl_in, thread_runtime, thread_spawning, Result, Rules};
+use super::rules::{ioctl_in, thread_runtime, Result, Rules};
 
 /// The KVM ioctls a vCPU thread makes.
 pub(super) fn kvm_ioctls() -> Vec<u64> {
@@ -25,17 +25,6 @@ pub(super) fn kvm_ioctls() -> Vec<u64> {
 
 pub(super) fn rules() -> Result<Rules> {
     let mut rules = thread_runtime()?;
-    rules.extend(thread_spawning()?);
-    // The virtio-mem thread starts under this filter.
-    rules.extend(super::virtio_mem::rules()?);
-    rules.extend([
-        ioctl_in(&kvm_ioctls())?,
-        // Activating a virtio-mem device: its kill eventfd, its epoll set, and duplicated
-        // eventfds (try_clone is F_DUPFD_CLOEXEC).
-        any(libc::SYS_eventfd2),
-        any(libc::SYS_epoll_create1),
-        any(libc::SYS_epoll_ctl),
-        fcntl_in(&[libc::F_DUPFD_CLOEXEC])?,
-    ]);
+    rules.push(ioctl_in(&kvm_ioctls())?);
     Ok(rules)
 }

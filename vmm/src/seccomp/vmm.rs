@@ -1,8 +1,9 @@
 //! The `vmm` thread (the main thread, after argument parsing): the control loop. At API
 //! request it creates, boots, reboots and deletes VMs, so this filter is the broadest, as
 //! Cloud Hypervisor's is: it opens and reads payload files, creates KVM VMs and vCPUs, maps
-//! guest memory, and starts threads. The vCPU threads start under this filter, so it allows
-//! everything the vcpu filter allows too.
+//! guest memory, and starts threads: the vCPU threads, and the virtio-mem device threads
+//! when a driver starts its device (the vCPU that took the DRIVER_OK write hands that to
+//! this thread). Both start under this filter, so it allows everything theirs allow too.
 
 use super::kvm;
 use super::rules::{
@@ -45,8 +46,10 @@ fn kvm_ioctls() -> Vec<u64> {
 pub(super) fn rules() -> Result<Rules> {
     let mut rules = thread_runtime()?;
     rules.extend(thread_spawning()?);
-    // The vCPU threads start under this filter.
+    // The vCPU threads start under this filter, and so do the virtio-mem device threads
+    // (the VMM thread starts them when a driver sets DRIVER_OK).
     rules.extend(super::vcpu::rules()?);
+    rules.extend(super::virtio_mem::rules()?);
     let mut ioctls = kvm_ioctls();
     ioctls.extend([
         // The terminal: raw mode for the serial console, and its restoration at exit.

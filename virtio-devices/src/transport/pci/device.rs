@@ -71,6 +71,24 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     /// registration at an intermediate address failed.
     ioevents_wanted: bool,
     active: bool,
+    /// Where activation and reset go when they must not run on the thread that writes the
+    /// status (a vCPU): see [`Self::set_deferred_work`].
+    deferred: Option<DeferredWorkNotifier>,
+    /// Deferred work waiting for [`Self::service_deferred`].
+    pending: Option<DeferredWork>,
+}
+
+/// Tells the thread that serves deferred work that a device has some.
+pub type DeferredWorkNotifier = Arc<dyn Fn() + Send + Sync>;
+
+/// Work the status register asked for and another thread does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeferredWork {
+    /// DRIVER_OK: start the device.
+    Activate,
+    /// A status write of 0 to a running device: stop it. The status reads as it was until
+    /// it is done (the driver waits for it to read 0).
+    Reset,
 }
 
 impl<D: VirtioDevice> VirtioPciDevice<D> {
@@ -137,6 +155,8 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             bar: None,
             ioevents_wanted: false,
             active: false,
+            deferred: None,
+            pending: None,
         })
     }
 
@@ -171,6 +191,32 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         self.active
     }
 
+    /// From now on, starting the device at DRIVER_OK and stopping a running device at a
+    /// reset are left for [`Self::service_deferred`], and `notify` is called to ask for it:
+    /// the thread that writes the status (a vCPU) then never starts or joins a device
+    /// thread. Until the work is done the device looks as it would in the middle of it:
+    /// DRIVER_OK set and requests queued, or the old status read back after a reset.
+    pub fn set_deferred_work(&mut self, notify: DeferredWorkNotifier) {
+        self.deferred = Some(notify);
+    }
+
+    /// Does the work the status register left (see [`Self::set_deferred_work`]).
+    pub fn service_deferred(&mut self) {
+        match self.pending.take() {
+            Some(DeferredWork::Activate) => self.activate(),
+            Some(DeferredWork::Reset) => self.reset_device(),
+            None => {}
+        }
+    }
+
+    /// Leaves `work` for the serving thread.
+    fn defer(&mut self, work: DeferredWork) {
+        self.pending = Some(work);
+        if let Some(notify) = &self.deferred {
+            notify();
+        }
+    }
+
     /// Registers one ioeventfd per queue at its notification address in BAR 0. Call it once
     /// the bus has placed the BAR; afterwards the registrations follow BAR moves. Without it
     /// the device still works, each notification then costing an exit to the VMM.
@@ -184,6 +230,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     /// masked, then the device's own [`VirtioDevice::system_reset`] (virtio-mem unplugs
     /// everything). BARs and ioeventfds stay where they are.
     pub fn system_reset(&mut self) {
+        self.pending = None;
         self.reset_device();
         let reg = self.msix_cap_offset / 4;
         let control = self.config.read_register(reg) & 0xffff;
@@ -229,11 +276,26 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
 
     /// The driver wrote `written` to `device_status`.
     fn write_status(&mut self, written: u8) {
+        if self.pending == Some(DeferredWork::Reset) {
+            // A driver waits for the reset to read 0 before it writes again.
+            log::debug!(
+                "{}: status write {written:#x} during a reset, ignored",
+                self.id
+            );
+            return;
+        }
         let activate = loop {
             let old = self.shared.status();
             match next_status(old, written, || self.features_acceptable()) {
                 StatusChange::Reset => {
-                    self.reset_device();
+                    if self.deferred.is_some() && self.active {
+                        self.defer(DeferredWork::Reset);
+                    } else {
+                        // Nothing runs (an activation not yet done is dropped): no thread
+                        // to stop, so it is done here.
+                        self.pending = None;
+                        self.reset_device();
+                    }
                     return;
                 }
                 StatusChange::Set { status, activate } => {
@@ -251,7 +313,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             }
         };
         if activate {
-            self.activate();
+            if self.deferred.is_some() {
+                self.defer(DeferredWork::Activate);
+            } else {
+                self.activate();
+            }
         }
     }
 

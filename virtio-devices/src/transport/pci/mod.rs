@@ -32,8 +32,8 @@ mod pci_cfg;
 pub mod status;
 
 pub use device::{
-    msix_vector_count, pci_class, VirtioPciDevice, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_REVISION,
-    VIRTIO_PCI_VENDOR_ID,
+    msix_vector_count, pci_class, DeferredWorkNotifier, VirtioPciDevice, VIRTIO_PCI_DEVICE_ID_BASE,
+    VIRTIO_PCI_REVISION, VIRTIO_PCI_VENDOR_ID,
 };
 pub use error::VirtioPciError;
 pub use interrupt::VIRTIO_MSI_NO_VECTOR;

@@ -368,3 +368,48 @@ fn ioeventfds_follow_a_bar_move_even_after_a_failed_intermediate_step() {
         vec![old + 0x3000, old + 0x3004]
     );
 }
+
+#[test]
+fn deferred_activation_and_reset_wait_for_the_serving_thread() {
+    let mut f = fixture();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    f.bed.pci().set_deferred_work(Arc::new(move || {
+        count.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert!(f.bed.negotiate(FEATURES));
+    f.bed.setup_queue(0, 16, rings(0), 1);
+    f.bed
+        .set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    // DRIVER_OK reads back, but the device starts only when the work is served.
+    assert_eq!(f.bed.status() & DRIVER_OK, DRIVER_OK);
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(!f.bed.pci().is_active());
+    assert!(f.seen.lock().unwrap().activations.is_empty());
+    f.bed.pci().service_deferred();
+    assert!(f.bed.pci().is_active());
+    assert_eq!(f.seen.lock().unwrap().activations.len(), 1);
+
+    // A reset of the running device: the status keeps reading non-zero (the driver polls
+    // for 0) and later writes are ignored until the serving thread stops the device.
+    f.bed.set_status(0);
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    assert_ne!(f.bed.status(), 0);
+    f.bed.set_status(ACKNOWLEDGE);
+    assert_eq!(f.seen.lock().unwrap().resets, 0);
+    f.bed.pci().service_deferred();
+    assert_eq!(f.seen.lock().unwrap().resets, 1);
+    assert_eq!(f.bed.status(), 0);
+    assert!(!f.bed.pci().is_active());
+
+    // A reset before a deferred activation was served cancels it, at once.
+    assert!(f.bed.negotiate(FEATURES));
+    f.bed.setup_queue(0, 16, rings(0), 1);
+    f.bed
+        .set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    f.bed.set_status(0);
+    assert_eq!(f.bed.status(), 0);
+    f.bed.pci().service_deferred();
+    assert!(!f.bed.pci().is_active());
+    assert_eq!(f.seen.lock().unwrap().activations.len(), 1);
+}
