@@ -800,3 +800,58 @@ fn hugepage_memory_is_plugged_and_punched_back() {
     vmm.send("poweroff -f");
     assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn a_drained_huge_page_pool_answers_busy_and_the_guest_keeps_running() {
+    // Boot RAM's 256 pages are reserved when it is mapped; 32 more (64 MiB) are all the
+    // region can get, less than one 128 MiB memory block of the guest.
+    let (boot, spare) = (256, 32);
+    let (total, free) = huge_pages();
+    let _restore = HugePagePool(total);
+    set_huge_pages(total - free + boot + spare);
+    let (_, free) = huge_pages();
+    assert_eq!(
+        free,
+        boot + spare,
+        "this test sets the host's huge page pool (as root): it could not"
+    );
+    let dir = TempDir::new("vmem-huge-drained");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, _) = boot_with(
+        "vmem-huge-drained",
+        &dir,
+        &[
+            "--memory",
+            "size=512M,hotplug_method=virtio-mem,hotplug_size=1G,hugepages=on",
+        ],
+    );
+    remote_ok(&socket, &["resize", "--memory", "1G"]);
+    // The plug cannot be populated: BUSY, counted as a backend error, and nothing plugged
+    // beyond what the pool had.
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    let c = loop {
+        let counters = remote_json(&socket, &["counters"]);
+        let c = counters["virtio-mem-default"].clone();
+        if c["busy_responses"].as_u64() > Some(0) || std::time::Instant::now() >= deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(c["busy_responses"].as_u64() > Some(0), "no BUSY: {c}");
+    assert!(c["backend_errors"].as_u64() > Some(0), "{c}");
+    assert_eq!(c["error_responses"], 0, "{c}");
+    let dev = memory_device(&socket, "default");
+    let plugged = dev["plugged_size"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        plugged <= spare * 2 * MIB,
+        "plugged {plugged} from a pool of {spare} pages"
+    );
+    // The guest is fine: its boot RAM was reserved, and no plugged block lacks a page.
+    let out = vmm.run_command("echo still-here");
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(vmm.is_running());
+    assert!(!vmm.stderr().contains("guest stopped"), "{}", vmm.stderr());
+    vmm.send("poweroff -f");
+    vmm.wait_exit(EXIT_TIMEOUT);
+}

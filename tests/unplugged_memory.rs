@@ -207,11 +207,19 @@ fn slot_options_are_checked_with_the_option_named() {
             "size=64M,hotplug_size=1024G,slot_size=2M",
             "memslots and KVM supports",
         ),
+        // 300 TiB: more than 48-bit physical addresses reach.
+        (
+            "size=64M,hotplug_size=307200G",
+            "physical addresses this host",
+        ),
     ] {
         let (status, stderr) = run_to_exit(&["--kernel", &kernel, "--memory", memory]);
         assert!(!status.success(), "{memory}: {stderr}");
+        // Each names what to change.
         assert!(
-            stderr.contains("--memory") || stderr.contains("memslots"),
+            ["--memory", "slot_size", "hotplug_size"]
+                .iter()
+                .any(|named| stderr.contains(named)),
             "{memory}: {stderr}"
         );
         assert!(stderr.contains(needle), "{memory}: {stderr}");

@@ -89,6 +89,17 @@ pub struct Vm {
     vcpu_filter: ThreadFilter,
 }
 
+/// The guest-physical address width KVM reports (CPUID 0x80000008, EAX bits 7:0); 36, the
+/// architectural minimum, when it reports none.
+fn physical_address_bits(cpuid: &[hypervisor::CpuIdEntry]) -> u32 {
+    cpuid
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map(|e| e.eax & 0xff)
+        .filter(|&bits| bits >= 32)
+        .unwrap_or(36)
+}
+
 impl Vm {
     pub fn new(
         hypervisor: &dyn Hypervisor,
@@ -102,7 +113,13 @@ impl Vm {
         let virtio_mem_filter = ThreadFilter::new(ThreadKind::VirtioMem, seccomp)?;
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
-        let memory = MemoryManager::new(&vm, config, hypervisor.max_memslots())?;
+        let supported_cpuid = hypervisor.supported_cpuid()?;
+        let memory = MemoryManager::new(
+            &vm,
+            config,
+            hypervisor.max_memslots(),
+            physical_address_bits(&supported_cpuid),
+        )?;
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
@@ -155,7 +172,7 @@ impl Vm {
         Ok(Vm {
             config: config.clone(),
             vm,
-            supported_cpuid: hypervisor.supported_cpuid()?,
+            supported_cpuid,
             memory,
             buses,
             serial,

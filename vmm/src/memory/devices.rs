@@ -116,7 +116,9 @@ fn backend(
         region.size,
         region.block_size,
         region.protect,
-        region.prefault,
+        // Huge pages are populated at plug too: a pool that cannot supply them answers the
+        // plug BUSY, rather than fault the guest later.
+        region.prefault || region.page_size > 4096,
     )
     .map_err(|e| format!("mapping the region: {e}"))
 }

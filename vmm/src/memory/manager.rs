@@ -33,8 +33,15 @@ pub enum MemoryError {
     Layout,
     #[error("the memory layout needs {needed} memslots and KVM supports {max}: use a larger slot_size= on --memory or --memory-zone")]
     TooManySlots { needed: u64, max: u64 },
+    #[error("--memory: hugepages=on: block_size={block_size} is not a multiple of this host's huge page size ({huge_page_size}); use block_size={huge_page_size} or a multiple")]
+    HugePageBlock {
+        block_size: u64,
+        huge_page_size: u64,
+    },
     #[error("the VMM's view of guest memory: {0}")]
     View(String),
+    #[error("the memory layout ends at {end:#x} (virtio-mem regions and the 64-bit PCI window), beyond the {bits}-bit physical addresses this host's CPUs (and so KVM) can map: make hotplug_size smaller")]
+    AddressSpace { end: u64, bits: u32 },
 }
 
 /// How a mapping is backed, for discarding unplugged blocks.
@@ -171,7 +178,20 @@ fn split_ranges(ranges: &[(u64, u64)], sizes: &[u64]) -> Vec<Vec<(u64, u64)>> {
     out
 }
 
-const HUGE_PAGE_SIZE: u64 = 2 << 20;
+/// The host's default huge page size (`Hugepagesize` in /proc/meminfo), which a hugetlb
+/// memfd without a size flag uses; 2 MiB when it cannot be read.
+pub fn host_huge_page_size() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| parse_huge_page_size(&m))
+        .unwrap_or(2 << 20)
+}
+
+fn parse_huge_page_size(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("Hugepagesize:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024).filter(|size| size.is_power_of_two())
+}
 
 /// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
 /// `extra_flags`: `MAP_NORESERVE` for device regions, `MAP_POPULATE` for prefaulted boot RAM.
@@ -224,7 +244,10 @@ fn map(
     }
     let region = builder.build().map_err(|e| {
         fail(if hugepages {
-            format!("{e} (are enough 2 MiB huge pages reserved?)")
+            format!(
+                "{e} (are enough {} KiB huge pages reserved in /proc/sys/vm/nr_hugepages?)",
+                host_huge_page_size() >> 10
+            )
         } else {
             e.to_string()
         })
@@ -261,6 +284,15 @@ fn place(
     let mut zones = Vec::with_capacity(requests.len());
     // Boot RAM takes the first memslots, one per range; device regions follow.
     let mut next_slot = boot_ranges.len() as u64;
+    let huge_page_size = host_huge_page_size();
+    if requests.iter().any(|r| r.hugepages && r.hotplug.is_some())
+        && !block_size.is_multiple_of(huge_page_size)
+    {
+        return Err(MemoryError::HugePageBlock {
+            block_size,
+            huge_page_size,
+        });
+    }
     for (request, ranges) in requests.iter().zip(per_zone) {
         let device = match request.hotplug {
             Some((size, hotplugged_size)) => {
@@ -286,7 +318,7 @@ fn place(
                     host_addr: 0,
                     backing: Backing::PrivateAnonymous,
                     page_size: if request.hugepages {
-                        HUGE_PAGE_SIZE
+                        huge_page_size
                     } else {
                         4096
                     },
@@ -309,14 +341,17 @@ impl MemoryManager {
     /// Allocates boot RAM and the virtio-mem regions `config` asks for (placed by
     /// [`place_zones`]), and maps boot RAM into `vm`. Device regions get their memslots from
     /// their backends as blocks are plugged; all of them must fit in `max_memslots`.
+    /// `phys_bits` is the guest-physical address width KVM can map.
     pub fn new(
         vm: &Arc<dyn hypervisor::Vm>,
         config: &VmConfig,
         max_memslots: u32,
+        phys_bits: u32,
     ) -> Result<Self, MemoryError> {
         let requests = zone_requests(config);
         let ram_size = config.memory.boot_ram();
         let (mut zones, mmio64_start) = place(&requests, config)?;
+        check_address_width(mmio64_start, phys_bits)?;
         let needed = zones
             .iter()
             .filter_map(|z| z.device.as_ref())
@@ -434,6 +469,20 @@ impl MemoryManager {
     }
 }
 
+/// The layout (everything up to the end of the 64-bit PCI window) must fit the host's
+/// physical address width: KVM cannot map a guest-physical address the CPU cannot.
+fn check_address_width(mmio64_start: u64, phys_bits: u32) -> Result<(), MemoryError> {
+    let end = mmio64_start.saturating_add(arch::layout::PCI_MMIO64_SIZE);
+    let limit = 1u64.checked_shl(phys_bits).unwrap_or(u64::MAX);
+    if end > limit {
+        return Err(MemoryError::AddressSpace {
+            end,
+            bits: phys_bits,
+        });
+    }
+    Ok(())
+}
+
 fn map_into_vm(
     vm: &Arc<dyn hypervisor::Vm>,
     guest_memory: &GuestMemoryMmap,
@@ -465,6 +514,27 @@ fn map_into_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_huge_page_size_comes_from_meminfo() {
+        let meminfo = "HugePages_Total:       0\nHugepagesize:       2048 kB\n";
+        assert_eq!(parse_huge_page_size(meminfo), Some(2 << 20));
+        let gib = "Hugepagesize:    1048576 kB\n";
+        assert_eq!(parse_huge_page_size(gib), Some(1 << 30));
+        assert_eq!(parse_huge_page_size("MemTotal: 1 kB\n"), None);
+        assert_eq!(parse_huge_page_size("Hugepagesize: 3 kB\n"), None);
+    }
+
+    #[test]
+    fn the_layout_must_fit_the_physical_address_width() {
+        let window = arch::layout::PCI_MMIO64_SIZE;
+        assert!(check_address_width((1 << 40) - window, 40).is_ok());
+        assert!(matches!(
+            check_address_width((1 << 40) - window + 1, 40),
+            Err(MemoryError::AddressSpace { bits: 40, .. })
+        ));
+        assert!(check_address_width(8 << 30, 64).is_ok());
+    }
 
     #[test]
     fn boot_ranges_split_among_zones_in_order() {
