@@ -26,9 +26,18 @@ fn resize(socket: &Path, bytes: u64) -> std::process::Output {
 }
 
 /// What a refusal must leave as it was: the whole `vm.info` but the answers that move on
-/// their own (none do without a guest driver).
+/// their own (without a guest driver, only `since_progress_ms`).
 fn info(socket: &Path) -> serde_json::Value {
-    remote_json(socket, &["info"])
+    let mut info = remote_json(socket, &["info"]);
+    // The time since the last progress moves on its own.
+    if let Some(devices) = info["memory"]["devices"].as_array_mut() {
+        for device in devices {
+            if let Some(d) = device.as_object_mut() {
+                d.remove("since_progress_ms");
+            }
+        }
+    }
+    info
 }
 
 fn halting_vm(tag: &str, dir: &TempDir, memory: &[&str]) -> Vmm {
@@ -86,6 +95,8 @@ fn resize_reaches_the_device_and_the_configuration() {
             "plugged_size",
             "region_size",
             "requested_size",
+            "resize_state",
+            "since_progress_ms",
             "slot_size",
             "slots",
             "slots_mapped",
@@ -300,5 +311,66 @@ fn resize_zone_changes_only_its_zone_and_survives_a_reboot() {
     remote_ok(&socket, &["reboot"]);
     assert_eq!(memory_device(&socket, "mem0")["requested_size"], 256 * MIB);
     assert_eq!(memory_device(&socket, "mem1")["requested_size"], 128 * MIB);
+    shut_down(&socket, vmm);
+}
+
+#[test]
+fn a_resize_the_guest_does_not_follow_is_reported_stalled_once() {
+    let dir = TempDir::new("resize-stall");
+    let socket = socket_in(&dir.0);
+    let events = dir.path("events");
+    let monitor = format!("path={}", events.display());
+    let vmm = halting_vm(
+        "resize-stall",
+        &dir,
+        &[
+            "--memory",
+            "size=64M,hotplug_size=1G,stall_timeout_s=1",
+            "--event-monitor",
+            &monitor,
+        ],
+    );
+    let state = |socket: &Path| memory_device(socket, "default")["resize_state"].clone();
+    let stalls = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"resize-stalled\""))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(state(&socket), "settled", "nothing asked, nothing plugged");
+    assert!(resize(&socket, BOOT_RAM + 128 * MIB).status.success());
+    assert_eq!(state(&socket), "converging");
+    // No driver: nothing moves. After the timeout it is stalled, and said so once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while state(&socket) != "stalled" {
+        assert!(std::time::Instant::now() < deadline, "never stalled");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let dev = memory_device(&socket, "default");
+    assert!(dev["since_progress_ms"].as_u64() >= Some(1000), "{dev}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let seen = stalls();
+    assert_eq!(seen.len(), 1, "one event per stall: {seen:?}");
+    assert!(
+        seen[0].contains("\"requested_size\":\"134217728\""),
+        "{}",
+        seen[0]
+    );
+    // A new size is progress: converging again, and a second stall is a second event.
+    assert!(resize(&socket, BOOT_RAM + 256 * MIB).status.success());
+    assert_eq!(state(&socket), "converging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stalls().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second stall event"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Back to what is plugged: settled.
+    assert!(resize(&socket, BOOT_RAM).status.success());
+    assert_eq!(state(&socket), "settled");
     shut_down(&socket, vmm);
 }

@@ -136,6 +136,7 @@ impl Vm {
                     let events = events.clone();
                     Arc::new(move || events.request_device_work())
                 },
+                stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
             },
             memory.zones(),
         )?;
@@ -353,6 +354,13 @@ impl Vm {
 
     pub fn memory_zones(&self) -> &[crate::memory::manager::MemoryZone] {
         self.memory.zones()
+    }
+
+    /// Reports stalled resizes; returns whether any device is still on its way.
+    pub fn watch_resizes(&self) -> bool {
+        // Every device is checked (each may report its stall), so no short circuit.
+        let states: Vec<bool> = self.memory_devices.iter().map(|d| d.watch_resize()).collect();
+        states.contains(&true)
     }
 
     /// Starts and stops device threads the guest's drivers asked for (DRIVER_OK, reset).

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use hypervisor::kvm::KvmHypervisor;
 use serde_json::json;
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::api::server::ApiChannel;
 use crate::api::socket::{ApiSocket, ApiSocketConfig, ApiSocketError};
@@ -84,6 +85,7 @@ const TOKEN_API: u64 = 1;
 const TOKEN_STDIN: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 const TOKEN_DEVICE_WORK: u64 = 4;
+const TOKEN_RESIZE_WATCH: u64 = 5;
 
 fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError> {
     Ok(match config.serial.mode {
@@ -167,6 +169,9 @@ struct Vmm {
     /// Why the last VM stopped, when the guest could not go on: `vm.info` reports it until
     /// the VM boots again or is deleted.
     failure: Option<String>,
+    /// Ticks every second while a virtio-mem device is on its way to its requested size,
+    /// to report stalls.
+    resize_watch: TimerFd,
 }
 
 impl Vmm {
@@ -224,6 +229,7 @@ impl Vmm {
         log::info!("VM booted (boot #{})", self.boots);
         self.boots += 1;
         self.vm = Some(vm);
+        self.watch_resizes();
         Ok(())
     }
 
@@ -396,7 +402,27 @@ impl Vmm {
                 .memory
                 .set_hotplugged_size(&zone_id, plan.requested_size);
         }
+        self.watch_resizes();
         Ok(None)
+    }
+
+    /// Starts the once-a-second check for stalled resizes.
+    fn watch_resizes(&mut self) {
+        let second = std::time::Duration::from_secs(1);
+        if let Err(e) = self.resize_watch.reset(second, Some(second)) {
+            log::warn!("cannot watch resizes for stalls: {e}");
+        }
+    }
+
+    /// One tick of the stall check; stops ticking when every device has settled.
+    fn resize_watch_tick(&mut self) {
+        let _ = self.resize_watch.wait();
+        let unsettled = self.vm.as_ref().is_some_and(Vm::watch_resizes);
+        if !unsettled {
+            if let Err(e) = self.resize_watch.clear() {
+                log::warn!("cannot stop the resize watch: {e}");
+            }
+        }
     }
 
     fn api_boot(&mut self) -> ApiResult {
@@ -500,6 +526,8 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         vm: None,
         boots: 0,
         failure: None,
+        resize_watch: TimerFd::new()
+            .map_err(|e| io_err("timerfd")(std::io::Error::from_raw_os_error(e.errno())))?,
     };
     // Stdin feeds the guest whenever a VM's serial port is the terminal; the terminal goes
     // raw only for a VM given on the command line (an API-only VMM keeps Ctrl-C working).
@@ -542,6 +570,7 @@ fn control_loop(
         vmm.events.device_work_event().as_raw_fd(),
         TOKEN_DEVICE_WORK,
     )?;
+    epoll.add(vmm.resize_watch.as_raw_fd(), TOKEN_RESIZE_WATCH)?;
     if let Some(api) = api {
         epoll.add(api.notify.as_raw_fd(), TOKEN_API)?;
     }
@@ -573,6 +602,7 @@ fn control_loop(
                     }
                     None => {}
                 },
+                TOKEN_RESIZE_WATCH => vmm.resize_watch_tick(),
                 TOKEN_DEVICE_WORK => {
                     let _ = vmm.events.device_work_event().read();
                     if let Some(vm) = vmm.vm.as_ref() {

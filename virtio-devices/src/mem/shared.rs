@@ -15,6 +15,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -51,6 +52,11 @@ pub struct VirtioMemStatus {
     pub active: bool,
     /// Whether the device stopped on a malformed request and waits for a device reset.
     pub needs_reset: bool,
+    /// Time since the last progress towards `requested_size`: a change of the plugged size,
+    /// or a new requested size.
+    pub since_progress: Duration,
+    /// Counts those changes: a stall is one value of it.
+    pub progress: u64,
 }
 
 /// The plugged size of a device changed (the VMM turns it into an event).
@@ -95,6 +101,9 @@ struct Inner {
     /// The last size asked for since the device thread last applied one, and the largest:
     /// the usable region already published was grown for the largest, and must not shrink.
     pending_resize: Option<PendingResize>,
+    /// When the plugged or requested size last changed, and how many times it has.
+    progress_at: Instant,
+    progress: u64,
     active: bool,
     needs_reset: bool,
 }
@@ -121,6 +130,8 @@ impl MemShared {
                 discard: LatencyRecorder::new(),
                 generation: 0,
                 pending_resize: None,
+                progress_at: Instant::now(),
+                progress: 0,
                 active: false,
                 needs_reset: false,
             }),
@@ -161,6 +172,10 @@ impl MemShared {
                 .max(self.geometry.usable_region_for(size));
             let changed = config != inner.config;
             set_config(&mut inner, config);
+            if changed {
+                inner.progress_at = Instant::now();
+                inner.progress += 1;
+            }
             let earlier = inner.pending_resize;
             inner.pending_resize = Some(PendingResize {
                 last: size,
@@ -200,6 +215,10 @@ impl MemShared {
         inner.counters = state.counters();
         if let Some(ns) = latency_ns {
             inner.latency.record(ns);
+        }
+        if inner.config.plugged_size != previous {
+            inner.progress_at = Instant::now();
+            inner.progress += 1;
         }
         let plugged = (inner.config.plugged_size != previous).then_some(PluggedSizeChange {
             previous,
@@ -242,7 +261,7 @@ impl MemShared {
 
     /// The status now.
     pub fn status(&self) -> VirtioMemStatus {
-        let (config, counters, latency, discard, active, needs_reset) = {
+        let (config, counters, latency, discard, active, needs_reset, progress_at, progress) = {
             let inner = self.lock();
             (
                 inner.config,
@@ -251,6 +270,8 @@ impl MemShared {
                 inner.discard.clone(),
                 inner.active,
                 inner.needs_reset,
+                inner.progress_at,
+                inner.progress,
             )
         };
         VirtioMemStatus {
@@ -266,6 +287,8 @@ impl MemShared {
             discard: discard.summary(),
             active,
             needs_reset,
+            since_progress: progress_at.elapsed(),
+            progress,
         }
     }
 

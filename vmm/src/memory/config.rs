@@ -67,8 +67,20 @@ pub struct MemoryConfig {
     /// off keeps it readable for older guests.
     #[serde(default = "default_on")]
     pub unplugged_inaccessible: bool,
+    /// Seconds without progress towards a device's requested size after which `vm.info`
+    /// calls it stalled and a `resize-stalled` event is sent.
+    #[serde(default = "default_stall_timeout_s")]
+    pub stall_timeout_s: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zones: Option<Vec<MemoryZoneConfig>>,
+}
+
+/// A resize that has not moved for a minute is stuck: Linux retries a BUSY device every
+/// few seconds, and plugs or unplugs a memory block in well under that.
+pub const DEFAULT_STALL_TIMEOUT_S: u64 = 60;
+
+fn default_stall_timeout_s() -> u64 {
+    DEFAULT_STALL_TIMEOUT_S
 }
 
 fn default_on() -> bool {
@@ -88,6 +100,7 @@ impl Default for MemoryConfig {
             prefault: false,
             slot_size: None,
             unplugged_inaccessible: true,
+            stall_timeout_s: DEFAULT_STALL_TIMEOUT_S,
             zones: None,
         }
     }
@@ -173,6 +186,7 @@ impl MemoryConfig {
                 "prefault",
                 "slot_size",
                 "unplugged_inaccessible",
+                "stall_timeout_s",
             ],
         )?;
         let hotplug_method = match p.get("hotplug_method") {
@@ -196,6 +210,15 @@ impl MemoryConfig {
             prefault: get_bool(&p, OPTION, "prefault")?,
             slot_size: p.get_size("slot_size")?,
             unplugged_inaccessible: get_flag(&p, OPTION, "unplugged_inaccessible")?.unwrap_or(true),
+            stall_timeout_s: match p.get("stall_timeout_s") {
+                None => DEFAULT_STALL_TIMEOUT_S,
+                Some(v) => v.parse().map_err(|_| {
+                    ConfigError::new(
+                        OPTION,
+                        format!("stall_timeout_s={v}: expected a number of seconds"),
+                    )
+                })?,
+            },
             zones: None,
         })
     }
@@ -442,6 +465,12 @@ pub fn validate(config: &VmConfig) -> Result<()> {
     }
     check_hotplug("--memory", "memory", bs, m.hotplug_size, m.hotplugged_size)?;
     check_slot_size("--memory", "memory", bs, m.slot_size)?;
+    if m.stall_timeout_s == 0 {
+        return Err(ConfigError::new(
+            "--memory",
+            "stall_timeout_s must be at least 1 second",
+        ));
+    }
     let mut zone_ids: Vec<&str> = Vec::new();
     if let Some(zones) = &m.zones {
         if m.size != 0 {

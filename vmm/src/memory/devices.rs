@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use pci::{GsiRoutingTable, KvmMsiGroup};
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use virtio_devices::mem::{
     Backing as DiscardBacking, HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem,
@@ -42,6 +43,10 @@ pub struct MemoryDevice {
     region: DeviceRegion,
     slots: Arc<SlotStatus>,
     unplugged: Arc<UnpluggedCounters>,
+    /// Without progress this long, the resize is stalled.
+    stall_timeout: Duration,
+    /// The progress count of the last stall reported (one event per stall).
+    stall_reported: AtomicU64,
     _pci: Arc<Mutex<VirtioPciDevice<VirtioMem>>>,
 }
 
@@ -66,6 +71,8 @@ pub struct DeviceContext<'a> {
     pub seccomp: &'a ThreadFilter,
     /// Called when a device's activation or reset waits for the VMM thread.
     pub device_work: virtio_devices::transport::pci::DeferredWorkNotifier,
+    /// `memory.stall_timeout_s`.
+    pub stall_timeout: Duration,
 }
 
 /// The backend of `region` (device `index` of `access`). Nothing is plugged yet:
@@ -217,13 +224,83 @@ pub fn create(
             region: region.clone(),
             slots,
             unplugged: unplugged_counters,
+            stall_timeout: ctx.stall_timeout,
+            stall_reported: AtomicU64::new(u64::MAX),
             _pci: pci_device,
         });
     }
     Ok(devices)
 }
 
+/// Where a device is on its way to the requested size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeState {
+    /// Plugged is what was requested.
+    Settled,
+    /// Not there yet, and moving (or not for long).
+    Converging,
+    /// Not there, and nothing moved for `stall_timeout_s`: the guest does not (or cannot)
+    /// follow; the NACK, BUSY and ERROR counters say how it answers.
+    Stalled,
+}
+
+impl ResizeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeState::Settled => "settled",
+            ResizeState::Converging => "converging",
+            ResizeState::Stalled => "stalled",
+        }
+    }
+}
+
 impl MemoryDevice {
+    fn resize_state(&self, s: &virtio_devices::mem::VirtioMemStatus) -> ResizeState {
+        if s.plugged_size == s.requested_size {
+            ResizeState::Settled
+        } else if s.since_progress >= self.stall_timeout {
+            ResizeState::Stalled
+        } else {
+            ResizeState::Converging
+        }
+    }
+
+    /// Sends `resize-stalled` once when the device has stalled; returns whether it is still
+    /// on its way (converging or stalled), so that the caller keeps watching.
+    pub fn watch_resize(&self) -> bool {
+        let s = self.handle.status();
+        let state = self.resize_state(&s);
+        if state == ResizeState::Stalled
+            && self.stall_reported.swap(s.progress, Ordering::Relaxed) != s.progress
+        {
+            let c = s.counters;
+            log::warn!(
+                "virtio-mem {}: the resize to {} bytes is stalled at {} plugged ({} s without progress; NACK {}, BUSY {}, ERROR {})",
+                self.id,
+                s.requested_size,
+                s.plugged_size,
+                s.since_progress.as_secs(),
+                c.nack,
+                c.busy,
+                c.error
+            );
+            let props = BTreeMap::from([
+                ("id".to_string(), self.id.clone()),
+                ("requested_size".to_string(), s.requested_size.to_string()),
+                ("plugged_size".to_string(), s.plugged_size.to_string()),
+                (
+                    "since_progress_ms".to_string(),
+                    s.since_progress.as_millis().to_string(),
+                ),
+                ("nack_responses".to_string(), c.nack.to_string()),
+                ("busy_responses".to_string(), c.busy.to_string()),
+                ("error_responses".to_string(), c.error.to_string()),
+            ]);
+            crate::event_monitor::event_with("virtio-mem", "resize-stalled", Some(props));
+        }
+        state != ResizeState::Settled
+    }
+
     /// What `vm.info` lists, as QEMU's `info memory-devices` does.
     pub fn info(&self) -> Value {
         let s = self.handle.status();
@@ -244,6 +321,8 @@ impl MemoryDevice {
             "slots": self.region.size.div_ceil(self.region.slot_size),
             "slots_mapped": self.slots.mapped.load(Ordering::Relaxed),
             "unplugged_inaccessible": self.region.protect,
+            "resize_state": self.resize_state(&s).name(),
+            "since_progress_ms": u64::try_from(s.since_progress.as_millis()).unwrap_or(u64::MAX),
         })
     }
 

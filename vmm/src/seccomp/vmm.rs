@@ -87,6 +87,9 @@ pub(super) fn rules() -> Result<Rules> {
             2,
             &[u64::from(vmm_sys_util::signal::SIGRTMIN() as u32)],
         )?,
+        // The once-a-second watch for stalled resizes.
+        any(libc::SYS_timerfd_create),
+        any(libc::SYS_timerfd_settime),
         // Pausing and stopping vCPUs polls every millisecond.
         any(libc::SYS_clock_nanosleep),
         // Removing the API socket file at exit.
