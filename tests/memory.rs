@@ -855,3 +855,88 @@ fn a_drained_huge_page_pool_answers_busy_and_the_guest_keeps_running() {
     vmm.send("poweroff -f");
     vmm.wait_exit(EXIT_TIMEOUT);
 }
+
+/// Waits until `check` holds, reading it again every 200 ms; panics with `what` after
+/// `RESIZE_TIMEOUT`.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn a_resize_storm_with_a_reboot_always_settles_exactly() {
+    const RESIZES: usize = 100;
+    const SLOT: u64 = 128 * MIB;
+    let dir = TempDir::new("vmem-storm");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with(
+        "vmem-storm",
+        &dir,
+        &[
+            "--memory",
+            "size=512M,hotplug_method=virtio-mem,hotplug_size=2G",
+        ],
+    );
+    // A fixed sequence (an LCG), so that a failure can be replayed.
+    let mut seed: u64 = 0x5eed_0013;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        seed >> 33
+    };
+    let region_kb = 2 * GIB / 1024;
+    let mut targets = Vec::new();
+    for i in 0..RESIZES {
+        if i == RESIZES / 2 {
+            // A reboot in the middle: the new guest is asked for the last size again.
+            remote_ok(&socket, &["reboot"]);
+            vmm.wait_for(READY, BOOT_TIMEOUT);
+        }
+        let target = (next() % 17) * SLOT;
+        targets.push(target);
+        remote_ok(
+            &socket,
+            &[
+                "resize",
+                "--memory",
+                &format!("{}M", (512 * MIB + target) / MIB),
+            ],
+        );
+        wait_plugged(&socket, "default", target);
+        let want_kb = base + target / 1024;
+        wait_until(&format!("resize {i} to {target}: MemTotal"), || {
+            memtotal_now(&mut vmm) == want_kb
+        });
+        let dev = memory_device(&socket, "default");
+        assert_eq!(dev["requested_size"], target, "resize {i}: {dev}");
+        assert_eq!(dev["resize_state"], "settled", "resize {i}: {dev}");
+        let slots = dev["slots_mapped"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            slots >= target.div_ceil(SLOT) && slots <= 16,
+            "resize {i}: {slots} slots for {target}: {dev}"
+        );
+        // The host holds no more than what is plugged, and at most one slot more while the
+        // last unplug's memory is being given back.
+        wait_until(&format!("resize {i} to {target}: region RSS"), || {
+            mapping_kb(vmm.pid(), region_kb, &["Rss:"]) <= (target + SLOT) / 1024
+        });
+        if i % 10 == 9 && target > 0 {
+            // The guest uses its memory between resizes.
+            guest_fills_memory(&mut vmm, target / MIB / 2);
+        }
+    }
+    eprintln!("storm: {RESIZES} resizes through {targets:?}");
+    let counters = remote_json(&socket, &["counters"]);
+    let c = &counters["virtio-mem-default"];
+    assert_eq!(c["error_responses"], 0, "{c}");
+    assert_eq!(c["malformed_requests"], 0, "{c}");
+    assert_eq!(c["discard_errors"], 0, "{c}");
+    assert_clean_guest_log(&mut vmm);
+    vmm.send("poweroff -f");
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+}

@@ -359,7 +359,11 @@ impl Vm {
     /// Reports stalled resizes; returns whether any device is still on its way.
     pub fn watch_resizes(&self) -> bool {
         // Every device is checked (each may report its stall), so no short circuit.
-        let states: Vec<bool> = self.memory_devices.iter().map(|d| d.watch_resize()).collect();
+        let states: Vec<bool> = self
+            .memory_devices
+            .iter()
+            .map(|d| d.watch_resize())
+            .collect();
         states.contains(&true)
     }
 
