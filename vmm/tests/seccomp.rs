@@ -43,14 +43,17 @@ enum Forbidden {
     Ptrace,
     /// `openat` of a new file.
     OpenatNew,
+    /// `clone(SIGCHLD)`, which is fork: a new process, not a thread.
+    Fork,
 }
 
 impl Forbidden {
-    const ALL: [Forbidden; 4] = [
+    const ALL: [Forbidden; 5] = [
         Forbidden::SocketInet,
         Forbidden::Execve,
         Forbidden::Ptrace,
         Forbidden::OpenatNew,
+        Forbidden::Fork,
     ];
 
     fn nr(self) -> i64 {
@@ -59,6 +62,7 @@ impl Forbidden {
             Forbidden::Execve => libc::SYS_execve,
             Forbidden::Ptrace => libc::SYS_ptrace,
             Forbidden::OpenatNew => libc::SYS_openat,
+            Forbidden::Fork => libc::SYS_clone,
         }
     }
 
@@ -98,6 +102,13 @@ impl Forbidden {
                     libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
                     0o600,
                 ),
+                // A child that got through would exit at once.
+                Forbidden::Fork => {
+                    match libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) {
+                        0 => libc::_exit(0),
+                        ret => ret,
+                    }
+                }
             }
         }
     }
@@ -176,7 +187,12 @@ fn setup(kind: ThreadKind) -> Setup {
                 fds[1] = libc::eventfd(0, libc::EFD_NONBLOCK);
                 check("eventfd", i64::from(fds[1]));
             }
-            ThreadKind::Vmm => {}
+            ThreadKind::Vmm => {
+                // The VMM starts its api and signal threads before its filter; glibc's
+                // first thread sets up signal handlers (rt_sigaction), which the filter
+                // does not allow.
+                std::thread::spawn(|| ()).join().ok();
+            }
         }
     }
     Setup { fds }
@@ -193,6 +209,27 @@ fn allowed_call(kind: ThreadKind, s: &Setup) {
                 let fd = libc::openat(libc::AT_FDCWD, c"/dev/null".as_ptr(), libc::O_RDONLY);
                 check("openat /dev/null", i64::from(fd));
                 libc::close(fd);
+                // Starting a thread (a vCPU): clone3 answers ENOSYS, glibc falls back to
+                // clone with thread flags.
+                let ret = libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize);
+                if ret != -1 || *libc::__errno_location() != libc::ENOSYS {
+                    say(2, "clone3 did not answer ENOSYS\n");
+                    libc::_exit(4);
+                }
+                // pthread itself, as std::thread does underneath.
+                extern "C" fn seven(_: *mut libc::c_void) -> *mut libc::c_void {
+                    7 as *mut libc::c_void
+                }
+                let mut thread: libc::pthread_t = 0;
+                let mut result: *mut libc::c_void = std::ptr::null_mut();
+                if libc::pthread_create(&mut thread, std::ptr::null(), seven, std::ptr::null_mut())
+                    != 0
+                    || libc::pthread_join(thread, &mut result) != 0
+                    || result as usize != 7
+                {
+                    say(2, "a thread could not be started\n");
+                    libc::_exit(4);
+                }
             }
             ThreadKind::Api => {
                 // A request in, an answer out.

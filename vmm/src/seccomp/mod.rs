@@ -4,10 +4,15 @@
 //! action, before it handles guest or client input.
 //!
 //! Filters stack: a thread inherits the filters of the thread that spawned it, and a system
-//! call must pass all of them. The vCPU threads start under the `vmm` filter, and the
-//! virtio-mem thread (spawned by a vCPU thread when the driver sets DRIVER_OK) under both the
-//! `vmm` and the `vcpu` filters, so those two also allow what a new thread does before it
-//! installs its own filter, and what the virtio-mem thread needs.
+//! call must pass all of them. The vCPU threads and the virtio-mem threads (started when a
+//! driver sets DRIVER_OK, which a vCPU hands to the VMM thread) start under the `vmm`
+//! filter, so it also allows what a new thread does before it installs its own filter, and
+//! what those threads need.
+//!
+//! The thread that spawns threads (`vmm`) may `clone` only with `CLONE_VM | CLONE_THREAD`,
+//! which creates a thread, never a process. `clone3` passes its flags in memory, where a
+//! filter cannot see them, so a second filter answers it `ENOSYS`, and glibc falls back to
+//! `clone`.
 
 mod api;
 mod event_monitor;
@@ -82,6 +87,11 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
+    /// Whether threads of this kind start other threads (after applying their filter).
+    pub fn spawns_threads(self) -> bool {
+        self == ThreadKind::Vmm
+    }
+
     /// Every kind, for tests and reports.
     pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Vmm,
@@ -195,6 +205,8 @@ pub fn tune_malloc_for_filters() -> Result<(), SeccompError> {
 pub struct ThreadFilter {
     kind: ThreadKind,
     program: Option<Arc<BpfProgram>>,
+    /// `clone3` answered `ENOSYS`, for kinds that spawn threads.
+    clone3_enosys: Option<Arc<BpfProgram>>,
 }
 
 impl ThreadFilter {
@@ -203,7 +215,15 @@ impl ThreadFilter {
             None => None,
             Some(mismatch) => Some(Arc::new(compile(kind, mismatch)?)),
         };
-        Ok(ThreadFilter { kind, program })
+        let clone3_enosys = match program {
+            Some(_) if kind.spawns_threads() => Some(Arc::new(compile_clone3_enosys()?)),
+            _ => None,
+        };
+        Ok(ThreadFilter {
+            kind,
+            program,
+            clone3_enosys,
+        })
     }
 
     pub fn kind(&self) -> ThreadKind {
@@ -217,10 +237,14 @@ impl ThreadFilter {
             return Ok(());
         };
         sigsys::set_thread_name(thread_name);
-        seccompiler::apply_filter(program).map_err(|source| SeccompError::Apply {
+        let fail = |source| SeccompError::Apply {
             thread: thread_name.to_string(),
             source,
-        })
+        };
+        if let Some(clone3) = &self.clone3_enosys {
+            seccompiler::apply_filter(clone3).map_err(fail)?;
+        }
+        seccompiler::apply_filter(program).map_err(fail)
     }
 
     /// [`apply`](Self::apply) under the name the thread was spawned with (the kind's name
@@ -244,6 +268,25 @@ fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, Secc
         kind.rule_map()?,
         mismatch,
         SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| build(e.into()))?;
+    BpfProgram::try_from(filter).map_err(|e| build(e.into()))
+}
+
+/// A filter that allows everything but `clone3`, which fails with `ENOSYS` (stacked with the
+/// thread's own, the more restrictive answer wins, so `clone3` fails and the rest is up to
+/// the other filter).
+fn compile_clone3_enosys() -> Result<BpfProgram, SeccompError> {
+    let build = |source: seccompiler::Error| SeccompError::Build {
+        kind: "clone3",
+        source,
+    };
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
         TargetArch::x86_64,
     )
     .map_err(|e| build(e.into()))?;

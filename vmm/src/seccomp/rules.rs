@@ -31,6 +31,17 @@ pub(super) fn arg_in(nr: i64, arg: u8, values: &[u64]) -> Result<Rule> {
     Ok((nr, rules))
 }
 
+/// `nr` when its argument `arg` has all of the bits in `bits`.
+pub(super) fn arg_with_bits(nr: i64, arg: u8, bits: u64) -> Result<Rule> {
+    let rule = SeccompRule::new(vec![SeccompCondition::new(
+        arg,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(bits),
+        bits,
+    )?])?;
+    Ok((nr, vec![rule]))
+}
+
 /// `nr` when its argument `arg` has none of the bits in `mask`.
 pub(super) fn arg_without_bits(nr: i64, arg: u8, mask: u64) -> Result<Rule> {
     let rule = SeccompRule::new(vec![SeccompCondition::new(
@@ -119,10 +130,16 @@ pub(super) fn thread_runtime() -> Result<Rules> {
 /// new thread runs these under its parent's filter), and what installing a filter takes.
 pub(super) fn thread_spawning() -> Result<Rules> {
     Ok(vec![
-        // std::thread::spawn: pthread_create, which blocks signals around clone3 (or clone on
-        // older glibc).
+        // std::thread::spawn: pthread_create, which blocks signals around clone3, and falls
+        // back to clone when clone3 answers ENOSYS (which a stacked filter makes it do: see
+        // the module doc of seccomp). clone only with CLONE_VM | CLONE_THREAD: a thread, not
+        // a process.
         any(libc::SYS_clone3),
-        any(libc::SYS_clone),
+        arg_with_bits(
+            libc::SYS_clone,
+            0,
+            (libc::CLONE_VM | libc::CLONE_THREAD) as u64,
+        )?,
         // The new thread's first calls: restartable sequences and the robust futex list
         // (glibc), its name (Rust, PR_SET_NAME), its signal stack (Rust, sigaltstack).
         any(libc::SYS_rseq),
