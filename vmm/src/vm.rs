@@ -379,21 +379,28 @@ impl Vm {
     }
 
     /// Asks the device of zone `zone` for `requested_size` bytes; returns at once.
-    pub fn resize_memory(&self, plan: crate::memory::resize::ResizePlan) -> Result<(), String> {
+    pub fn resize_memory(
+        &self,
+        plan: crate::memory::resize::ResizePlan,
+    ) -> Result<(), crate::memory::resize::ResizeError> {
+        use crate::memory::resize::ResizeError;
         let zone = self
             .memory
             .zones()
             .get(plan.zone)
-            .ok_or_else(|| "no such memory zone".to_string())?;
+            .ok_or_else(|| ResizeError::UnknownZone(format!("#{}", plan.zone)))?;
         let device = self
             .memory_devices
             .iter()
             .find(|d| d.id == zone.id)
-            .ok_or_else(|| format!("memory zone {} has no virtio-mem device", zone.id))?;
+            .ok_or_else(|| ResizeError::NoDevice(zone.id.clone()))?;
         device
             .handle
             .resize(plan.requested_size)
-            .map_err(|e| e.to_string())
+            .map_err(|source| ResizeError::Device {
+                zone: zone.id.clone(),
+                source,
+            })
     }
 }
 

@@ -389,11 +389,14 @@ impl Vmm {
         &mut self,
         plan: impl FnOnce(
             &[crate::memory::manager::MemoryZone],
-        ) -> Result<crate::memory::resize::ResizePlan, ApiError>,
+        ) -> Result<
+            crate::memory::resize::ResizePlan,
+            crate::memory::resize::ResizeError,
+        >,
     ) -> ApiResult {
         let vm = self.running_vm()?;
         let plan = plan(vm.memory_zones())?;
-        vm.resize_memory(plan).map_err(ApiError::bad_request)?;
+        vm.resize_memory(plan)?;
         // The configuration follows, as in Cloud Hypervisor: vm.info shows it, and a reboot
         // asks the new guest for the same size again.
         let zone_id = vm.memory_zones().get(plan.zone).map(|z| z.id.clone());

@@ -41,7 +41,7 @@ use super::server;
 use super::{ApiAction, ApiError, ApiResult};
 use crate::config::VmConfig;
 use crate::memory::manager::{place_zones, MemoryZone};
-use crate::memory::resize::{plan_resize, plan_resize_zone, ResizePlan};
+use crate::memory::resize::{plan_resize, plan_resize_zone, ResizeError, ResizePlan};
 
 /// The control byte's bits (see [`Script::decode`]).
 pub const SPLITS_MASK: u8 = 0x07;
@@ -382,7 +382,7 @@ impl Model {
     /// As `Vmm::resize`, checking the plan; `id` is the zone `vm.resize-zone` names.
     fn resize(
         &mut self,
-        plan: impl FnOnce(&[MemoryZone]) -> Result<ResizePlan, ApiError>,
+        plan: impl FnOnce(&[MemoryZone]) -> Result<ResizePlan, ResizeError>,
         desired: Option<u64>,
         id: Option<String>,
     ) -> ApiResult {
@@ -390,6 +390,7 @@ impl Model {
         let plan = match plan(zones) {
             Ok(plan) => plan,
             Err(e) => {
+                let e = ApiError::from(e);
                 assert_eq!(e.status, 400, "a refused resize: {e:?}");
                 self.stats.resize_refused += 1;
                 return Err(e);

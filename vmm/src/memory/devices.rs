@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use virtio_devices::mem::{
-    Backing as DiscardBacking, HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem,
-    VirtioMemHandle, VirtioMemState,
+    HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem, VirtioMemHandle, VirtioMemState,
 };
 use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
@@ -53,9 +52,9 @@ pub struct MemoryDevice {
 fn backend_name(backing: &Backing, page_size: u64) -> &'static str {
     match (backing, page_size > 4096) {
         (Backing::PrivateAnonymous, _) => "anonymous",
-        (Backing::SharedFile(_), false) => "memfd-shared",
-        (Backing::SharedFile(_), true) => "hugetlb-shared",
-        (Backing::PrivateFile(_), _) => "hugetlb-private",
+        (Backing::SharedFile { .. }, false) => "memfd-shared",
+        (Backing::SharedFile { .. }, true) => "hugetlb-shared",
+        (Backing::PrivateFile { .. }, _) => "hugetlb-private",
     }
 }
 
@@ -82,17 +81,7 @@ fn backend(
     index: usize,
     region: &DeviceRegion,
 ) -> Result<ProtectedRegion<HostRegionOps>, String> {
-    let backing = match &region.backing {
-        Backing::PrivateAnonymous => DiscardBacking::PrivateAnonymous,
-        Backing::SharedFile(file) => DiscardBacking::SharedFile {
-            file: file.clone(),
-            file_offset: 0,
-        },
-        Backing::PrivateFile(file) => DiscardBacking::PrivateFile {
-            file: file.clone(),
-            file_offset: 0,
-        },
-    };
+    let backing = region.backing.clone();
     // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the memory
     // manager for this device alone; `access`'s view owns it, and the backend holds `access`,
     // so the mapping outlives the backend.

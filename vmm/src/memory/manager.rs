@@ -44,15 +44,10 @@ pub enum MemoryError {
     AddressSpace { end: u64, bits: u32 },
 }
 
-/// How a mapping is backed, for discarding unplugged blocks.
-#[derive(Clone, Debug)]
-pub enum Backing {
-    PrivateAnonymous,
-    /// A memfd (hugetlb or not) mapped shared from offset 0.
-    SharedFile(Arc<File>),
-    /// A hugetlb memfd mapped private from offset 0.
-    PrivateFile(Arc<File>),
-}
+/// How a mapping is backed, for discarding unplugged blocks: private anonymous memory, or a
+/// memfd (hugetlb or not) mapped shared or private from offset 0. One type with the device's
+/// discard backend, which acts on it.
+pub use virtio_devices::mem::Backing;
 
 /// One virtio-mem device's region of guest physical memory.
 #[derive(Clone, Debug)]
@@ -227,10 +222,22 @@ fn map(
             .map_err(|e| fail(format!("sizing the memfd: {e}")))?;
         if shared {
             flags |= libc::MAP_SHARED;
-            (Some(file.clone()), Backing::SharedFile(file))
+            (
+                Some(file.clone()),
+                Backing::SharedFile {
+                    file,
+                    file_offset: 0,
+                },
+            )
         } else {
             flags |= libc::MAP_PRIVATE;
-            (Some(file.clone()), Backing::PrivateFile(file))
+            (
+                Some(file.clone()),
+                Backing::PrivateFile {
+                    file,
+                    file_offset: 0,
+                },
+            )
         }
     } else {
         flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;

@@ -38,30 +38,65 @@ pub struct ResizePlan {
     pub requested_size: u64,
 }
 
-fn plan_for_zone(index: usize, zone: &MemoryZone, desired: u64) -> Result<ResizePlan, ApiError> {
-    let device = zone.device.as_ref().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "memory zone {} has no virtio-mem device (give it hotplug_size)",
-            zone.id
-        ))
-    })?;
+/// Why a resize is refused; nothing changed. The API answers each with 400 and this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResizeError {
+    #[error("desired_vcpus: vCPU hotplug is not supported")]
+    VcpusUnsupported,
+    #[error("desired_balloon: there is no balloon device; memory is resized with virtio-mem")]
+    BalloonUnsupported,
+    #[error("vm.resize needs desired_ram")]
+    NoDesiredRam,
+    #[error("this VM's memory is in --memory-zone zones: resize each with vm.resize-zone")]
+    UseResizeZone,
+    #[error("no memory zone with id {0}")]
+    UnknownZone(String),
+    #[error("memory zone {0} has no virtio-mem device (give it hotplug_size)")]
+    NoDevice(String),
+    #[error("desired_ram {desired} is below the boot RAM of {boot} bytes, which virtio-mem cannot take away")]
+    BelowBootRam { desired: u64, boot: u64 },
+    #[error("desired_ram {desired} minus boot RAM is not a multiple of the virtio-mem block size ({block_size} bytes)")]
+    NotBlockMultiple { desired: u64, block_size: u64 },
+    #[error(
+        "desired_ram {desired} exceeds boot RAM plus the virtio-mem region: at most {max} bytes"
+    )]
+    ExceedsRegion { desired: u64, max: u64 },
+    /// The device refused what the plan allowed (its geometry is the same, so this is a
+    /// bug, reported rather than hidden).
+    #[error("virtio-mem {zone}: {source}")]
+    Device {
+        zone: String,
+        #[source]
+        source: virtio_devices::mem::ResizeError,
+    },
+}
+
+impl From<ResizeError> for ApiError {
+    fn from(e: ResizeError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+fn plan_for_zone(index: usize, zone: &MemoryZone, desired: u64) -> Result<ResizePlan, ResizeError> {
+    let device = zone
+        .device
+        .as_ref()
+        .ok_or_else(|| ResizeError::NoDevice(zone.id.clone()))?;
     let boot: u64 = zone.boot_ranges.iter().map(|r| r.1).sum();
-    let requested = desired.checked_sub(boot).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "desired_ram {desired} is below the boot RAM of {boot} bytes, which virtio-mem cannot take away"
-        ))
-    })?;
+    let requested = desired
+        .checked_sub(boot)
+        .ok_or(ResizeError::BelowBootRam { desired, boot })?;
     if !requested.is_multiple_of(device.block_size) {
-        return Err(ApiError::bad_request(format!(
-            "desired_ram {desired} minus boot RAM is not a multiple of the virtio-mem block size ({} bytes)",
-            device.block_size
-        )));
+        return Err(ResizeError::NotBlockMultiple {
+            desired,
+            block_size: device.block_size,
+        });
     }
     if requested > device.size {
-        return Err(ApiError::bad_request(format!(
-            "desired_ram {desired} exceeds boot RAM plus the virtio-mem region: at most {} bytes",
-            boot + device.size
-        )));
+        return Err(ResizeError::ExceedsRegion {
+            desired,
+            max: boot + device.size,
+        });
     }
     Ok(ResizePlan {
         zone: index,
@@ -70,35 +105,30 @@ fn plan_for_zone(index: usize, zone: &MemoryZone, desired: u64) -> Result<Resize
 }
 
 /// `vm.resize`: the whole VM's RAM, through the default zone's device.
-pub fn plan_resize(zones: &[MemoryZone], body: &VmResize) -> Result<ResizePlan, ApiError> {
+pub fn plan_resize(zones: &[MemoryZone], body: &VmResize) -> Result<ResizePlan, ResizeError> {
     if body.desired_vcpus.is_some() {
-        return Err(ApiError::bad_request(
-            "desired_vcpus: vCPU hotplug is not supported",
-        ));
+        return Err(ResizeError::VcpusUnsupported);
     }
     if body.desired_balloon.is_some() {
-        return Err(ApiError::bad_request(
-            "desired_balloon: there is no balloon device; memory is resized with virtio-mem",
-        ));
+        return Err(ResizeError::BalloonUnsupported);
     }
-    let desired = body
-        .desired_ram
-        .ok_or_else(|| ApiError::bad_request("vm.resize needs desired_ram"))?;
+    let desired = body.desired_ram.ok_or(ResizeError::NoDesiredRam)?;
     match zones {
         [zone] if zone.id == "default" => plan_for_zone(0, zone, desired),
-        _ => Err(ApiError::bad_request(
-            "this VM's memory is in --memory-zone zones: resize each with vm.resize-zone",
-        )),
+        _ => Err(ResizeError::UseResizeZone),
     }
 }
 
 /// `vm.resize-zone`: one zone's RAM, through its device.
-pub fn plan_resize_zone(zones: &[MemoryZone], body: &VmResizeZone) -> Result<ResizePlan, ApiError> {
+pub fn plan_resize_zone(
+    zones: &[MemoryZone],
+    body: &VmResizeZone,
+) -> Result<ResizePlan, ResizeError> {
     let (index, zone) = zones
         .iter()
         .enumerate()
         .find(|(_, z)| z.id == body.id)
-        .ok_or_else(|| ApiError::bad_request(format!("no memory zone with id {}", body.id)))?;
+        .ok_or_else(|| ResizeError::UnknownZone(body.id.clone()))?;
     plan_for_zone(index, zone, body.desired_ram)
 }
 
@@ -140,8 +170,9 @@ mod tests {
         }
     }
 
-    fn message(r: Result<ResizePlan, ApiError>) -> String {
-        let e = r.expect_err("should be refused");
+    /// The API's answer to a refused plan: 400 and the error's text.
+    fn message(r: Result<ResizePlan, ResizeError>) -> String {
+        let e = ApiError::from(r.expect_err("should be refused"));
         assert_eq!(e.status, 400);
         e.message
     }
