@@ -28,8 +28,56 @@ use crate::seccomp::ThreadFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryDeviceError {
-    #[error("virtio-mem {id}: {reason}")]
-    Setup { id: String, reason: String },
+    #[error("virtio-mem {id}: the region: {source}")]
+    Geometry {
+        id: String,
+        #[source]
+        source: virtio_devices::mem::SetupError,
+    },
+    #[error("virtio-mem {id}: NUMA node {node} does not fit the 16-bit proximity domain")]
+    Node { id: String, node: u32 },
+    #[error("virtio-mem {id}: the host mapping: {source}")]
+    Mapping {
+        id: String,
+        #[source]
+        source: virtio_devices::mem::DiscardError,
+    },
+    #[error("virtio-mem {id}: setting up its memslots: {source}")]
+    Slots {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("virtio-mem {id}: {source}")]
+    Device {
+        id: String,
+        #[source]
+        source: virtio_devices::mem::VirtioMemError,
+    },
+    #[error("virtio-mem {id}: catching accesses to unplugged memory: {source}")]
+    UnpluggedCatcher {
+        id: String,
+        #[source]
+        source: crate::bus::BusError,
+    },
+    #[error("virtio-mem {id}: MSI-X vectors: {source}")]
+    Msi {
+        id: String,
+        #[source]
+        source: pci::MsiError,
+    },
+    #[error("virtio-mem {id}: the PCI function: {source}")]
+    Pci {
+        id: String,
+        #[source]
+        source: virtio_devices::VirtioPciError,
+    },
+    #[error("virtio-mem {id}: on the PCI bus: {source}")]
+    Bus {
+        id: String,
+        #[source]
+        source: crate::pci_host::PciHostError,
+    },
 }
 
 /// One virtio-mem device as the VMM sees it.
@@ -78,9 +126,10 @@ pub struct DeviceContext<'a> {
 /// `hotplugged_size` is what the device asks the driver for once it runs.
 fn backend(
     ctx: &DeviceContext<'_>,
+    id: &str,
     index: usize,
     region: &DeviceRegion,
-) -> Result<ProtectedRegion<HostRegionOps>, String> {
+) -> Result<ProtectedRegion<HostRegionOps>, MemoryDeviceError> {
     let backing = region.backing.clone();
     // SAFETY: [host_addr, host_addr + size) is the region's own mapping, made by the memory
     // manager for this device alone; `access`'s view owns it, and the backend holds `access`,
@@ -94,7 +143,10 @@ fn backend(
             false,
         )
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|source| MemoryDeviceError::Mapping {
+        id: id.to_string(),
+        source,
+    })?;
     let ops = HostRegionOps {
         host,
         host_addr: region.host_addr,
@@ -116,7 +168,10 @@ fn backend(
         // plug BUSY, rather than fault the guest later.
         region.prefault || region.page_size > 4096,
     )
-    .map_err(|e| format!("mapping the region: {e}"))
+    .map_err(|source| MemoryDeviceError::Slots {
+        id: id.to_string(),
+        source,
+    })
 }
 
 /// Creates the devices for `zones` and puts them on the PCI bus.
@@ -129,29 +184,45 @@ pub fn create(
         let Some(region) = &zone.device else { continue };
         let index = devices.len();
         let id = zone.id.clone();
-        let fail = |reason: String| MemoryDeviceError::Setup {
-            id: id.clone(),
-            reason,
-        };
-        let geometry = MemGeometry::new(region.addr, region.size, region.block_size)
-            .map_err(|e| fail(e.to_string()))?;
+        let geometry =
+            MemGeometry::new(region.addr, region.size, region.block_size).map_err(|source| {
+                MemoryDeviceError::Geometry {
+                    id: id.clone(),
+                    source,
+                }
+            })?;
         let node = ctx
             .with_numa
             .then(|| u16::try_from(zone.node))
             .transpose()
-            .map_err(|_| fail(format!("node {} does not fit 16 bits", zone.node)))?;
-        let state = VirtioMemState::new(geometry, node, region.hotplugged_size)
-            .map_err(|e| fail(e.to_string()))?;
-        let backend = backend(&ctx, index, region).map_err(fail)?;
+            .map_err(|_| MemoryDeviceError::Node {
+                id: id.clone(),
+                node: zone.node,
+            })?;
+        let state =
+            VirtioMemState::new(geometry, node, region.hotplugged_size).map_err(|source| {
+                MemoryDeviceError::Geometry {
+                    id: id.clone(),
+                    source: virtio_devices::mem::SetupError::Resize(source),
+                }
+            })?;
+        let backend = backend(&ctx, &id, index, region)?;
         let slots = backend.status();
-        let mut device =
-            VirtioMem::new(id.clone(), state, backend).map_err(|e| fail(e.to_string()))?;
+        let mut device = VirtioMem::new(id.clone(), state, backend).map_err(|source| {
+            MemoryDeviceError::Device {
+                id: id.clone(),
+                source,
+            }
+        })?;
         device.set_unplugged_inaccessible(region.protect);
         let unplugged = UnpluggedAccess::new(id.clone(), region.addr);
         let unplugged_counters = unplugged.counters();
         ctx.mmio
             .insert(Arc::new(Mutex::new(unplugged)), region.addr, region.size)
-            .map_err(|e| fail(format!("catching accesses to unplugged memory: {e}")))?;
+            .map_err(|source| MemoryDeviceError::UnpluggedCatcher {
+                id: id.clone(),
+                source,
+            })?;
         // The device thread applies its filter before it serves the queue.
         let filter = ctx.seccomp.clone();
         device.set_thread_start_hook(Arc::new(move || {
@@ -167,8 +238,13 @@ pub fn create(
             props.insert("requested_size".to_string(), change.requested.to_string());
             crate::event_monitor::event_with("virtio-mem", "plugged-size-changed", Some(props));
         });
-        let msi = KvmMsiGroup::new(ctx.routing.clone(), msix_vector_count(1))
-            .map_err(|e| fail(format!("MSI-X vectors: {e}")))?;
+        let msi =
+            KvmMsiGroup::new(ctx.routing.clone(), msix_vector_count(1)).map_err(|source| {
+                MemoryDeviceError::Msi {
+                    id: id.clone(),
+                    source,
+                }
+            })?;
         let pci_device = Arc::new(Mutex::new(
             VirtioPciDevice::new(
                 format!("virtio-mem-{id}"),
@@ -177,7 +253,10 @@ pub fn create(
                 Arc::new(msi),
                 ctx.vm.clone(),
             )
-            .map_err(|e| fail(e.to_string()))?,
+            .map_err(|source| MemoryDeviceError::Pci {
+                id: id.clone(),
+                source,
+            })?,
         ));
         // DRIVER_OK and resets are written on vCPU threads; the device thread is started
         // and joined on the VMM thread.
@@ -185,15 +264,21 @@ pub fn create(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set_deferred_work(ctx.device_work.clone());
-        let slot = ctx
-            .pci
-            .add_device(pci_device.clone())
-            .map_err(|e| fail(e.to_string()))?;
+        let slot =
+            ctx.pci
+                .add_device(pci_device.clone())
+                .map_err(|source| MemoryDeviceError::Bus {
+                    id: id.clone(),
+                    source,
+                })?;
         pci_device
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .register_ioevents()
-            .map_err(|e| fail(format!("queue notifications: {e}")))?;
+            .map_err(|source| MemoryDeviceError::Pci {
+                id: id.clone(),
+                source,
+            })?;
         log::info!(
             "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}",
             region.addr,
