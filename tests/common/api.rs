@@ -135,7 +135,14 @@ pub fn read_answer(stream: &mut UnixStream) -> HttpAnswer {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = stream.read(&mut chunk).expect("reading the response");
+        let n = stream.read(&mut chunk).unwrap_or_else(|e| {
+            panic!(
+                "reading the response: {e} ({:?}) after {} bytes: {:?}",
+                e.kind(),
+                buf.len(),
+                String::from_utf8_lossy(&buf)
+            )
+        });
         assert!(n > 0, "connection closed before a full response: {buf:?}");
         buf.extend_from_slice(&chunk[..n]);
     };
