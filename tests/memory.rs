@@ -940,3 +940,41 @@ fn a_resize_storm_with_a_reboot_always_settles_exactly() {
     vmm.send("poweroff -f");
     assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn resizes_faster_than_the_guest_follows_end_at_the_last_size() {
+    // Prefault keeps the device thread busy populating while the sizes change under it:
+    // the driver may read any of them, and the usable region it read must never shrink.
+    let dir = TempDir::new("vmem-race");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with(
+        "vmem-race",
+        &dir,
+        &[
+            "--memory",
+            "size=512M,hotplug_method=virtio-mem,hotplug_size=2G,prefault=on",
+        ],
+    );
+    for _ in 0..10 {
+        remote_ok(&socket, &["resize", "--memory", "2560M"]);
+        remote_ok(&socket, &["resize", "--memory", "768M"]);
+    }
+    remote_ok(&socket, &["resize", "--memory", "1280M"]);
+    let last = 768 * MIB;
+    wait_plugged(&socket, "default", last);
+    wait_until("MemTotal at the last size", || {
+        memtotal_now(&mut vmm) == base + last / 1024
+    });
+    let dev = memory_device(&socket, "default");
+    assert_eq!(dev["requested_size"], last, "{dev}");
+    assert_eq!(dev["resize_state"], "settled", "{dev}");
+    assert_eq!(dev["needs_reset"], false, "{dev}");
+    let counters = remote_json(&socket, &["counters"]);
+    let c = &counters["virtio-mem-default"];
+    assert_eq!(c["error_responses"], 0, "an ERROR breaks the device: {c}");
+    assert_eq!(c["malformed_requests"], 0, "{c}");
+    assert_clean_guest_log(&mut vmm);
+    vmm.send("poweroff -f");
+    assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+}
