@@ -13,7 +13,6 @@ use crate::devices::serial::SerialCounters;
 use crate::devices::{
     acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
 };
-use crate::memory::devices::MemoryDevice;
 use crate::memory::manager::{MemoryError, MemoryManager};
 use crate::pci_host::PciHost;
 use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
@@ -75,7 +74,6 @@ pub struct Vm {
     supported_cpuid: Vec<hypervisor::CpuIdEntry>,
     /// Declared before `memory` so that it is dropped first (fields drop in declaration
     /// order); `shutdown`, run by `Drop`, has already stopped the device threads by then.
-    memory_devices: Vec<MemoryDevice>,
     memory: MemoryManager,
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,
@@ -114,7 +112,7 @@ impl Vm {
         let vm = hypervisor.create_vm()?;
         vm.create_platform_irqchip()?;
         let supported_cpuid = hypervisor.supported_cpuid()?;
-        let memory = MemoryManager::new(
+        let mut memory = MemoryManager::new(
             &vm,
             config,
             hypervisor.max_memslots(),
@@ -123,23 +121,19 @@ impl Vm {
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
-        let memory_devices = crate::memory::devices::create(
-            crate::memory::devices::DeviceContext {
-                vm: &vm,
-                routing: &routing,
-                access: memory.access(),
-                pci: &mut pci,
-                mmio: &buses.mmio,
-                with_numa: config.numa.is_some(),
-                seccomp: &virtio_mem_filter,
-                device_work: {
-                    let events = events.clone();
-                    Arc::new(move || events.request_device_work())
-                },
-                stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
+        memory.add_devices(crate::memory::devices::DeviceContext {
+            vm: &vm,
+            routing: &routing,
+            pci: &mut pci,
+            mmio: &buses.mmio,
+            with_numa: config.numa.is_some(),
+            seccomp: &virtio_mem_filter,
+            device_work: {
+                let events = events.clone();
+                Arc::new(move || events.request_device_work())
             },
-            memory.zones(),
-        )?;
+            stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
+        })?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
@@ -180,7 +174,6 @@ impl Vm {
             serial_counters,
             ged,
             pci,
-            memory_devices,
             events,
             vcpus: None,
             paused: false,
@@ -274,7 +267,7 @@ impl Vm {
         if let Some(mut vcpus) = self.vcpus.take() {
             vcpus.stop();
         }
-        for device in &self.memory_devices {
+        for device in self.memory.devices() {
             device.stop();
         }
         self.paused = false;
@@ -336,7 +329,7 @@ impl Vm {
                 ("rx_bytes", self.serial_counters.rx_bytes.load(Relaxed)),
             ],
         )];
-        for d in &self.memory_devices {
+        for d in self.memory.devices() {
             all.push((format!("virtio-mem-{}", d.id), d.counters()));
         }
         all
@@ -344,63 +337,25 @@ impl Vm {
 
     /// Guest RAM in bytes: boot RAM and what the guest has plugged.
     pub fn memory_actual_size(&self) -> u64 {
-        self.memory.ram_size()
-            + self
-                .memory_devices
-                .iter()
-                .map(MemoryDevice::plugged_size)
-                .sum::<u64>()
+        self.memory.actual_size()
     }
 
-    pub fn memory_zones(&self) -> &[crate::memory::manager::MemoryZone] {
-        self.memory.zones()
+    pub fn memory(&self) -> &MemoryManager {
+        &self.memory
     }
 
     /// Reports stalled resizes; returns whether any device is still on its way.
     pub fn watch_resizes(&self) -> bool {
         // Every device is checked (each may report its stall), so no short circuit.
-        let states: Vec<bool> = self
-            .memory_devices
-            .iter()
-            .map(|d| d.watch_resize())
-            .collect();
+        let states: Vec<bool> = self.memory.devices().map(|d| d.watch_resize()).collect();
         states.contains(&true)
     }
 
     /// Starts and stops device threads the guest's drivers asked for (DRIVER_OK, reset).
     pub fn service_device_work(&self) {
-        for device in &self.memory_devices {
+        for device in self.memory.devices() {
             device.service_deferred();
         }
-    }
-
-    pub fn memory_devices(&self) -> &[MemoryDevice] {
-        &self.memory_devices
-    }
-
-    /// Asks the device of zone `zone` for `requested_size` bytes; returns at once.
-    pub fn resize_memory(
-        &self,
-        plan: crate::memory::resize::ResizePlan,
-    ) -> Result<(), crate::memory::resize::ResizeError> {
-        use crate::memory::resize::ResizeError;
-        let zone = self
-            .memory
-            .zones()
-            .get(plan.zone)
-            .ok_or_else(|| ResizeError::UnknownZone(format!("#{}", plan.zone)))?;
-        let device = self
-            .memory_devices
-            .iter()
-            .find(|d| d.id == zone.id)
-            .ok_or_else(|| ResizeError::NoDevice(zone.id.clone()))?;
-        device
-            .handle
-            .resize(plan.requested_size)
-            .map_err(|source| ResizeError::Device {
-                zone: zone.id.clone(),
-                source,
-            })
     }
 }
 

@@ -21,6 +21,7 @@ use crate::api::{ApiAction, ApiError, ApiRequest, ApiResult};
 use crate::config::{ConsoleMode, VmConfig};
 use crate::devices::SerialOutput;
 use crate::event_monitor::{event, event_with};
+use crate::memory::resize::{resize_target, VmResize};
 use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
 use crate::signal_handler::ExitSignal;
 use crate::stdin_forwarder::{RawStdin, StdinForwarder};
@@ -279,7 +280,7 @@ impl Vmm {
         let devices: Vec<serde_json::Value> = self
             .vm
             .as_ref()
-            .map(|vm| vm.memory_devices().iter().map(|d| d.info()).collect())
+            .map(|vm| vm.memory().devices().map(|d| d.info()).collect())
             .unwrap_or_default();
         let mut info = json!({
             "config": config,
@@ -369,12 +370,8 @@ impl Vmm {
                 Ok(_) => self.reboot().map(|()| None).map_err(vmm_api_error),
                 Err(e) => Err(e),
             },
-            ApiAction::VmResize(body) => {
-                self.resize(|zones| crate::memory::resize::plan_resize(zones, &body))
-            }
-            ApiAction::VmResizeZone(body) => {
-                self.resize(|zones| crate::memory::resize::plan_resize_zone(zones, &body))
-            }
+            ApiAction::VmResize(body) => self.resize(&body),
+            ApiAction::VmResizeZone(body) => self.resize_zone(&body.id, body.desired_ram),
             ApiAction::VmPowerButton => self
                 .running_vm()
                 .and_then(|vm| vm.power_button().map_err(vm_api_error))
@@ -383,27 +380,22 @@ impl Vmm {
         (result, false)
     }
 
-    /// Validates a resize against the VM's zones and hands it to the device; never waits for
-    /// the guest or the device thread.
-    fn resize(
-        &mut self,
-        plan: impl FnOnce(
-            &[crate::memory::manager::MemoryZone],
-        ) -> Result<
-            crate::memory::resize::ResizePlan,
-            crate::memory::resize::ResizeError,
-        >,
-    ) -> ApiResult {
+    /// `vm.resize`: the only zone's device.
+    fn resize(&mut self, body: &VmResize) -> ApiResult {
         let vm = self.running_vm()?;
-        let plan = plan(vm.memory_zones())?;
-        vm.resize_memory(plan)?;
+        let ids = vm.memory().zones().iter().map(|z| z.layout.id.as_str());
+        let (id, desired) = resize_target(ids, body)?;
+        self.resize_zone(id, desired)
+    }
+
+    /// Hands `desired` bytes of RAM for zone `id` to its device; never waits for the guest
+    /// or the device thread.
+    fn resize_zone(&mut self, id: &str, desired: u64) -> ApiResult {
+        let requested = self.running_vm()?.memory().resize_zone(id, desired)?;
         // The configuration follows, as in Cloud Hypervisor: vm.info shows it, and a reboot
         // asks the new guest for the same size again.
-        let zone_id = vm.memory_zones().get(plan.zone).map(|z| z.id.clone());
-        if let (Some(config), Some(zone_id)) = (self.config.as_mut(), zone_id) {
-            config
-                .memory
-                .set_hotplugged_size(&zone_id, plan.requested_size);
+        if let Some(config) = self.config.as_mut() {
+            config.memory.set_hotplugged_size(id, requested);
         }
         self.watch_resizes();
         Ok(None)

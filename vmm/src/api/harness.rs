@@ -40,8 +40,8 @@ use super::routes::{self, RouteError, API_PREFIX, ROUTES};
 use super::server;
 use super::{ApiAction, ApiError, ApiResult};
 use crate::config::VmConfig;
-use crate::memory::manager::{place_zones, MemoryZone};
-use crate::memory::resize::{plan_resize, plan_resize_zone, ResizeError, ResizePlan};
+use crate::memory::manager::{place_zones, ZoneLayout};
+use crate::memory::resize::{check_resize, check_resize_zone, ResizeError};
 
 /// The control byte's bits (see [`Script::decode`]).
 pub const SPLITS_MASK: u8 = 0x07;
@@ -248,7 +248,7 @@ fn check_bodies(responses: &[WireResponse]) {
 #[derive(Default)]
 struct Model {
     config: Option<VmConfig>,
-    zones: Option<Vec<MemoryZone>>,
+    zones: Option<Vec<ZoneLayout>>,
     stats: Stats,
 }
 
@@ -307,12 +307,16 @@ impl Model {
             }
             ApiAction::VmResize(body) => {
                 let desired = body.desired_ram;
-                self.resize(|zones| plan_resize(zones, &body), desired, None)
+                self.resize(|zones| check_resize(zones, &body), desired, None)
             }
             ApiAction::VmResizeZone(body) => {
                 let id = body.id.clone();
                 let desired = Some(body.desired_ram);
-                self.resize(|zones| plan_resize_zone(zones, &body), desired, Some(id))
+                self.resize(
+                    |zones| check_resize_zone(zones, &body.id, body.desired_ram),
+                    desired,
+                    Some(id),
+                )
             }
         }
     }
@@ -371,7 +375,7 @@ impl Model {
         })))
     }
 
-    fn running(&self) -> Result<&[MemoryZone], ApiError> {
+    fn running(&self) -> Result<&[ZoneLayout], ApiError> {
         match (&self.config, &self.zones) {
             (None, _) => Err(no_vm()),
             (Some(_), None) => Err(ApiError::conflict("the VM is not running")),
@@ -382,13 +386,13 @@ impl Model {
     /// As `Vmm::resize`, checking the plan; `id` is the zone `vm.resize-zone` names.
     fn resize(
         &mut self,
-        plan: impl FnOnce(&[MemoryZone]) -> Result<ResizePlan, ResizeError>,
+        check: impl FnOnce(&[ZoneLayout]) -> Result<u64, ResizeError>,
         desired: Option<u64>,
         id: Option<String>,
     ) -> ApiResult {
         let zones = self.running()?;
-        let plan = match plan(zones) {
-            Ok(plan) => plan,
+        let requested = match check(zones) {
+            Ok(requested) => requested,
             Err(e) => {
                 let e = ApiError::from(e);
                 assert_eq!(e.status, 400, "a refused resize: {e:?}");
@@ -396,30 +400,21 @@ impl Model {
                 return Err(e);
             }
         };
-        let zone = zones.get(plan.zone).expect("the plan names a zone");
-        match &id {
-            Some(id) => assert_eq!(&zone.id, id, "vm.resize-zone planned another zone"),
-            None => assert!(
-                zones.len() == 1 && zone.id == "default",
-                "vm.resize planned {} of {} zones",
-                zone.id,
-                zones.len()
-            ),
-        }
-        let device = zone.device.as_ref().expect("a planned zone has a device");
-        let boot: u64 = zone.boot_ranges.iter().map(|r| r.1).sum();
-        assert!(
-            plan.requested_size <= device.size,
-            "{plan:?} exceeds {device:?}"
-        );
-        assert_eq!(plan.requested_size % device.block_size, 0, "{plan:?}");
-        assert_eq!(Some(boot + plan.requested_size), desired, "{plan:?}");
+        let zone = match &id {
+            Some(id) => zones.iter().find(|z| &z.id == id),
+            None => zones
+                .first()
+                .filter(|z| zones.len() == 1 && z.id == "default"),
+        };
+        let zone = zone.unwrap_or_else(|| panic!("resized {id:?} of {zones:?}"));
+        let region = zone.region.as_ref().expect("a resized zone has a region");
+        assert!(requested <= region.size, "{requested} exceeds {region:?}");
+        assert_eq!(requested % region.block_size, 0, "{requested}");
+        assert_eq!(Some(zone.boot_size() + requested), desired, "{requested}");
         let zone_id = zone.id.clone();
         self.stats.resized += 1;
         let config = self.config.as_mut().expect("running");
-        config
-            .memory
-            .set_hotplugged_size(&zone_id, plan.requested_size);
+        config.memory.set_hotplugged_size(&zone_id, requested);
         assert_eq!(
             config.validate(),
             Ok(()),
@@ -459,7 +454,7 @@ fn check_route(method: &str, path: &str, routed: &Result<ApiAction, RouteError>)
 }
 
 /// A configuration that validated lays out sanely.
-fn check_layout(config: &VmConfig, zones: &[MemoryZone], mmio64_start: u64) {
+fn check_layout(config: &VmConfig, zones: &[ZoneLayout], mmio64_start: u64) {
     let wanted: Vec<(&str, u64, Option<u64>)> = match &config.memory.zones {
         Some(zones) => zones
             .iter()
@@ -474,7 +469,7 @@ fn check_layout(config: &VmConfig, zones: &[MemoryZone], mmio64_start: u64) {
         assert_eq!(zone.id, id);
         let boot: u64 = zone.boot_ranges.iter().map(|r| r.1).sum();
         assert_eq!(boot, size, "zone {id}'s boot RAM");
-        match (&zone.device, hotplug) {
+        match (&zone.region, hotplug) {
             (None, None) => {}
             (Some(device), Some(hotplug)) => {
                 assert_eq!(device.size, hotplug, "zone {id}'s region");

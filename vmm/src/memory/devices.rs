@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use virtio_devices::mem::{
-    HostMemoryBackend, MemGeometry, PluggedSizeChange, VirtioMem, VirtioMemHandle, VirtioMemState,
+    HostMemoryBackend, PluggedSizeChange, VirtioMem, VirtioMemHandle, VirtioMemState,
 };
 use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
 
 use super::access::AccessibleMemory;
 use super::host_ops::HostRegionOps;
-use super::manager::{Backing, DeviceRegion, MemoryZone};
+use super::manager::{Backing, DeviceRegion};
 use super::protected::{ProtectedRegion, SlotStatus};
 use super::slots::SlotLayout;
 use super::unplugged::{UnpluggedAccess, UnpluggedCounters};
@@ -110,7 +110,6 @@ fn backend_name(backing: &Backing, page_size: u64) -> &'static str {
 pub struct DeviceContext<'a> {
     pub vm: &'a Arc<dyn hypervisor::Vm>,
     pub routing: &'a Arc<GsiRoutingTable>,
-    pub access: &'a Arc<AccessibleMemory>,
     pub pci: &'a mut PciHost,
     /// Where unplugged memory's MMIO exits land.
     pub mmio: &'a Bus,
@@ -126,6 +125,7 @@ pub struct DeviceContext<'a> {
 /// `hotplugged_size` is what the device asks the driver for once it runs.
 fn backend(
     ctx: &DeviceContext<'_>,
+    access: &Arc<AccessibleMemory>,
     id: &str,
     index: usize,
     region: &DeviceRegion,
@@ -154,7 +154,7 @@ fn backend(
         size: region.size,
         first_slot: region.first_slot,
         vm: ctx.vm.clone(),
-        access: ctx.access.clone(),
+        access: access.clone(),
         index,
     };
     let layout = SlotLayout::new(region.size, region.slot_size);
@@ -174,136 +174,132 @@ fn backend(
     })
 }
 
-/// Creates the devices for `zones` and puts them on the PCI bus.
+/// Creates the device of zone `id` on guest NUMA node `node` for `region` (device `index` of
+/// `access`), and puts it on the PCI bus.
 pub fn create(
-    ctx: DeviceContext<'_>,
-    zones: &[MemoryZone],
-) -> Result<Vec<MemoryDevice>, MemoryDeviceError> {
-    let mut devices = Vec::new();
-    for zone in zones {
-        let Some(region) = &zone.device else { continue };
-        let index = devices.len();
-        let id = zone.id.clone();
-        let geometry =
-            MemGeometry::new(region.addr, region.size, region.block_size).map_err(|source| {
-                MemoryDeviceError::Geometry {
-                    id: id.clone(),
-                    source,
-                }
-            })?;
-        let node = ctx
-            .with_numa
-            .then(|| u16::try_from(zone.node))
-            .transpose()
-            .map_err(|_| MemoryDeviceError::Node {
-                id: id.clone(),
-                node: zone.node,
-            })?;
-        let state =
-            VirtioMemState::new(geometry, node, region.hotplugged_size).map_err(|source| {
-                MemoryDeviceError::Geometry {
-                    id: id.clone(),
-                    source: virtio_devices::mem::SetupError::Resize(source),
-                }
-            })?;
-        let backend = backend(&ctx, &id, index, region)?;
-        let slots = backend.status();
-        let mut device = VirtioMem::new(id.clone(), state, backend).map_err(|source| {
-            MemoryDeviceError::Device {
-                id: id.clone(),
-                source,
-            }
+    ctx: &mut DeviceContext<'_>,
+    access: &Arc<AccessibleMemory>,
+    index: usize,
+    id: &str,
+    node: u32,
+    region: &DeviceRegion,
+) -> Result<MemoryDevice, MemoryDeviceError> {
+    let id = id.to_string();
+    let zone_node = node;
+    let geometry = region
+        .geometry()
+        .map_err(|source| MemoryDeviceError::Geometry {
+            id: id.clone(),
+            source,
         })?;
-        device.set_unplugged_inaccessible(region.protect);
-        let unplugged = UnpluggedAccess::new(id.clone(), region.addr);
-        let unplugged_counters = unplugged.counters();
-        ctx.mmio
-            .insert(Arc::new(Mutex::new(unplugged)), region.addr, region.size)
-            .map_err(|source| MemoryDeviceError::UnpluggedCatcher {
-                id: id.clone(),
-                source,
-            })?;
-        // The device thread applies its filter before it serves the queue.
-        let filter = ctx.seccomp.clone();
-        device.set_thread_start_hook(Arc::new(move || {
-            filter.apply_to_current().map_err(|e| e.to_string())
-        }));
-        let handle = device.handle();
-        let event_id = id.clone();
-        handle.set_plugged_size_listener(move |change: PluggedSizeChange| {
-            let mut props = BTreeMap::new();
-            props.insert("id".to_string(), event_id.clone());
-            props.insert("plugged_size".to_string(), change.plugged.to_string());
-            props.insert("previous_size".to_string(), change.previous.to_string());
-            props.insert("requested_size".to_string(), change.requested.to_string());
-            crate::event_monitor::event_with("virtio-mem", "plugged-size-changed", Some(props));
-        });
-        let msi =
-            KvmMsiGroup::new(ctx.routing.clone(), msix_vector_count(1)).map_err(|source| {
-                MemoryDeviceError::Msi {
-                    id: id.clone(),
-                    source,
-                }
-            })?;
-        let pci_device = Arc::new(Mutex::new(
-            VirtioPciDevice::new(
-                format!("virtio-mem-{id}"),
-                device,
-                ctx.access.view().clone(),
-                Arc::new(msi),
-                ctx.vm.clone(),
-            )
-            .map_err(|source| MemoryDeviceError::Pci {
-                id: id.clone(),
-                source,
-            })?,
-        ));
-        // DRIVER_OK and resets are written on vCPU threads; the device thread is started
-        // and joined on the VMM thread.
-        pci_device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_deferred_work(ctx.device_work.clone());
-        let slot =
-            ctx.pci
-                .add_device(pci_device.clone())
-                .map_err(|source| MemoryDeviceError::Bus {
-                    id: id.clone(),
-                    source,
-                })?;
-        pci_device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register_ioevents()
-            .map_err(|source| MemoryDeviceError::Pci {
-                id: id.clone(),
-                source,
-            })?;
-        log::info!(
-            "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}",
-            region.addr,
-            region.size,
-            region.block_size,
-            region.size.div_ceil(region.slot_size),
-            region.slot_size,
-            region.first_slot,
-            if region.protect { "inaccessible" } else { "accessible" },
-            node
-        );
-        devices.push(MemoryDevice {
-            id,
-            node: zone.node,
-            backend: backend_name(&region.backing, region.page_size),
-            handle,
-            region: region.clone(),
-            slots,
-            unplugged: unplugged_counters,
-            stall_timeout: ctx.stall_timeout,
-            stall_reported: AtomicU64::new(u64::MAX),
-            _pci: pci_device,
-        });
-    }
-    Ok(devices)
+    let node = ctx
+        .with_numa
+        .then(|| u16::try_from(zone_node))
+        .transpose()
+        .map_err(|_| MemoryDeviceError::Node {
+            id: id.clone(),
+            node: zone_node,
+        })?;
+    let state = VirtioMemState::new(geometry, node, region.hotplugged_size).map_err(|source| {
+        MemoryDeviceError::Geometry {
+            id: id.clone(),
+            source: virtio_devices::mem::SetupError::Resize(source),
+        }
+    })?;
+    let backend = backend(ctx, access, &id, index, region)?;
+    let slots = backend.status();
+    let mut device =
+        VirtioMem::new(id.clone(), state, backend).map_err(|source| MemoryDeviceError::Device {
+            id: id.clone(),
+            source,
+        })?;
+    device.set_unplugged_inaccessible(region.protect);
+    let unplugged = UnpluggedAccess::new(id.clone(), region.addr);
+    let unplugged_counters = unplugged.counters();
+    ctx.mmio
+        .insert(Arc::new(Mutex::new(unplugged)), region.addr, region.size)
+        .map_err(|source| MemoryDeviceError::UnpluggedCatcher {
+            id: id.clone(),
+            source,
+        })?;
+    // The device thread applies its filter before it serves the queue.
+    let filter = ctx.seccomp.clone();
+    device.set_thread_start_hook(Arc::new(move || {
+        filter.apply_to_current().map_err(|e| e.to_string())
+    }));
+    let handle = device.handle();
+    let event_id = id.clone();
+    handle.set_plugged_size_listener(move |change: PluggedSizeChange| {
+        let mut props = BTreeMap::new();
+        props.insert("id".to_string(), event_id.clone());
+        props.insert("plugged_size".to_string(), change.plugged.to_string());
+        props.insert("previous_size".to_string(), change.previous.to_string());
+        props.insert("requested_size".to_string(), change.requested.to_string());
+        crate::event_monitor::event_with("virtio-mem", "plugged-size-changed", Some(props));
+    });
+    let msi = KvmMsiGroup::new(ctx.routing.clone(), msix_vector_count(1)).map_err(|source| {
+        MemoryDeviceError::Msi {
+            id: id.clone(),
+            source,
+        }
+    })?;
+    let pci_device = Arc::new(Mutex::new(
+        VirtioPciDevice::new(
+            format!("virtio-mem-{id}"),
+            device,
+            access.view().clone(),
+            Arc::new(msi),
+            ctx.vm.clone(),
+        )
+        .map_err(|source| MemoryDeviceError::Pci {
+            id: id.clone(),
+            source,
+        })?,
+    ));
+    // DRIVER_OK and resets are written on vCPU threads; the device thread is started
+    // and joined on the VMM thread.
+    pci_device
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_deferred_work(ctx.device_work.clone());
+    let slot = ctx
+        .pci
+        .add_device(pci_device.clone())
+        .map_err(|source| MemoryDeviceError::Bus {
+            id: id.clone(),
+            source,
+        })?;
+    pci_device
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .register_ioevents()
+        .map_err(|source| MemoryDeviceError::Pci {
+            id: id.clone(),
+            source,
+        })?;
+    log::info!(
+        "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}",
+        region.addr,
+        region.size,
+        region.block_size,
+        region.size.div_ceil(region.slot_size),
+        region.slot_size,
+        region.first_slot,
+        if region.protect { "inaccessible" } else { "accessible" },
+        node
+    );
+    Ok(MemoryDevice {
+        id,
+        node: zone_node,
+        backend: backend_name(&region.backing, region.page_size),
+        handle,
+        region: region.clone(),
+        slots,
+        unplugged: unplugged_counters,
+        stall_timeout: ctx.stall_timeout,
+        stall_reported: AtomicU64::new(u64::MAX),
+        _pci: pci_device,
+    })
 }
 
 /// Where a device is on its way to the requested size.

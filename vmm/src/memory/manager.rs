@@ -17,6 +17,8 @@ use vm_memory::{
 };
 
 use super::access::{AccessibleMemory, RegionMapping};
+use super::devices::{DeviceContext, MemoryDevice, MemoryDeviceError};
+use super::resize::ResizeError;
 use crate::config::VmConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,7 @@ pub enum MemoryError {
 /// memfd (hugetlb or not) mapped shared or private from offset 0. One type with the device's
 /// discard backend, which acts on it.
 pub use virtio_devices::mem::Backing;
+use virtio_devices::mem::MemGeometry;
 
 /// One virtio-mem device's region of guest physical memory.
 #[derive(Clone, Debug)]
@@ -72,19 +75,56 @@ pub struct DeviceRegion {
     pub mmap_flags: i32,
 }
 
-/// A memory zone: boot RAM on one node, and possibly a virtio-mem device.
+/// Where a memory zone is: its boot RAM on one node, and possibly a virtio-mem region.
+/// Placed from the configuration alone (no host memory, no KVM), so resizes and layouts can
+/// be checked without a VM.
 #[derive(Clone, Debug)]
-pub struct MemoryZone {
+pub struct ZoneLayout {
     /// The `--memory-zone` id, or `default` for `--memory`.
     pub id: String,
     /// Guest NUMA node (0 without `--numa`).
     pub node: u32,
     /// Boot RAM ranges (start, size) of this zone.
     pub boot_ranges: Vec<(u64, u64)>,
-    pub device: Option<DeviceRegion>,
+    /// The virtio-mem device's region, if the zone has `hotplug_size`.
+    pub region: Option<DeviceRegion>,
 }
 
-/// Owns guest memory and the memslots that expose it.
+impl DeviceRegion {
+    /// The region's shape as its device sees it: the rules a requested size must follow.
+    pub fn geometry(&self) -> Result<MemGeometry, virtio_devices::mem::SetupError> {
+        MemGeometry::new(self.addr, self.size, self.block_size)
+    }
+}
+
+impl ZoneLayout {
+    /// Boot RAM of the zone in bytes.
+    pub fn boot_size(&self) -> u64 {
+        self.boot_ranges.iter().map(|r| r.1).sum()
+    }
+}
+
+impl AsRef<ZoneLayout> for ZoneLayout {
+    fn as_ref(&self) -> &ZoneLayout {
+        self
+    }
+}
+
+/// A memory zone of a running VM: its layout (with its region, slot size and backing) and
+/// the virtio-mem device that plugs its region.
+pub struct MemoryZone {
+    pub layout: ZoneLayout,
+    /// Set for every zone with a region once [`MemoryManager::add_devices`] has run.
+    pub device: Option<MemoryDevice>,
+}
+
+impl AsRef<ZoneLayout> for MemoryZone {
+    fn as_ref(&self) -> &ZoneLayout {
+        &self.layout
+    }
+}
+
+/// Owns guest memory, the memslots that expose it, and each zone's virtio-mem device.
 pub struct MemoryManager {
     /// Boot RAM only: what the boot loader writes.
     guest_memory: GuestMemoryMmap,
@@ -267,14 +307,14 @@ fn map(
 /// size; also where the 64-bit PCI window starts. Device regions have no host mapping yet
 /// (`host_addr` 0, private anonymous): [`MemoryManager::new`] maps what this places. Resizes
 /// can be planned against these zones without a VM (the API fuzz harness does).
-pub fn place_zones(config: &VmConfig) -> Result<(Vec<MemoryZone>, u64), MemoryError> {
+pub fn place_zones(config: &VmConfig) -> Result<(Vec<ZoneLayout>, u64), MemoryError> {
     place(&zone_requests(config), config)
 }
 
 fn place(
     requests: &[ZoneRequest],
     config: &VmConfig,
-) -> Result<(Vec<MemoryZone>, u64), MemoryError> {
+) -> Result<(Vec<ZoneLayout>, u64), MemoryError> {
     let ram_size = config.memory.boot_ram();
     let block_size = config.memory.block_size;
     let boot_ranges = arch::layout::ram_ranges(ram_size);
@@ -301,7 +341,7 @@ fn place(
         });
     }
     for (request, ranges) in requests.iter().zip(per_zone) {
-        let device = match request.hotplug {
+        let region = match request.hotplug {
             Some((size, hotplugged_size)) => {
                 let slot_size = request
                     .slot_size
@@ -334,11 +374,11 @@ fn place(
             }
             None => None,
         };
-        zones.push(MemoryZone {
+        zones.push(ZoneLayout {
             id: request.id.clone(),
             node: request.node,
             boot_ranges: ranges,
-            device,
+            region,
         });
     }
     Ok((zones, mmio64_start))
@@ -361,7 +401,7 @@ impl MemoryManager {
         check_address_width(mmio64_start, phys_bits)?;
         let needed = zones
             .iter()
-            .filter_map(|z| z.device.as_ref())
+            .filter_map(|z| z.region.as_ref())
             .map(|d| u64::from(d.first_slot) + d.size.div_ceil(d.slot_size))
             .max()
             .unwrap_or(0);
@@ -397,7 +437,7 @@ impl MemoryManager {
         let mut device_mappings = Vec::new();
         let mut owners: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
         for (zone, request) in zones.iter_mut().zip(&requests) {
-            if let Some(device) = zone.device.as_mut() {
+            if let Some(device) = zone.region.as_mut() {
                 let prot = if device.protect {
                     libc::PROT_NONE
                 } else {
@@ -441,10 +481,64 @@ impl MemoryManager {
             guest_memory,
             access,
             ram_size,
-            zones,
+            zones: zones
+                .into_iter()
+                .map(|layout| MemoryZone {
+                    layout,
+                    device: None,
+                })
+                .collect(),
             slots,
             mmio64_start,
         })
+    }
+
+    /// Creates the virtio-mem device of each zone that has a region, and puts it on the PCI
+    /// bus. Nothing is plugged until a driver asks.
+    pub fn add_devices(&mut self, mut ctx: DeviceContext<'_>) -> Result<(), MemoryDeviceError> {
+        let mut index = 0;
+        for zone in &mut self.zones {
+            let Some(region) = &zone.layout.region else {
+                continue;
+            };
+            let device = super::devices::create(
+                &mut ctx,
+                &self.access,
+                index,
+                &zone.layout.id,
+                zone.layout.node,
+                region,
+            )?;
+            zone.device = Some(device);
+            index += 1;
+        }
+        Ok(())
+    }
+
+    /// The devices, in zone order.
+    pub fn devices(&self) -> impl Iterator<Item = &MemoryDevice> {
+        self.zones.iter().filter_map(|z| z.device.as_ref())
+    }
+
+    /// Asks zone `id`'s device for `desired_ram` minus the zone's boot RAM (what
+    /// `vm.resize-zone` and `vm.resize` want); returns that requested size at once, without
+    /// waiting for the guest. The device's geometry is the one validation.
+    pub fn resize_zone(&self, id: &str, desired_ram: u64) -> Result<u64, ResizeError> {
+        super::resize::resize_zone_with(&self.zones, id, desired_ram, |zone, requested| {
+            let device = zone
+                .device
+                .as_ref()
+                .ok_or_else(|| ResizeError::NoDevice(id.to_string()))?;
+            device
+                .handle
+                .resize(requested)
+                .map_err(|e| ResizeError::refused_by_device(e, &zone.layout, desired_ram))
+        })
+    }
+
+    /// Guest RAM in bytes: boot RAM and what the guest has plugged.
+    pub fn actual_size(&self) -> u64 {
+        self.ram_size + self.devices().map(MemoryDevice::plugged_size).sum::<u64>()
     }
 
     /// What the VMM's threads may read and write: boot RAM and plugged device memory.

@@ -2,16 +2,19 @@
 //! and virtio-mem regions, the latter hot-pluggable) belong to which node.
 
 use crate::config::VmConfig;
-use crate::memory::manager::MemoryZone;
+use crate::memory::manager::ZoneLayout;
 
 /// Distance given when `--numa` names none.
 const DEFAULT_REMOTE: u8 = acpi::DEFAULT_REMOTE_DISTANCE;
 
 /// The nodes for `acpi::AcpiConfig::numa` and the distance matrix (empty: defaults).
-pub fn acpi_numa(config: &VmConfig, zones: &[MemoryZone]) -> (Vec<acpi::NumaNode>, Vec<Vec<u8>>) {
+pub fn acpi_numa<Z: AsRef<ZoneLayout>>(
+    config: &VmConfig,
+    zones: &[Z],
+) -> (Vec<acpi::NumaNode>, Vec<Vec<u8>>) {
     let memory_of = |node: u32| -> Vec<acpi::MemoryAffinity> {
         let mut memory = Vec::new();
-        for zone in zones.iter().filter(|z| z.node == node) {
+        for zone in zones.iter().map(AsRef::as_ref).filter(|z| z.node == node) {
             memory.extend(
                 zone.boot_ranges
                     .iter()
@@ -21,7 +24,7 @@ pub fn acpi_numa(config: &VmConfig, zones: &[MemoryZone]) -> (Vec<acpi::NumaNode
                         hotpluggable: false,
                     }),
             );
-            if let Some(d) = &zone.device {
+            if let Some(d) = &zone.region {
                 memory.push(acpi::MemoryAffinity {
                     base: d.addr,
                     size: d.size,

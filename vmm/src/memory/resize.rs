@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::memory::manager::MemoryZone;
+use crate::memory::manager::ZoneLayout;
 
 /// Body of `vm.resize`, as Cloud Hypervisor's `VmResizeData`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -31,13 +31,6 @@ pub struct VmResizeZone {
     pub desired_ram: u64,
 }
 
-/// Which zone's device gets which requested size (bytes to plug).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResizePlan {
-    pub zone: usize,
-    pub requested_size: u64,
-}
-
 /// Why a resize is refused; nothing changed. The API answers each with 400 and this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResizeError {
@@ -61,14 +54,28 @@ pub enum ResizeError {
         "desired_ram {desired} exceeds boot RAM plus the virtio-mem region: at most {max} bytes"
     )]
     ExceedsRegion { desired: u64, max: u64 },
-    /// The device refused what the plan allowed (its geometry is the same, so this is a
-    /// bug, reported rather than hidden).
-    #[error("virtio-mem {zone}: {source}")]
-    Device {
-        zone: String,
-        #[source]
-        source: virtio_devices::mem::ResizeError,
-    },
+}
+
+impl ResizeError {
+    /// The device's refusal of a requested size (its geometry is the one rule book), told
+    /// in the API's terms: the zone's total RAM.
+    pub fn refused_by_device(
+        e: virtio_devices::mem::ResizeError,
+        zone: &ZoneLayout,
+        desired: u64,
+    ) -> Self {
+        use virtio_devices::mem::ResizeError as Device;
+        match e {
+            Device::NotBlockMultiple { block_size, .. } => ResizeError::NotBlockMultiple {
+                desired,
+                block_size,
+            },
+            Device::ExceedsRegion { region_size, .. } => ResizeError::ExceedsRegion {
+                desired,
+                max: zone.boot_size() + region_size,
+            },
+        }
+    }
 }
 
 impl From<ResizeError> for ApiError {
@@ -77,35 +84,49 @@ impl From<ResizeError> for ApiError {
     }
 }
 
-fn plan_for_zone(index: usize, zone: &MemoryZone, desired: u64) -> Result<ResizePlan, ResizeError> {
-    let device = zone
-        .device
-        .as_ref()
-        .ok_or_else(|| ResizeError::NoDevice(zone.id.clone()))?;
-    let boot: u64 = zone.boot_ranges.iter().map(|r| r.1).sum();
+/// Zone `id` of `zones` to `desired` bytes of RAM: its device is asked (`ask`) for what is
+/// above the zone's boot RAM, and the device's geometry decides whether it can take it (the
+/// one validation). Returns the requested size.
+pub fn resize_zone_with<Z: AsRef<ZoneLayout>>(
+    zones: &[Z],
+    id: &str,
+    desired: u64,
+    ask: impl FnOnce(&Z, u64) -> Result<(), ResizeError>,
+) -> Result<u64, ResizeError> {
+    let zone = zones
+        .iter()
+        .find(|z| z.as_ref().id == id)
+        .ok_or_else(|| ResizeError::UnknownZone(id.to_string()))?;
+    let layout = zone.as_ref();
+    if layout.region.is_none() {
+        return Err(ResizeError::NoDevice(id.to_string()));
+    }
+    let boot = layout.boot_size();
     let requested = desired
         .checked_sub(boot)
         .ok_or(ResizeError::BelowBootRam { desired, boot })?;
-    if !requested.is_multiple_of(device.block_size) {
-        return Err(ResizeError::NotBlockMultiple {
-            desired,
-            block_size: device.block_size,
-        });
-    }
-    if requested > device.size {
-        return Err(ResizeError::ExceedsRegion {
-            desired,
-            max: boot + device.size,
-        });
-    }
-    Ok(ResizePlan {
-        zone: index,
-        requested_size: requested,
+    ask(zone, requested)?;
+    Ok(requested)
+}
+
+/// As [`resize_zone_with`] for zones that have no device yet: checks against the geometry
+/// their device would have, and changes nothing.
+pub fn check_resize_zone(zones: &[ZoneLayout], id: &str, desired: u64) -> Result<u64, ResizeError> {
+    resize_zone_with(zones, id, desired, |zone, requested| {
+        let Some(Ok(geometry)) = zone.region.as_ref().map(|r| r.geometry()) else {
+            return Err(ResizeError::NoDevice(id.to_string()));
+        };
+        geometry
+            .check_requested_size(requested)
+            .map_err(|e| ResizeError::refused_by_device(e, zone, desired))
     })
 }
 
-/// `vm.resize`: the whole VM's RAM, through the default zone's device.
-pub fn plan_resize(zones: &[MemoryZone], body: &VmResize) -> Result<ResizePlan, ResizeError> {
+/// `vm.resize`: which zone (the only one, `default`) and how much RAM, from the body.
+pub fn resize_target<'a>(
+    zone_ids: impl IntoIterator<Item = &'a str>,
+    body: &VmResize,
+) -> Result<(&'static str, u64), ResizeError> {
     if body.desired_vcpus.is_some() {
         return Err(ResizeError::VcpusUnsupported);
     }
@@ -113,23 +134,17 @@ pub fn plan_resize(zones: &[MemoryZone], body: &VmResize) -> Result<ResizePlan, 
         return Err(ResizeError::BalloonUnsupported);
     }
     let desired = body.desired_ram.ok_or(ResizeError::NoDesiredRam)?;
-    match zones {
-        [zone] if zone.id == "default" => plan_for_zone(0, zone, desired),
+    let ids: Vec<&str> = zone_ids.into_iter().collect();
+    match ids.as_slice() {
+        ["default"] => Ok(("default", desired)),
         _ => Err(ResizeError::UseResizeZone),
     }
 }
 
-/// `vm.resize-zone`: one zone's RAM, through its device.
-pub fn plan_resize_zone(
-    zones: &[MemoryZone],
-    body: &VmResizeZone,
-) -> Result<ResizePlan, ResizeError> {
-    let (index, zone) = zones
-        .iter()
-        .enumerate()
-        .find(|(_, z)| z.id == body.id)
-        .ok_or_else(|| ResizeError::UnknownZone(body.id.clone()))?;
-    plan_for_zone(index, zone, body.desired_ram)
+/// As [`check_resize_zone`] for `vm.resize`.
+pub fn check_resize(zones: &[ZoneLayout], body: &VmResize) -> Result<u64, ResizeError> {
+    let (id, desired) = resize_target(zones.iter().map(|z| z.id.as_str()), body)?;
+    check_resize_zone(zones, id, desired)
 }
 
 #[cfg(test)]
@@ -140,12 +155,12 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
-    fn zone(id: &str, boot: u64, region: Option<u64>) -> MemoryZone {
-        MemoryZone {
+    fn zone(id: &str, boot: u64, region: Option<u64>) -> ZoneLayout {
+        ZoneLayout {
             id: id.into(),
             node: 0,
             boot_ranges: vec![(0, boot)],
-            device: region.map(|size| DeviceRegion {
+            region: region.map(|size| DeviceRegion {
                 addr: 4 * GIB,
                 size,
                 hotplugged_size: 0,
@@ -171,7 +186,7 @@ mod tests {
     }
 
     /// The API's answer to a refused plan: 400 and the error's text.
-    fn message(r: Result<ResizePlan, ResizeError>) -> String {
+    fn message(r: Result<u64, ResizeError>) -> String {
         let e = ApiError::from(r.expect_err("should be refused"));
         assert_eq!(e.status, 400);
         e.message
@@ -180,66 +195,49 @@ mod tests {
     #[test]
     fn resize_maps_total_ram_to_the_device() {
         let zones = [zone("default", GIB, Some(8 * GIB))];
-        assert_eq!(
-            plan_resize(&zones, &resize(3 * GIB)),
-            Ok(ResizePlan {
-                zone: 0,
-                requested_size: 2 * GIB
-            })
-        );
-        assert_eq!(plan_resize(&zones, &resize(GIB)).unwrap().requested_size, 0);
-        assert_eq!(
-            plan_resize(&zones, &resize(9 * GIB))
-                .unwrap()
-                .requested_size,
-            8 * GIB
-        );
+        assert_eq!(check_resize(&zones, &resize(3 * GIB)), Ok(2 * GIB));
+        assert_eq!(check_resize(&zones, &resize(GIB)), Ok(0));
+        assert_eq!(check_resize(&zones, &resize(9 * GIB)), Ok(8 * GIB));
     }
 
     #[test]
     fn every_bad_resize_is_a_400_with_the_reason() {
         let zones = [zone("default", GIB, Some(8 * GIB))];
-        assert!(message(plan_resize(&zones, &resize(GIB + MIB)))
+        assert!(message(check_resize(&zones, &resize(GIB + MIB)))
             .contains("multiple of the virtio-mem block size"));
-        assert!(message(plan_resize(&zones, &resize(9 * GIB + 2 * MIB))).contains("exceeds"));
-        assert!(message(plan_resize(&zones, &resize(GIB / 2))).contains("below the boot RAM"));
+        assert!(message(check_resize(&zones, &resize(9 * GIB + 2 * MIB))).contains("exceeds"));
+        assert!(message(check_resize(&zones, &resize(GIB / 2))).contains("below the boot RAM"));
         let no_device = [zone("default", GIB, None)];
-        assert!(message(plan_resize(&no_device, &resize(2 * GIB))).contains("no virtio-mem device"));
+        assert!(
+            message(check_resize(&no_device, &resize(2 * GIB))).contains("no virtio-mem device")
+        );
         let mut vcpus = resize(2 * GIB);
         vcpus.desired_vcpus = Some(4);
-        assert!(message(plan_resize(&zones, &vcpus)).contains("desired_vcpus"));
+        assert!(message(check_resize(&zones, &vcpus)).contains("desired_vcpus"));
         let none = VmResize {
             desired_ram: None,
             desired_vcpus: None,
             desired_balloon: None,
         };
-        assert!(message(plan_resize(&zones, &none)).contains("desired_ram"));
+        assert!(message(check_resize(&zones, &none)).contains("desired_ram"));
         let zoned = [zone("mem0", GIB, Some(GIB)), zone("mem1", GIB, Some(GIB))];
-        assert!(message(plan_resize(&zoned, &resize(3 * GIB))).contains("vm.resize-zone"));
+        assert!(message(check_resize(&zoned, &resize(3 * GIB))).contains("vm.resize-zone"));
         // One zone of the user's own is still a zone.
         let one_zone = [zone("mem0", GIB, Some(GIB))];
-        assert!(message(plan_resize(&one_zone, &resize(2 * GIB))).contains("vm.resize-zone"));
+        assert!(message(check_resize(&one_zone, &resize(2 * GIB))).contains("vm.resize-zone"));
     }
 
     #[test]
     fn resize_zone_names_its_zone() {
         let zones = [zone("mem0", GIB, Some(4 * GIB)), zone("mem1", GIB, None)];
-        let body = |id: &str, ram| VmResizeZone {
-            id: id.into(),
-            desired_ram: ram,
-        };
-        assert_eq!(
-            plan_resize_zone(&zones, &body("mem0", 2 * GIB)),
-            Ok(ResizePlan {
-                zone: 0,
-                requested_size: GIB
-            })
+        assert_eq!(check_resize_zone(&zones, "mem0", 2 * GIB), Ok(GIB));
+        assert!(
+            message(check_resize_zone(&zones, "nope", GIB)).contains("no memory zone with id nope")
         );
-        assert!(message(plan_resize_zone(&zones, &body("nope", GIB)))
-            .contains("no memory zone with id nope"));
-        assert!(message(plan_resize_zone(&zones, &body("mem1", 2 * GIB)))
-            .contains("no virtio-mem device"));
-        assert!(message(plan_resize_zone(&zones, &body("mem0", 6 * GIB))).contains("exceeds"));
+        assert!(
+            message(check_resize_zone(&zones, "mem1", 2 * GIB)).contains("no virtio-mem device")
+        );
+        assert!(message(check_resize_zone(&zones, "mem0", 6 * GIB)).contains("exceeds"));
     }
 
     #[test]
