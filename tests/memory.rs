@@ -55,6 +55,11 @@ const RESIZE_TIMEOUT: Duration = Duration::from_secs(240);
 /// The test guest with an API socket and extra options; returns it with its MemTotal at
 /// READY (boot RAM as the guest counts it).
 fn boot_with(tag: &str, dir: &TempDir, args: &[&str]) -> (Vmm, u64) {
+    boot_with_cmdline(tag, dir, "", args)
+}
+
+/// As [`boot_with`], with `extra` added to the guest's kernel command line.
+fn boot_with_cmdline(tag: &str, dir: &TempDir, extra: &str, args: &[&str]) -> (Vmm, u64) {
     let socket = socket_in(&dir.0);
     let api = format!("path={}", socket.display());
     let events = format!("path={}", dir.path("events.jsonl").display());
@@ -65,7 +70,7 @@ fn boot_with(tag: &str, dir: &TempDir, args: &[&str]) -> (Vmm, u64) {
         events.as_str(),
     ];
     all.extend_from_slice(args);
-    let mut vmm = Vmm::boot_guest(tag, &guest().vmlinux, "", &all);
+    let mut vmm = Vmm::boot_guest(tag, &guest().vmlinux, extra, &all);
     let ready = vmm.wait_for(READY, BOOT_TIMEOUT);
     wait_for_socket(&socket, SOCKET_TIMEOUT);
     let kb = field(&ready, "memtotal_kb").expect("memtotal_kb");
@@ -160,6 +165,59 @@ fn grow_and_shrink_land_on_the_exact_memtotal() {
     );
     assert!(threads.iter().all(|(_, mode)| *mode == 2), "{threads:?}");
     assert_plugged_size_events(&dir, "default", &[GIB, 3 * GIB, 512 * MIB, 0]);
+    assert_clean_guest_log(&mut vmm);
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn with_msix_off_the_device_interrupts_through_intx() {
+    // `pci=nomsi`: Linux keeps MSI-X off, and virtio-pci falls back to INTx and the ISR.
+    let dir = TempDir::new("vmem-intx");
+    let socket = socket_in(&dir.0);
+    let (mut vmm, base) = boot_with_cmdline(
+        "vmem-intx",
+        &dir,
+        "pci=nomsi",
+        &[
+            "--memory",
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=2G",
+        ],
+    );
+    for (total, plugged) in [(2 * GIB, GIB), (GIB + 256 * MIB, 256 * MIB), (GIB, 0)] {
+        remote_ok(
+            &socket,
+            &["resize", "--memory", &format!("{}M", total / MIB)],
+        );
+        wait_memtotal(&mut vmm, base + plugged / 1024);
+        assert_eq!(memory_device(&socket, "default")["plugged_size"], plugged);
+    }
+    // The device's line: an IOAPIC pin of the link the DSDT routes INTA# to, edge
+    // triggered, and it counted the resizes' interrupts. /proc/interrupts reads
+    // `16:  COUNT...  IO-APIC  16-edge  virtio0`, one count per CPU.
+    vmm.run_command("echo INTXLINE $(grep virtio /proc/interrupts)");
+    let line = vmm
+        .serial_lines()
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("INTXLINE "))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line.contains("IO-APIC") && line.contains("-edge"),
+        "virtio-mem is not on an IOAPIC edge line: {line}"
+    );
+    assert!(
+        !line.contains("MSI"),
+        "MSI-X in use despite pci=nomsi: {line}"
+    );
+    let count: u64 = line
+        .split_whitespace()
+        .skip(2)
+        .map_while(|w| w.parse::<u64>().ok())
+        .sum();
+    assert!(count >= 3, "{count} interrupts on the INTx line: {line}");
+    let link = vmm.run_command("dmesg | grep -c 'Interrupt link LNK0 configured'");
+    assert_eq!(field(&link, "rc"), Some(0), "no LNK0 in the guest's log");
     assert_clean_guest_log(&mut vmm);
 }
 

@@ -10,6 +10,9 @@
 //! - `\_SB_.PCI0` (only with a PCI host bridge): the PCI Express host bridge (PNP0A08, also
 //!   PNP0A03 for older code) on segment 0, with the bus range, the 0xCF8..0xCFF config ports and
 //!   the I/O and memory windows that BARs may be placed in.
+//!   Its `_PRT` routes the INTA# of each function that offers INTx to a link device.
+//! - `\_SB_.LNKn`: one PCI interrupt link (PNP0C0F) per INTx route, with one fixed GSI,
+//!   edge-triggered and active high; see [`crate::PciIntxRoute`].
 //! - `\_SB_.MBRD` (only with a PCI host bridge): a PNP0C02 "motherboard resources" device
 //!   reserving the ECAM window. Linux uses the MCFG region only if firmware reserves it like this
 //!   (or in the e820 map).
@@ -124,15 +127,67 @@ impl Aml for Pci0<'_> {
             resources.push(&mmio64);
         }
 
+        // _PRT: Package { Package { address 0xDDDDFFFF (any function), pin 0 (INTA#),
+        // source \_SB_.LNKn, source index 0 } ... }.
+        let addresses: Vec<u32> = pci
+            .intx_routes
+            .iter()
+            .map(|r| u32::from(r.device) << 16 | 0xffff)
+            .collect();
+        let links: Vec<Path> = (0..pci.intx_routes.len())
+            .map(|i| Path::new(&link_name(i)))
+            .collect();
+        let entries: Vec<Package> = addresses
+            .iter()
+            .zip(&links)
+            .map(|(address, link)| Package::new(vec![address, &0u8, link, &0u8]))
+            .collect();
+        let prt = Package::new(entries.iter().map(|e| e as &dyn Aml).collect());
+        let prt = Name::new("_PRT".into(), &prt);
+        let crs = Name::new("_CRS".into(), &ResourceTemplate::new(resources));
+        let hid = Name::new("_HID".into(), &EISAName::new("PNP0A08"));
+        let cid = Name::new("_CID".into(), &EISAName::new("PNP0A03"));
+        let seg = Name::new("_SEG".into(), &0u8);
+        let uid = Name::new("_UID".into(), &0u8);
+        let bbn = Name::new("_BBN".into(), &pci.bus_start);
+        let mut children: Vec<&dyn Aml> = vec![&hid, &cid, &seg, &uid, &bbn, &crs];
+        if !pci.intx_routes.is_empty() {
+            children.push(&prt);
+        }
+        Device::new("PCI0".into(), children).to_aml_bytes(sink)
+    }
+}
+
+/// The absolute name of the link device of INTx route `index` (below [`crate::MAX_INTX_ROUTES`]).
+fn link_name(index: usize) -> String {
+    format!("\\_SB_.LNK{index}")
+}
+
+/// A PCI interrupt link with one fixed GSI: `\_SB_.LNKn`. Linux's link driver
+/// (drivers/acpi/pci_link.c) disables it (`_DIS`) at boot, then sets it (`_SRS`) to the one
+/// interrupt `_PRS` offers and checks `_CRS`; both methods have nothing to do here.
+struct IntxLink {
+    index: usize,
+    gsi: u32,
+}
+
+impl Aml for IntxLink {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        // Consumer, edge triggered, active high, exclusive.
+        let interrupt = Interrupt::new(true, true, false, false, self.gsi);
+        let resources = ResourceTemplate::new(vec![&interrupt]);
+        let uid = self.index as u32;
         Device::new(
-            "PCI0".into(),
+            format!("LNK{}", self.index).as_str().into(),
             vec![
-                &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
-                &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
-                &Name::new("_SEG".into(), &0u8),
-                &Name::new("_UID".into(), &0u8),
-                &Name::new("_BBN".into(), &pci.bus_start),
-                &Name::new("_CRS".into(), &ResourceTemplate::new(resources)),
+                &Name::new("_HID".into(), &EISAName::new("PNP0C0F")),
+                &Name::new("_UID".into(), &uid),
+                // Present, enabled, functioning.
+                &Name::new("_STA".into(), &0x0bu8),
+                &Name::new("_PRS".into(), &resources),
+                &Name::new("_CRS".into(), &resources),
+                &Method::new("_SRS".into(), 1, false, vec![]),
+                &Method::new("_DIS".into(), 0, false, vec![]),
             ],
         )
         .to_aml_bytes(sink)
@@ -292,11 +347,23 @@ pub(crate) fn build(cfg: &AcpiConfig) -> Vec<u8> {
         irq: cfg.ged_irq,
     };
 
+    let links: Vec<IntxLink> = cfg
+        .pci
+        .iter()
+        .flat_map(|pci| pci.intx_routes.iter())
+        .enumerate()
+        .map(|(index, route)| IntxLink {
+            index,
+            gsi: route.gsi,
+        })
+        .collect();
+
     let mut system_bus: Vec<&dyn Aml> = vec![&com1];
     if let Some((pci0, ecam)) = &pci {
         system_bus.push(pci0);
         system_bus.push(ecam);
     }
+    system_bus.extend(links.iter().map(|l| l as &dyn Aml));
     system_bus.push(&ged);
     system_bus.push(&PowerButton);
 

@@ -102,7 +102,25 @@ pub struct PciHostBridge {
     pub mmio64_base: u64,
     /// Size of the 64-bit MMIO window; 0 leaves the window out.
     pub mmio64_size: u64,
+    /// The INTA# line of each function that offers INTx (`_PRT`); functions not listed
+    /// interrupt through MSI-X only.
+    pub intx_routes: Vec<PciIntxRoute>,
 }
+
+/// Where one PCI function's INTA# goes: an interrupt link device (`\_SB_.LNKn`, `n` its
+/// index in [`PciHostBridge::intx_routes`]) whose one GSI is edge-triggered and active high.
+/// Edge, not PCI's level: the VMM pulses the line once per event (an irqfd), which KVM's
+/// IOAPIC latches even while the previous interrupt is in service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciIntxRoute {
+    /// The function's device number on bus `bus_start` (function 0).
+    pub device: u8,
+    /// The GSI (an IOAPIC pin) the line is wired to.
+    pub gsi: u32,
+}
+
+/// At most this many INTx routes: link devices are named `LNK0`..`LNK9`.
+pub const MAX_INTX_ROUTES: usize = 10;
 
 /// The SLIT distance from a NUMA node to itself. ACPI normalizes it to 10, and Linux ignores a
 /// SLIT whose diagonal holds anything else.
@@ -369,6 +387,30 @@ fn check_pci_host_bridge(pci: &PciHostBridge) -> Result<(), Error> {
             "ECAM base {:#x} is below where bus 0 would start for bus_start {}",
             pci.ecam_base, pci.bus_start
         ));
+    }
+
+    if pci.intx_routes.len() > MAX_INTX_ROUTES {
+        return invalid(format!(
+            "{} INTx routes, at most {MAX_INTX_ROUTES}",
+            pci.intx_routes.len()
+        ));
+    }
+    for (i, route) in pci.intx_routes.iter().enumerate() {
+        if route.device >= 32 {
+            return invalid(format!(
+                "INTx route {i}: device {} is not 0..32",
+                route.device
+            ));
+        }
+        if pci.intx_routes[..i]
+            .iter()
+            .any(|r| r.device == route.device || r.gsi == route.gsi)
+        {
+            return invalid(format!(
+                "INTx route {i}: device {} or GSI {} is routed twice",
+                route.device, route.gsi
+            ));
+        }
     }
 
     let mut ranges = vec![("ECAM", pci.ecam_base, pci.ecam_size)];

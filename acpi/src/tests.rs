@@ -51,6 +51,7 @@ fn bridge() -> PciHostBridge {
         mmio32_size: 0x2000_0000,
         mmio64_base: 0x80_0000_0000,
         mmio64_size: 0x40_0000_0000,
+        intx_routes: Vec::new(),
     }
 }
 
@@ -1338,5 +1339,62 @@ fn dump_tables() {
         for (name, bytes) in all {
             std::fs::write(format!("{dir}/{prefix}-{name}.dat"), bytes).expect("write table");
         }
+    }
+}
+
+#[test]
+fn intx_routes_become_link_devices_and_a_prt() {
+    let pci = PciHostBridge {
+        intx_routes: vec![
+            PciIntxRoute { device: 1, gsi: 16 },
+            PciIntxRoute { device: 3, gsi: 17 },
+        ],
+        ..bridge()
+    };
+    let (_mem, t) = create(&config(1, Some(pci)));
+    let aml = &t.dsdt[36..];
+    for (link, gsi) in [(b"LNK0", 16), (b"LNK1", 17)] {
+        let body = device_body(aml, link);
+        assert_eq!(name_integer(body, b"_HID"), eisa_id("PNP0C0F"));
+        assert_eq!(name_integer(body, b"_STA"), 0x0b);
+        // Edge triggered (bit 1), active high (bit 2 clear), consumer (bit 0).
+        let irq = vec![Resource::Irq { flags: 0x03, gsi }];
+        assert_eq!(resources(name_buffer(body, b"_PRS")), irq);
+        assert_eq!(resources(name_buffer(body, b"_CRS")), irq);
+        assert!(position(body, b"_SRS").is_some() && position(body, b"_DIS").is_some());
+    }
+    let pci0 = device_body(aml, b"PCI0");
+    let prt = position(pci0, b"_PRT").expect("PCI0 has a _PRT");
+    let prt = &pci0[prt..];
+    // Device 1's entry: DWord 0x0001FFFF, pin 0, \_SB_.LNK0, index 0.
+    assert!(position(prt, &[0x0c, 0xff, 0xff, 0x01, 0x00]).is_some());
+    assert!(position(prt, &[0x0c, 0xff, 0xff, 0x03, 0x00]).is_some());
+    assert!(position(prt, b"LNK0").is_some() && position(prt, b"LNK1").is_some());
+
+    // Without routes: no _PRT and no links.
+    let (_mem, t) = create(&config(1, Some(bridge())));
+    assert!(position(&t.dsdt, b"_PRT").is_none());
+    assert!(position(&t.dsdt, b"LNK0").is_none());
+}
+
+#[test]
+fn bad_intx_routes_are_errors() {
+    let route = |device, gsi| PciIntxRoute { device, gsi };
+    for routes in [
+        vec![route(32, 16)],
+        vec![route(1, 16), route(1, 17)],
+        vec![route(1, 16), route(2, 16)],
+        (0..11).map(|d| route(d, 16 + u32::from(d))).collect(),
+    ] {
+        let pci = PciHostBridge {
+            intx_routes: routes.clone(),
+            ..bridge()
+        };
+        let err = create_acpi_tables(&low_memory(), RSDP_ADDR, AREA_END, &config(1, Some(pci)))
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::InvalidPciHostBridge { .. }),
+            "{routes:?}: {err}"
+        );
     }
 }

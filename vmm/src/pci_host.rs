@@ -59,6 +59,8 @@ pub struct PciHost {
     bus: Arc<Mutex<PciBus>>,
     allocator: BarAllocator,
     buses: Arc<Buses>,
+    /// The INTx lines given out, for the DSDT's `_PRT`.
+    intx_routes: Vec<acpi::PciIntxRoute>,
 }
 
 impl PciHost {
@@ -92,6 +94,7 @@ impl PciHost {
             bus,
             allocator,
             buses: buses.clone(),
+            intx_routes: Vec::new(),
         })
     }
 
@@ -114,7 +117,22 @@ impl PciHost {
         Ok(added.slot)
     }
 
-    /// The host bridge as the DSDT (`_CRS`) and the MCFG describe it: bus 0 only.
+    /// Gives the function in `slot` an INTx line of its own: the next free GSI of
+    /// [`pci::INTX_GSIS`], routed in the DSDT. `None` once they are all given out (the
+    /// function then interrupts through MSI-X only).
+    pub fn assign_intx(&mut self, slot: u8) -> Option<u32> {
+        let gsi = pci::INTX_GSIS
+            .clone()
+            .find(|g| self.intx_routes.iter().all(|r| r.gsi != *g))?;
+        if self.intx_routes.len() >= acpi::MAX_INTX_ROUTES {
+            return None;
+        }
+        self.intx_routes
+            .push(acpi::PciIntxRoute { device: slot, gsi });
+        Some(gsi)
+    }
+
+    /// The host bridge as the DSDT (`_CRS`, `_PRT`) and the MCFG describe it: bus 0 only.
     pub fn acpi_bridge(&self) -> acpi::PciHostBridge {
         let (mmio32, mmio64) = (
             self.allocator.mmio32_window(),
@@ -129,6 +147,7 @@ impl PciHost {
             mmio32_size: mmio32.size as u32,
             mmio64_base: mmio64.base,
             mmio64_size: mmio64.size,
+            intx_routes: self.intx_routes.clone(),
         }
     }
 }

@@ -43,6 +43,10 @@ const COMMAND_WRITABLE: u32 = 0x0547;
 pub const COMMAND_MEMORY_SPACE: u16 = 1 << 1;
 /// Command register bit: the device may master the bus (DMA, MSI).
 pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
+/// Command register bit: the function must not raise INTx.
+pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
+/// The register holding the command and status words, by dword index.
+pub const COMMAND_STATUS_REGISTER: usize = REG_COMMAND_STATUS;
 /// Status register bit: the capabilities pointer is valid.
 pub const STATUS_CAPABILITIES_LIST: u16 = 1 << 4;
 
@@ -188,7 +192,7 @@ impl PciConfiguration {
         write_masks[REG_COMMAND_STATUS] = COMMAND_WRITABLE;
         // Cache line size is read/write; latency timer, header type and BIST read as zero.
         write_masks[REG_HEADER] = 0xff;
-        // Interrupt line is a scratch byte for the OS; the pin stays 0.
+        // Interrupt line is a scratch byte for the OS; the pin is the device's to set.
         write_masks[REG_INTERRUPT] = 0xff;
         PciConfiguration {
             registers,
@@ -237,6 +241,16 @@ impl PciConfiguration {
     /// The command register.
     pub fn command(&self) -> u16 {
         self.registers[REG_COMMAND_STATUS] as u16
+    }
+
+    /// Sets the interrupt pin register (1 = INTA#; 0, the default, = no INTx).
+    pub fn set_interrupt_pin(&mut self, pin: u8) {
+        self.set_byte(REG_INTERRUPT * 4 + 1, pin);
+    }
+
+    /// The interrupt pin register.
+    pub fn interrupt_pin(&self) -> u8 {
+        (self.registers[REG_INTERRUPT] >> 8) as u8
     }
 
     /// The status register.

@@ -72,6 +72,13 @@ pub enum MemoryDeviceError {
         #[source]
         source: virtio_devices::VirtioPciError,
     },
+    #[error("virtio-mem {id}: its INTx line on GSI {gsi}: {source}")]
+    Intx {
+        id: String,
+        gsi: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("virtio-mem {id}: on the PCI bus: {source}")]
     Bus {
         id: String,
@@ -269,6 +276,22 @@ pub fn create(
             id: id.clone(),
             source,
         })?;
+    // INTx for drivers that keep MSI-X off (Linux with pci=nomsi), while GSIs last.
+    let intx_gsi = ctx.pci.assign_intx(slot);
+    if let Some(gsi) = intx_gsi {
+        let line =
+            pci::KvmIntx::new(ctx.vm.clone(), gsi).map_err(|source| MemoryDeviceError::Intx {
+                id: id.clone(),
+                gsi,
+                source,
+            })?;
+        pci_device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_intx(Arc::new(line));
+    } else {
+        log::warn!("virtio-mem {id}: no INTx line left: it interrupts through MSI-X only");
+    }
     pci_device
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -278,7 +301,7 @@ pub fn create(
             source,
         })?;
     log::info!(
-        "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}",
+        "virtio-mem {id}: 00:{slot:02x}.0, region {:#x}+{:#x}, block {:#x}, {} slots of {:#x} from {}, unplugged memory {}, node {:?}, INTx GSI {:?}",
         region.addr,
         region.size,
         region.block_size,
@@ -286,7 +309,8 @@ pub fn create(
         region.slot_size,
         region.first_slot,
         if region.protect { "inaccessible" } else { "accessible" },
-        node
+        node,
+        intx_gsi
     );
     Ok(MemoryDevice {
         id,

@@ -4,14 +4,16 @@
 //! and subsystem id equal to the device id, a class per device type. One 64-bit memory BAR
 //! (BAR 0) holds the areas described in [`super::layout`], announced by the vendor
 //! capabilities of [`super::capabilities`], and an MSI-X capability with one vector for
-//! configuration changes and one per queue.
+//! configuration changes and one per queue. With a line from the VMM
+//! ([`VirtioPciDevice::set_intx`]) it also offers INTx for drivers that keep MSI-X off.
 
 use std::sync::Arc;
 
 use hypervisor::Vm;
 use pci::{
-    BarKind, BarRegion, BarReprogram, BarRequest, ConfigError, DeviceError, MsiInterruptGroup,
-    MsixCapability, MsixConfig, PciConfiguration, PciDevice, PciHeader,
+    BarKind, BarRegion, BarReprogram, BarRequest, ConfigError, DeviceError, IntxLine,
+    MsiInterruptGroup, MsixCapability, MsixConfig, PciConfiguration, PciDevice, PciHeader,
+    COMMAND_INTX_DISABLE, COMMAND_STATUS_REGISTER, INTERRUPT_PIN_INTA,
 };
 use virtio_queue::{Queue, QueueT};
 
@@ -215,6 +217,14 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         if let Some(notify) = &self.deferred {
             notify();
         }
+    }
+
+    /// Gives the function INTx: its interrupt pin reads INTA#, and while the driver keeps
+    /// MSI-X disabled every interrupt sets the ISR and pulses `line`. The VMM routes the pin
+    /// in the DSDT.
+    pub fn set_intx(&mut self, line: Arc<dyn IntxLine>) {
+        self.config.set_interrupt_pin(INTERRUPT_PIN_INTA);
+        self.shared.set_intx(line);
     }
 
     /// Registers one ioeventfd per queue at its notification address in BAR 0. Call it once
@@ -473,6 +483,10 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
         self.shared
             .msix()
             .config_written(&self.config, self.msix_cap_offset, reg);
+        if reg == COMMAND_STATUS_REGISTER {
+            self.shared
+                .set_intx_disabled(self.config.command() & COMMAND_INTX_DISABLE != 0);
+        }
         if self.window.is_data_register(reg) {
             self.window_write();
         }

@@ -1,15 +1,18 @@
 //! The transport state a running device touches from its own thread: the device status (for
 //! DEVICE_NEEDS_RESET), the ISR byte, the MSI-X vector of configuration changes and of each
-//! queue, and the MSI-X table. [`InterruptState`] implements [`VirtioInterrupt`] on them.
+//! queue, the MSI-X table, and the INTx line. [`InterruptState`] implements
+//! [`VirtioInterrupt`] on them: through MSI-X when the driver enabled it, otherwise by
+//! setting the ISR bit and pulsing INTx (virtio 1.x §4.1.4.5; docs/virtio-mem.md,
+//! "Interrupts").
 //!
 //! It lives outside the PCI device's lock on purpose: a device reset holds that lock while it
 //! waits for the device thread to stop, so the thread must be able to raise interrupts
 //! without it.
 
-use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use pci::MsixConfig;
+use pci::{IntxLine, MsixConfig};
 
 use super::status::{DEVICE_NEEDS_RESET, DRIVER_OK};
 use crate::device::{InterruptError, VirtioInterrupt, VirtioInterruptType};
@@ -29,6 +32,10 @@ pub struct InterruptState {
     config_vector: AtomicU16,
     queue_vectors: Vec<AtomicU16>,
     msix: Mutex<MsixConfig>,
+    /// The INTx line, if the VMM gave the function one.
+    intx: OnceLock<Arc<dyn IntxLine>>,
+    /// The PCI command register's Interrupt Disable bit.
+    intx_disabled: AtomicBool,
 }
 
 impl InterruptState {
@@ -42,6 +49,36 @@ impl InterruptState {
                 .map(|_| AtomicU16::new(VIRTIO_MSI_NO_VECTOR))
                 .collect(),
             msix: Mutex::new(msix),
+            intx: OnceLock::new(),
+            intx_disabled: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives the function its INTx line (once; later calls are ignored).
+    pub fn set_intx(&self, line: Arc<dyn IntxLine>) {
+        let _ = self.intx.set(line);
+    }
+
+    /// Follows the PCI command register's Interrupt Disable bit. Enabling INTx with an
+    /// event pending in the ISR raises the line, as a level-triggered line would be.
+    pub fn set_intx_disabled(&self, disabled: bool) {
+        let was = self.intx_disabled.swap(disabled, Ordering::AcqRel);
+        if was && !disabled && self.isr.load(Ordering::Acquire) != 0 && !self.msix().enabled() {
+            self.pulse_intx();
+        }
+    }
+
+    /// One edge on the INTx line, unless the driver disabled INTx or there is no line.
+    /// Every event pulses (not only the first since the ISR was read): an edge is never
+    /// lost that way, and a spare one only makes the driver read an ISR of 0.
+    fn pulse_intx(&self) {
+        if self.intx_disabled.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(line) = self.intx.get() {
+            if let Err(e) = line.pulse() {
+                log::warn!("virtio-pci: raising INTx: {e}");
+            }
         }
     }
 
@@ -131,25 +168,30 @@ impl InterruptState {
 
 impl VirtioInterrupt for InterruptState {
     fn trigger(&self, interrupt: VirtioInterruptType) -> Result<(), InterruptError> {
-        match interrupt {
-            VirtioInterruptType::Config => {
-                self.isr.fetch_or(ISR_CONFIG, Ordering::AcqRel);
-                Self::raise(&mut self.msix(), self.config_vector())
-            }
-            VirtioInterruptType::Queue(queue) => {
-                let slot = self
-                    .queue_vectors
+        let (isr_bit, vector) = match interrupt {
+            VirtioInterruptType::Config => (ISR_CONFIG, self.config_vector()),
+            VirtioInterruptType::Queue(queue) => (
+                ISR_QUEUE,
+                self.queue_vectors
                     .get(usize::from(queue))
-                    .ok_or(InterruptError::NoSuchQueue(queue))?;
-                // One lock per queue interrupt (this runs for every answered batch).
-                let mut msix = self.msix();
-                // The queue bit is for drivers without MSI-X (virtio 1.x §4.1.4.5.1).
-                if !msix.enabled() {
-                    self.isr.fetch_or(ISR_QUEUE, Ordering::AcqRel);
-                }
-                Self::raise(&mut msix, slot.load(Ordering::Acquire))
+                    .ok_or(InterruptError::NoSuchQueue(queue))?
+                    .load(Ordering::Acquire),
+            ),
+        };
+        // One lock per interrupt (this runs for every answered batch).
+        let mut msix = self.msix();
+        if msix.enabled() {
+            // The configuration bit is set with MSI-X too (a driver may read it); the queue
+            // bit only without (virtio 1.x §4.1.4.5.1).
+            if isr_bit == ISR_CONFIG {
+                self.isr.fetch_or(ISR_CONFIG, Ordering::AcqRel);
             }
+            return Self::raise(&mut msix, vector);
         }
+        drop(msix);
+        self.isr.fetch_or(isr_bit, Ordering::AcqRel);
+        self.pulse_intx();
+        Ok(())
     }
 
     fn set_needs_reset(&self) -> Result<(), InterruptError> {

@@ -301,6 +301,63 @@ fn interrupts_without_msix_set_the_isr() {
     assert_eq!(f.bed.read(f.bed.isr, 1), 2);
 }
 
+/// An INTx line that counts its pulses.
+#[derive(Default)]
+struct CountingLine(AtomicUsize);
+
+impl pci::IntxLine for CountingLine {
+    fn pulse(&self) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn without_msix_every_interrupt_pulses_intx_unless_disabled() {
+    let mut f = fixture();
+    assert_eq!(
+        f.bed.cfg_read(0x3d, 1),
+        0,
+        "no INTx pin before the VMM gives a line"
+    );
+    let line = Arc::new(CountingLine::default());
+    f.bed.pci().set_intx(line.clone());
+    assert_eq!(f.bed.cfg_read(0x3d, 1), 1, "pin INTA#");
+    assert!(f.bed.negotiate(FEATURES));
+    f.bed.setup_queue(0, 16, rings(0), 0);
+    f.bed
+        .set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    let interrupt = f.seen.lock().unwrap().interrupt.clone().unwrap();
+    let pulses = || line.0.load(Ordering::SeqCst);
+    interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+    interrupt.trigger(VirtioInterruptType::Config).unwrap();
+    assert_eq!(
+        pulses(),
+        2,
+        "one edge per event, even with the ISR already set"
+    );
+    assert_eq!(f.bed.read(f.bed.isr, 1), 3);
+    // The command register's Interrupt Disable bit holds the line down; the ISR still
+    // records, and enabling INTx again raises the pending event.
+    let command = f.bed.cfg_read(0x04, 2);
+    f.bed.cfg_write(0x04, command | 1 << 10, 2);
+    interrupt.trigger(VirtioInterruptType::Config).unwrap();
+    assert_eq!(pulses(), 2);
+    f.bed.cfg_write(0x04, command, 2);
+    assert_eq!(
+        pulses(),
+        3,
+        "the pending ISR is raised when INTx is enabled again"
+    );
+    assert_eq!(f.bed.read(f.bed.isr, 1), 2);
+    // With MSI-X on, vectors carry interrupts and INTx stays quiet.
+    f.bed.enable_msix(3);
+    interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+    interrupt.trigger(VirtioInterruptType::Config).unwrap();
+    assert_eq!(pulses(), 3);
+    assert_eq!(f.bed.msi.all(), vec![0]);
+}
+
 #[test]
 fn ioevent_registration_is_all_or_nothing() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
