@@ -71,6 +71,13 @@ pub trait BlockBackend {
     /// discard unplugged memory). Never called for a block the guest still has plugged.
     fn unplug(&mut self, offset: u64, len: u64) -> io::Result<()>;
 
+    /// Whether `unplug` only marks the range and [`BlockBackend::settle`] gives the memory
+    /// back (and reports its time). The device thread then does not time `unplug` as a
+    /// discard, so `vm.counters` counts each discard once.
+    fn settles_unplugs(&self) -> bool {
+        false
+    }
+
     /// Finishes what `plug` and `unplug` left for later, once the guest has its answers and
     /// the caller holds no guest memory (a backend that protects unplugged memory does it
     /// here, after taking it out of the VMM's [`crate::view::GuestMemoryView`]). The device

@@ -8,5 +8,6 @@
 
 pub mod driver;
 pub mod fake_vm;
+pub mod mem_bench;
 pub mod mem_driver;
 pub mod msi;

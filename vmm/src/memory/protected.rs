@@ -183,14 +183,6 @@ impl<O: RegionOps> ProtectedRegion<O> {
 
     fn plug_protected(&mut self, first: u64, count: u64) -> io::Result<()> {
         let bs = self.block_size;
-        // Unplugged in this batch: still accessible and mapped; discard so the guest gets
-        // zeros.
-        for (offset, len) in bytes(
-            runs_within(&self.pending, first, count, true).into_iter(),
-            bs,
-        ) {
-            self.ops.discard(offset, len)?;
-        }
         let closed_blocks = runs_within(&self.pending, first, count, false);
         let closed = bytes(closed_blocks.iter().copied(), bs);
         let mut opened = Vec::new();
@@ -233,20 +225,24 @@ impl<O: RegionOps> ProtectedRegion<O> {
 }
 
 impl<O: RegionOps> BlockBackend for ProtectedRegion<O> {
+    fn settles_unplugs(&self) -> bool {
+        true
+    }
+
     fn plug(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let (first, count) = (offset / self.block_size, len / self.block_size);
+        // Unplugged earlier in this batch: still accessible (and mapped); discard them so
+        // the guest gets zeros.
+        for (o, l) in bytes(
+            runs_within(&self.pending, first, count, true).into_iter(),
+            self.block_size,
+        ) {
+            self.ops.discard(o, l)?;
+        }
         if self.protect {
             self.plug_protected(first, count)?;
-        } else {
-            for (o, l) in bytes(
-                runs_within(&self.pending, first, count, true).into_iter(),
-                self.block_size,
-            ) {
-                self.ops.discard(o, l)?;
-            }
-            if self.prefault {
-                self.ops.populate(offset, len)?;
-            }
+        } else if self.prefault {
+            self.ops.populate(offset, len)?;
         }
         // In range: the state checked the request against its own bitmap.
         let _ = self.plugged.set_range(first, count);
