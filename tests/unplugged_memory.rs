@@ -187,54 +187,21 @@ fn with_unplugged_inaccessible_off_the_region_is_mapped_and_readable() {
     });
 }
 
-/// Compiles the C probe `tests/probes/NAME.c` into a flat binary (`probe.ld`: loaded and
-/// entered at 1 MiB) with the host's gcc and ld, which the test host shares.
+/// Builds the C probe `tests/probes/NAME.c` into a flat binary with `tests/probes/build.sh`
+/// (the host's gcc and ld, which the test host shares).
 fn compile_probe(dir: &TempDir, name: &str) -> Vec<u8> {
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes");
-    let object = dir.path(&format!("{name}.o"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/build.sh");
     let binary = dir.path(&format!("{name}.bin"));
-    let run = |program: &str, args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program} to build the probe {name}: {e}"));
-        assert!(
-            out.status.success(),
-            "{program} failed on the probe {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let source = sources.join(format!("{name}.c"));
-    let script = sources.join("probe.ld");
-    let flags = [
-        "-m32",
-        "-march=i686",
-        "-ffreestanding",
-        "-fno-pic",
-        "-fno-stack-protector",
-        "-fno-asynchronous-unwind-tables",
-        "-Os",
-        "-nostdlib",
-        "-Wall",
-        "-Werror",
-        "-c",
-    ];
-    let mut gcc: Vec<&std::ffi::OsStr> = flags.iter().map(|f| f.as_ref()).collect();
-    gcc.extend([source.as_os_str(), "-o".as_ref(), object.as_os_str()]);
-    run("gcc", &gcc);
-    run(
-        "ld",
-        &[
-            "-m".as_ref(),
-            "elf_i386".as_ref(),
-            "-T".as_ref(),
-            script.as_os_str(),
-            "--oformat".as_ref(),
-            "binary".as_ref(),
-            "-o".as_ref(),
-            binary.as_os_str(),
-            object.as_os_str(),
-        ],
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(name)
+        .arg(&binary)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "building the probe {name} failed (it needs gcc and ld): {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read(&binary).expect("the probe's binary")
 }

@@ -6,7 +6,10 @@
  * BAR and region above 4 GiB, finds the virtio-mem function on bus 0 through the 0xCF8
  * ports, brings it up as a minimal virtio 1.x driver (features VERSION_1 and
  * UNPLUGGED_INACCESSIBLE, queue 0 only, no interrupts: it polls the used ring), and sends
- * one PLUG of the region's first block. Then, one letter each on the serial port:
+ * one PLUG of the region's first PLUG_MIB MiB (default: one 2 MiB block). It works with
+ * any virtio-mem-pci device on bus 0 whose BARs are placed (Accordion's, Cloud Hypervisor's,
+ * QEMU's). With -DBENCH it then prints A (or N, B, E) and halts: scripts/bench-memslots.sh
+ * uses it to plug memory into each VMM. Otherwise, one letter each on the serial port:
  *
  *   A  the PLUG was acknowledged (otherwise N, B or E for NACK, BUSY, ERROR; then it stops)
  *   P  a pattern written to the plugged block reads back (otherwise X)
@@ -18,7 +21,7 @@
  * the plug mapped. If the VM goes on at all, it prints what that read gave (Z, P or X).
  *
  * Every failure to find or set up the device prints ! and a letter, and halts.
- * Built by the test with: gcc -m32 -ffreestanding -fno-pic -Os -nostdlib, linked by probe.ld.
+ * Built by tests/probes/build.sh.
  */
 
 typedef unsigned char u8;
@@ -34,6 +37,9 @@ typedef unsigned long long u64;
 #define VA_REGION (1 * GIB)     /* the region's first GiB */
 #define VA_BAR (2 * GIB)        /* the GiB holding BAR 0 */
 #define BLOCK_PROBE_UNMAPPED (256u << 20)
+#ifndef PLUG_MIB
+#define PLUG_MIB 2
+#endif
 
 __attribute__((section(".text.start"), naked)) void _start(void)
 {
@@ -112,28 +118,35 @@ int main(void)
         dev++;
     if (dev == 32)
         stop('D');
-    u64 bar = (u64)pci_read(dev, 0x14) << 32 | (pci_read(dev, 0x10) & ~0xfu);
-    if (bar == 0)
-        stop('B');
-    map_gib(2, bar & ~(u64)(GIB - 1));
-    u32 bar_va = VA_BAR + (u32)(bar & (GIB - 1));
-    pci_write(dev, 0x04, pci_read(dev, 0x04) | 0x6); /* memory space, bus master */
-
-    /* The virtio capabilities: common, notify and device configuration. */
-    u32 common = 0, notify = 0, mult = 0, devcfg = 0;
+    /* The virtio capabilities: common, notify and device configuration, as offsets in one
+       BAR (every implementation puts them in one). */
+    u32 common = 0, notify = 0, mult = 0, devcfg = 0, bar_index = 6;
     for (u32 cap = pci_read(dev, 0x34) & 0xff; cap; cap = pci_read(dev, cap) >> 8 & 0xff) {
         u32 head = pci_read(dev, cap);
         if ((head & 0xff) != 0x09)
             continue;
-        u32 at = bar_va + pci_read(dev, cap + 8);
+        u32 bar_of_cap = pci_read(dev, cap + 4) & 0xff;
+        u32 at = pci_read(dev, cap + 8);
         switch (head >> 24) {
-        case 1: common = at; break;
+        case 1: common = at; bar_index = bar_of_cap; break;
         case 2: notify = at; mult = pci_read(dev, cap + 16); break;
         case 4: devcfg = at; break;
         }
     }
-    if (!common || !notify || !devcfg)
+    if (!common || !notify || !devcfg || bar_index > 5)
         stop('C');
+    u32 bar_lo = pci_read(dev, 0x10 + 4 * bar_index);
+    u64 bar = bar_lo & ~0xfu;
+    if ((bar_lo & 6) == 4) /* 64-bit */
+        bar |= (u64)pci_read(dev, 0x14 + 4 * bar_index) << 32;
+    if (bar == 0)
+        stop('B');
+    map_gib(2, bar & ~(u64)(GIB - 1));
+    u32 bar_va = VA_BAR + (u32)(bar & (GIB - 1));
+    common += bar_va;
+    notify += bar_va;
+    devcfg += bar_va;
+    pci_write(dev, 0x04, pci_read(dev, 0x04) | 0x6); /* memory space, bus master */
 
     R8(common + 0x14) = 0;     /* reset */
     R8(common + 0x14) = 1 | 2; /* ACKNOWLEDGE | DRIVER */
@@ -171,11 +184,14 @@ int main(void)
     u64 region = (u64)R32(devcfg + 0x14) << 32 | R32(devcfg + 0x10);
     map_gib(1, region);
 
-    /* PLUG of the first block: request readable, response writable. */
+    /* PLUG of the first PLUG_MIB MiB: request readable, response writable. */
+    u32 blocks = 0;
+    for (u64 plugged = 0; plugged < ((u64)PLUG_MIB << 20); plugged += block)
+        blocks++;
     R16(REQUEST) = 0;
     R32(REQUEST + 8) = (u32)region;
     R32(REQUEST + 12) = (u32)(region >> 32);
-    R16(REQUEST + 16) = 1;
+    R16(REQUEST + 16) = (u16)blocks;
     volatile u32 *desc = (volatile u32 *)QUEUE;
     desc[0] = REQUEST; desc[1] = 0; desc[2] = 24; desc[3] = 1 | 1 << 16;      /* NEXT, next 1 */
     desc[4] = RESPONSE; desc[5] = 0; desc[6] = 16; desc[7] = 2;               /* WRITE */
@@ -192,6 +208,11 @@ int main(void)
         put('\n');
         stop('P');
     }
+#ifdef BENCH
+    put('\n');
+    for (;;)
+        __asm__ volatile("hlt");
+#endif
 
     put(probe(VA_REGION, 0x5a5a5a5a));
     put(probe(VA_REGION + BLOCK_PROBE_UNMAPPED, 0x5a5a5a5a));

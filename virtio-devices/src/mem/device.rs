@@ -160,7 +160,19 @@ impl VirtioMem {
                     worker.broken();
                     return Some(worker.core);
                 }
-                Some(worker.run(epoll))
+                // A panic ends the thread, not the VMM; the driver is told, as for a thread
+                // that cannot start, and the device stays broken (its state went with the
+                // thread) until the VM is reset.
+                let alarm = worker.alarm();
+                let id = worker.id.clone();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(epoll))) {
+                    Ok(core) => Some(core),
+                    Err(_) => {
+                        log::error!("{id}: the device thread panicked; the device needs a reset");
+                        alarm.raise();
+                        None
+                    }
+                }
             });
         let thread = match spawned {
             Ok(t) => t,

@@ -825,6 +825,36 @@ fn a_failing_thread_start_hook_leaves_the_queue_unserved() {
     assert!(!bed.pci().device().is_running());
 }
 
+/// A backend whose plug panics, as a bug in one would.
+struct PanickingBackend;
+
+impl BlockBackend for PanickingBackend {
+    fn plug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        panic!("a bug in the backend");
+    }
+    fn unplug(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_device_thread_that_panics_tells_the_driver() {
+    let (mut bed, handle) = bed_with(PanickingBackend);
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    driver.post(PLUG4);
+    bed.kick(0);
+    // The thread is gone, and the driver learns it must reset the device rather than wait.
+    assert!(bed.msi.wait_for(CONFIG_VECTOR, 1, WAIT));
+    assert_eq!(bed.status() & DEVICE_NEEDS_RESET, DEVICE_NEEDS_RESET);
+    assert!(handle.status().needs_reset);
+    assert_eq!(driver.used_idx(), 0, "nothing answered");
+    assert!(thread_is(&thread_name(&bed), false));
+    // A reset does not bring back what the thread took with it, and does not crash.
+    bed.set_status(0);
+    assert!(!bed.pci().device().is_running());
+}
+
 #[test]
 fn a_driver_without_version_1_is_refused_features_ok() {
     let (mut bed, _) = bed();

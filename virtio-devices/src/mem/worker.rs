@@ -239,6 +239,30 @@ impl Worker {
     /// start or lost its epoll): DEVICE_NEEDS_RESET and the configuration interrupt, so the
     /// driver resets it rather than wait forever.
     pub fn broken(&self) {
+        self.alarm().raise();
+    }
+
+    /// What tells the driver the device is broken, kept apart from the worker so that it
+    /// outlives a panic of the thread.
+    pub fn alarm(&self) -> BrokenAlarm {
+        BrokenAlarm {
+            id: self.id.clone(),
+            shared: self.shared.clone(),
+            interrupt: self.interrupt.clone(),
+        }
+    }
+}
+
+/// DEVICE_NEEDS_RESET and the configuration interrupt, for a device whose thread cannot go on.
+pub struct BrokenAlarm {
+    id: String,
+    shared: Arc<MemShared>,
+    interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+impl BrokenAlarm {
+    /// Sets DEVICE_NEEDS_RESET and interrupts.
+    pub fn raise(&self) {
         self.shared.set_needs_reset();
         if let Err(e) = self.interrupt.set_needs_reset() {
             log::warn!("{}: {e}", self.id);
