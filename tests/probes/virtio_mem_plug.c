@@ -120,7 +120,7 @@ int main(void)
         stop('D');
     /* The virtio capabilities: common, notify and device configuration, as offsets in one
        BAR (every implementation puts them in one). */
-    u32 common = 0, notify = 0, mult = 0, devcfg = 0, bar_index = 6;
+    u32 common = 0, notify = 0, mult = 0, devcfg = 0, bar_index = 6, found = 0;
     for (u32 cap = pci_read(dev, 0x34) & 0xff; cap; cap = pci_read(dev, cap) >> 8 & 0xff) {
         u32 head = pci_read(dev, cap);
         if ((head & 0xff) != 0x09)
@@ -128,12 +128,12 @@ int main(void)
         u32 bar_of_cap = pci_read(dev, cap + 4) & 0xff;
         u32 at = pci_read(dev, cap + 8);
         switch (head >> 24) {
-        case 1: common = at; bar_index = bar_of_cap; break;
-        case 2: notify = at; mult = pci_read(dev, cap + 16); break;
-        case 4: devcfg = at; break;
+        case 1: common = at; bar_index = bar_of_cap; found |= 1; break;
+        case 2: notify = at; mult = pci_read(dev, cap + 16); found |= 2; break;
+        case 4: devcfg = at; found |= 4; break;
         }
     }
-    if (!common || !notify || !devcfg || bar_index > 5)
+    if (found != 7 || bar_index > 5)
         stop('C');
     u32 bar_lo = pci_read(dev, 0x10 + 4 * bar_index);
     u64 bar = bar_lo & ~0xfu;
