@@ -28,6 +28,9 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
 /// The host's `/dev/kvm`.
 pub struct KvmHypervisor {
     kvm: Kvm,
+    /// The MSRs KVM saves and restores for a vCPU (`KVM_GET_MSR_INDEX_LIST`): what a vCPU's
+    /// state carries.
+    msrs: Arc<[u32]>,
 }
 
 impl KvmHypervisor {
@@ -43,14 +46,24 @@ impl KvmHypervisor {
                 return Err(HypervisorError::MissingCapability(name));
             }
         }
-        Ok(KvmHypervisor { kvm })
+        let msrs: Arc<[u32]> = kvm
+            .get_msr_index_list()
+            .map_err(ioctl_err("KVM_GET_MSR_INDEX_LIST"))?
+            .as_slice()
+            .into();
+        Ok(KvmHypervisor { kvm, msrs })
+    }
+
+    /// The MSRs a vCPU's state carries: KVM's own list of the ones to save.
+    pub fn saved_msrs(&self) -> &[u32] {
+        &self.msrs
     }
 }
 
 impl Hypervisor for KvmHypervisor {
     fn create_vm(&self) -> Result<Arc<dyn Vm>> {
         let fd = self.kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
-        Ok(Arc::new(KvmVm::new(fd)))
+        Ok(Arc::new(KvmVm::new(fd, self.msrs.clone())))
     }
 
     fn supported_cpuid(&self) -> Result<Vec<CpuIdEntry>> {

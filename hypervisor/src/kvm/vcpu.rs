@@ -2,41 +2,21 @@ use kvm_bindings::{
     kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::sync::Arc;
 
 use crate::state::MsrValue;
 use crate::{ioctl_err, CpuIdEntry, HypervisorError, Result, Vcpu, VcpuState, VmExit};
 
-/// MSRs carried in `VcpuState` beyond what regs/sregs/lapic hold.
-const SAVED_MSRS: &[u32] = &[
-    0x174,       // IA32_SYSENTER_CS
-    0x175,       // IA32_SYSENTER_ESP
-    0x176,       // IA32_SYSENTER_EIP
-    0x10,        // IA32_TSC
-    0x1a0,       // IA32_MISC_ENABLE
-    0x277,       // IA32_PAT
-    0x2ff,       // IA32_MTRR_DEF_TYPE
-    0x6e0,       // IA32_TSC_DEADLINE
-    0xc000_0081, // STAR
-    0xc000_0082, // LSTAR
-    0xc000_0083, // CSTAR
-    0xc000_0084, // SFMASK
-    0xc000_0102, // KERNEL_GS_BASE
-    0xc000_0103, // TSC_AUX
-    0x4b56_4d00, // MSR_KVM_WALL_CLOCK_NEW
-    0x4b56_4d01, // MSR_KVM_SYSTEM_TIME_NEW
-    0x4b56_4d02, // MSR_KVM_ASYNC_PF_EN
-    0x4b56_4d03, // MSR_KVM_STEAL_TIME
-    0x4b56_4d04, // MSR_KVM_PV_EOI_EN
-];
-
 /// A KVM vCPU.
 pub struct KvmVcpu {
     fd: VcpuFd,
+    /// The MSRs its state carries: KVM's `KVM_GET_MSR_INDEX_LIST`.
+    saved_msrs: Arc<[u32]>,
 }
 
 impl KvmVcpu {
-    pub(super) fn new(fd: VcpuFd) -> Self {
-        KvmVcpu { fd }
+    pub(super) fn new(fd: VcpuFd, saved_msrs: Arc<[u32]>) -> Self {
+        KvmVcpu { fd, saved_msrs }
     }
 
     fn read_msrs(&self, indices: &[u32]) -> Result<Vec<MsrValue>> {
@@ -208,7 +188,7 @@ impl Vcpu for KvmVcpu {
             .to_vec();
         Ok(VcpuState {
             cpuid,
-            msrs: self.read_msrs(SAVED_MSRS)?,
+            msrs: self.read_msrs(&self.saved_msrs)?,
             regs: self.regs()?,
             sregs: self.sregs()?,
             xsave: self.fd.get_xsave().map_err(ioctl_err("KVM_GET_XSAVE"))?,

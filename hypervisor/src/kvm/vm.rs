@@ -1,4 +1,4 @@
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
     kvm_irq_routing_entry, kvm_irqchip, kvm_msi, kvm_pit_config, kvm_userspace_memory_region,
@@ -20,13 +20,16 @@ pub struct KvmVm {
     fd: VmFd,
     /// KVM_SET_GSI_ROUTING replaces the table, so routes are applied under one lock.
     routing: Mutex<()>,
+    /// The MSRs each vCPU's state carries.
+    msrs: Arc<[u32]>,
 }
 
 impl KvmVm {
-    pub(super) fn new(fd: VmFd) -> Self {
+    pub(super) fn new(fd: VmFd, msrs: Arc<[u32]>) -> Self {
         KvmVm {
             fd,
             routing: Mutex::new(()),
+            msrs,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Vm for KvmVm {
             .fd
             .create_vcpu(u64::from(id))
             .map_err(ioctl_err("KVM_CREATE_VCPU"))?;
-        Ok(Box::new(KvmVcpu::new(fd)))
+        Ok(Box::new(KvmVcpu::new(fd, self.msrs.clone())))
     }
 
     fn set_memory_region(&self, region: MemoryRegion) -> Result<()> {
