@@ -133,7 +133,13 @@ pub trait Vcpu: Send {
     fn setup_lint(&self) -> Result<()>;
     /// Guest-physical address of a guest-virtual one in the current paging mode.
     fn translate(&self, gva: u64) -> Result<Option<u64>>;
-    /// Everything needed to recreate this vCPU elsewhere.
+    /// Lets KVM finish the instruction of the last exit (an I/O or MMIO exit leaves RIP on
+    /// the instruction until the next `KVM_RUN`, on AMD at least) without running the guest
+    /// further: one `KVM_RUN` with immediate exit. Call it after the last exit and before
+    /// [`Vcpu::state`], or a restored guest repeats that instruction.
+    fn complete_pending_exit(&mut self) -> Result<()>;
+    /// Everything needed to recreate this vCPU elsewhere (after
+    /// [`Vcpu::complete_pending_exit`]).
     fn state(&self) -> Result<VcpuState>;
     fn set_state(&self, state: &VcpuState) -> Result<()>;
 }

@@ -179,6 +179,27 @@ impl Vcpu for KvmVcpu {
         Ok((t.valid != 0).then_some(t.physical_address))
     }
 
+    fn complete_pending_exit(&mut self) -> Result<()> {
+        self.set_immediate_exit(true);
+        let result = match self.fd.run() {
+            // Immediate exit: KVM completed what was pending and returned before entering.
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Ok(exit) => {
+                log::warn!("the vCPU exited with {exit:?} instead of at once");
+                Err(HypervisorError::Ioctl {
+                    op: "KVM_RUN (immediate exit)",
+                    source: kvm_ioctls::Error::new(libc::EBUSY),
+                })
+            }
+            Err(e) => Err(HypervisorError::Ioctl {
+                op: "KVM_RUN (immediate exit)",
+                source: e,
+            }),
+        };
+        self.set_immediate_exit(false);
+        result
+    }
+
     fn state(&self) -> Result<VcpuState> {
         let cpuid = self
             .fd
