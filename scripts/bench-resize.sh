@@ -10,7 +10,8 @@
 # its last 1024 requests).
 #
 # Usage: scripts/bench-resize.sh
-# Environment: BENCH_RUNS (default 5), BENCH_KEEP=DIR (keep consoles and results).
+# Environment: BENCH_RUNS (default 5), BENCH_KEEP=DIR (keep consoles and results),
+# ACCORDION_BENCH_MEMORY_OPTIONS (more --memory options for Accordion, e.g. slot_size=4G).
 set -euo pipefail
 
 LOG_TAG=bench-resize

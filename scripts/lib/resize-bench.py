@@ -10,6 +10,8 @@ rounds alternate between them: each asks for +2 GiB, timed from the request unti
 guest's MemTotal line shows the target, then -2 GiB likewise. Prints one JSON object per line on stdout:
   {"vmm": "accordion"|"cloud-hypervisor"|"qemu", "op": "+2G"|"-2G", "run": N, "seconds": S}
 and for Accordion, at the end, {"vmm": "accordion", "device": {...vm.counters...}}.
+ACCORDION_BENCH_MEMORY_OPTIONS (e.g. "slot_size=4G") is added to Accordion's --memory, to
+measure what an option costs.
 """
 import json
 import os
@@ -143,7 +145,9 @@ def main():
         sock = fresh(os.path.join(work, "accordion.sock"))
         acc = Guest([os.path.join(bin_dir, "accordion"), "--kernel", kernel, "--initramfs", initrd,
                      "--cmdline", cmdline, "--cpus", "boot=1",
-                     "--memory", "size=1G,hotplug_method=virtio-mem,hotplug_size=4G",
+                     "--memory", "size=1G,hotplug_method=virtio-mem,hotplug_size=4G"
+                     + "".join("," + o for o in
+                               [os.environ.get("ACCORDION_BENCH_MEMORY_OPTIONS", "")] if o),
                      "--api-socket", "path=" + sock], os.path.join(work, "accordion.log"))
         vmms.append(("accordion", acc,
                      lambda plugged: http_put(sock, "/api/v1/vm.resize", {"desired_ram": GIB + plugged})))
