@@ -13,9 +13,11 @@ use super::rules::{
 /// The KVM ioctls of building a VM and its vCPUs.
 fn kvm_ioctls() -> Vec<u64> {
     let mut requests = vec![
-        // KvmHypervisor::new: API version and capabilities; VM creation and CPUID.
+        // KvmHypervisor::new: API version, capabilities and the MSRs a vCPU's state
+        // carries; VM creation and CPUID.
         kvm::KVM_GET_API_VERSION(),
         kvm::KVM_CHECK_EXTENSION(),
+        kvm::KVM_GET_MSR_INDEX_LIST(),
         kvm::KVM_CREATE_VM(),
         kvm::KVM_GET_SUPPORTED_CPUID(),
         kvm::KVM_GET_VCPU_MMAP_SIZE(),
