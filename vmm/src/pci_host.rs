@@ -121,12 +121,12 @@ impl PciHost {
     /// [`pci::INTX_GSIS`], routed in the DSDT. `None` once they are all given out (the
     /// function then interrupts through MSI-X only).
     pub fn assign_intx(&mut self, slot: u8) -> Option<u32> {
-        let gsi = pci::INTX_GSIS
-            .clone()
-            .find(|g| self.intx_routes.iter().all(|r| r.gsi != *g))?;
         if self.intx_routes.len() >= acpi::MAX_INTX_ROUTES {
             return None;
         }
+        let gsi = pci::INTX_GSIS
+            .clone()
+            .find(|g| self.intx_routes.iter().all(|r| r.gsi != *g))?;
         self.intx_routes
             .push(acpi::PciIntxRoute { device: slot, gsi });
         Some(gsi)
@@ -149,5 +149,27 @@ impl PciHost {
             mmio64_size: mmio64.size,
             intx_routes: self.intx_routes.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intx_lines_are_given_out_once_each_until_none_are_left() {
+        let buses = Arc::new(Buses::default());
+        let mut host = PciHost::new(&buses, 1 << 40).expect("host");
+        let gsis: Vec<Option<u32>> = (1..=9).map(|slot| host.assign_intx(slot)).collect();
+        let given: Vec<u32> = gsis.iter().flatten().copied().collect();
+        assert_eq!(
+            given,
+            pci::INTX_GSIS.collect::<Vec<_>>(),
+            "one GSI each, in order"
+        );
+        assert_eq!(gsis[8], None, "the ninth function gets none");
+        let routes = host.acpi_bridge().intx_routes;
+        assert_eq!(routes.len(), 8);
+        assert_eq!(routes[0], acpi::PciIntxRoute { device: 1, gsi: 16 });
     }
 }
