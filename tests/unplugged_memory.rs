@@ -260,10 +260,10 @@ fn unplugged_blocks_in_a_mapped_slot_stop_the_guest_and_cost_the_host_nothing() 
             (vmas[rest].start, 2 * MIB, "rw-p"),
             "the plugged block, read-write, just before the rest"
         );
+        // The probe's write reached the host's block.
         assert!(
-            block.field("Rss:") <= 2048,
-            "{} KiB resident",
-            block.field("Rss:")
+            block.field("Rss:") > 0,
+            "nothing resident in the plugged block"
         );
 
         // Now the second block: unplugged, in the slot that is in KVM. KVM cannot back it,

@@ -119,8 +119,9 @@ pub struct PciIntxRoute {
     pub gsi: u32,
 }
 
-/// At most this many INTx routes: link devices are named `LNK0`..`LNK9`.
-pub const MAX_INTX_ROUTES: usize = 10;
+/// At most this many INTx routes (`LNK0`..`LNK7`): the IOAPIC has eight pins above the ISA
+/// interrupts.
+pub const MAX_INTX_ROUTES: usize = 8;
 
 /// The SLIT distance from a NUMA node to itself. ACPI normalizes it to 10, and Linux ignores a
 /// SLIT whose diagonal holds anything else.

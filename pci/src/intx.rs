@@ -41,11 +41,6 @@ impl KvmIntx {
             .map_err(|e| std::io::Error::other(format!("irqfd on GSI {gsi}: {e}")))?;
         Ok(KvmIntx { vm, gsi, irqfd })
     }
-
-    /// The line's GSI.
-    pub fn gsi(&self) -> u32 {
-        self.gsi
-    }
 }
 
 impl IntxLine for KvmIntx {

@@ -121,9 +121,6 @@ impl PciHost {
     /// [`pci::INTX_GSIS`], routed in the DSDT. `None` once they are all given out (the
     /// function then interrupts through MSI-X only).
     pub fn assign_intx(&mut self, slot: u8) -> Option<u32> {
-        if self.intx_routes.len() >= acpi::MAX_INTX_ROUTES {
-            return None;
-        }
         let gsi = pci::INTX_GSIS
             .clone()
             .find(|g| self.intx_routes.iter().all(|r| r.gsi != *g))?;

@@ -72,8 +72,8 @@ pub struct Vm {
     config: VmConfig,
     vm: Arc<dyn hypervisor::Vm>,
     supported_cpuid: Vec<hypervisor::CpuIdEntry>,
-    /// Declared before `memory` so that it is dropped first (fields drop in declaration
-    /// order); `shutdown`, run by `Drop`, has already stopped the device threads by then.
+    /// Guest memory and each zone's virtio-mem device; `shutdown`, run by `Drop`, stops the
+    /// device threads before any of it is dropped.
     memory: MemoryManager,
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,

@@ -25,6 +25,14 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
 ];
 
+/// The MTRR MSRs: the default type, and the fixed ranges (the variable ranges, 0x200 up, are
+/// added as eight base/mask pairs).
+const MTRR_MSRS: &[u32] = &[
+    0x2ff, // IA32_MTRR_DEF_TYPE
+    0x250, 0x258, 0x259, // IA32_MTRR_FIX64K_00000, FIX16K_80000, FIX16K_A0000
+    0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f, // IA32_MTRR_FIX4K_*
+];
+
 /// The host's `/dev/kvm`.
 pub struct KvmHypervisor {
     kvm: Kvm,
@@ -46,15 +54,26 @@ impl KvmHypervisor {
                 return Err(HypervisorError::MissingCapability(name));
             }
         }
-        let msrs: Arc<[u32]> = kvm
+        let mut msrs: Vec<u32> = kvm
             .get_msr_index_list()
             .map_err(ioctl_err("KVM_GET_MSR_INDEX_LIST"))?
             .as_slice()
-            .into();
-        Ok(KvmHypervisor { kvm, msrs })
+            .to_vec();
+        // KVM leaves the MTRRs out of its list (QEMU adds them too); a vCPU restored without
+        // them would run with MTRRs off, all memory uncached. Ones this host lacks are skipped
+        // when read.
+        for index in MTRR_MSRS.iter().copied().chain(0x200..0x210) {
+            if !msrs.contains(&index) {
+                msrs.push(index);
+            }
+        }
+        Ok(KvmHypervisor {
+            kvm,
+            msrs: msrs.into(),
+        })
     }
 
-    /// The MSRs a vCPU's state carries: KVM's own list of the ones to save.
+    /// The MSRs a vCPU's state carries: KVM's own list of the ones to save, and the MTRRs.
     pub fn saved_msrs(&self) -> &[u32] {
         &self.msrs
     }

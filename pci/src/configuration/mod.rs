@@ -248,11 +248,6 @@ impl PciConfiguration {
         self.set_byte(REG_INTERRUPT * 4 + 1, pin);
     }
 
-    /// The interrupt pin register.
-    pub fn interrupt_pin(&self) -> u8 {
-        (self.registers[REG_INTERRUPT] >> 8) as u8
-    }
-
     /// The status register.
     pub fn status(&self) -> u16 {
         (self.registers[REG_COMMAND_STATUS] >> 16) as u16

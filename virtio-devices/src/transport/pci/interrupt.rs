@@ -62,8 +62,10 @@ impl InterruptState {
     /// Follows the PCI command register's Interrupt Disable bit. Enabling INTx with an
     /// event pending in the ISR raises the line, as a level-triggered line would be.
     pub fn set_intx_disabled(&self, disabled: bool) {
-        let was = self.intx_disabled.swap(disabled, Ordering::AcqRel);
-        if was && !disabled && self.isr.load(Ordering::Acquire) != 0 && !self.msix().enabled() {
+        // SeqCst here and in `trigger`: the ISR write there and the bit write here must not
+        // both read each other's old value, or an event would go unraised.
+        let was = self.intx_disabled.swap(disabled, Ordering::SeqCst);
+        if was && !disabled && self.isr.load(Ordering::SeqCst) != 0 && !self.msix().enabled() {
             self.pulse_intx();
         }
     }
@@ -72,7 +74,7 @@ impl InterruptState {
     /// Every event pulses (not only the first since the ISR was read): an edge is never
     /// lost that way, and a spare one only makes the driver read an ISR of 0.
     fn pulse_intx(&self) {
-        if self.intx_disabled.load(Ordering::Acquire) {
+        if self.intx_disabled.load(Ordering::SeqCst) {
             return;
         }
         if let Some(line) = self.intx.get() {
@@ -189,7 +191,7 @@ impl VirtioInterrupt for InterruptState {
             return Self::raise(&mut msix, vector);
         }
         drop(msix);
-        self.isr.fetch_or(isr_bit, Ordering::AcqRel);
+        self.isr.fetch_or(isr_bit, Ordering::SeqCst);
         self.pulse_intx();
         Ok(())
     }
