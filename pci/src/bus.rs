@@ -132,23 +132,32 @@ impl PciBus {
         let Some(change) = device.write_config_register(address.register, offset, data) else {
             return;
         };
-        let slot = address.device;
-        if let Err(e) = self.mover.move_bar(slot, &change) {
-            log::error!(
-                "PCI {slot:02x}: cannot move BAR {} from {:#x} to {:#x}: {e}",
-                change.index,
-                change.old_addr,
-                change.new_addr
-            );
-            return;
+        if let Err(e) = self.follow_bar_move(address.device, &mut *device, &change) {
+            log::error!("PCI {:02x}: {e}", address.device);
         }
-        if let Err(e) = device.move_bar(&change) {
-            log::error!(
-                "PCI {slot:02x}: device failed to follow BAR {} to {:#x}: {e}",
-                change.index,
-                change.new_addr
-            );
-        }
+    }
+
+    /// Carries out a move of one of `device`'s BARs (it sits in `slot`): through the
+    /// [`BarMover`], then the device is told. A guest write that reprograms a BAR comes
+    /// here, and so does a restored configuration space that puts one elsewhere.
+    pub fn follow_bar_move(
+        &self,
+        slot: u8,
+        device: &mut dyn PciDevice,
+        change: &BarReprogram,
+    ) -> Result<(), String> {
+        self.mover.move_bar(slot, change).map_err(|e| {
+            format!(
+                "cannot move BAR {} from {:#x} to {:#x}: {e}",
+                change.index, change.old_addr, change.new_addr
+            )
+        })?;
+        device.move_bar(change).map_err(|e| {
+            format!(
+                "the device failed to follow BAR {} to {:#x}: {e}",
+                change.index, change.new_addr
+            )
+        })
     }
 }
 

@@ -55,6 +55,18 @@ pub trait VirtioInterrupt: Send + Sync {
     fn set_needs_reset(&self) -> Result<(), InterruptError>;
 }
 
+/// Where a running queue stands: the next available entry the device will read, and the
+/// next used entry it will write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePosition {
+    /// The queue's index.
+    pub index: u16,
+    /// The device's next available ring index.
+    pub next_avail: u16,
+    /// The device's next used ring index.
+    pub next_used: u16,
+}
+
 /// What a device gets when the driver sets DRIVER_OK.
 pub struct ActivateContext {
     /// Guest memory: queues and buffers live here. Load it around each piece of work and
@@ -155,4 +167,17 @@ pub trait VirtioDevice: Send {
     /// System reset (the guest reboots): back to the state of a fresh device. Called by the
     /// transport after a device [`reset`](Self::reset). The default does nothing.
     fn system_reset(&mut self) {}
+
+    /// Stops an active device's work without resetting it, for a snapshot: its thread
+    /// finishes what it is doing and stops, and its state stays as it was. Returns where
+    /// each queue it runs stands, which the transport saves. A device that is not active
+    /// returns no queues. The default (a device without a thread) does nothing.
+    fn pause(&mut self) -> Result<Vec<QueuePosition>, ResetError> {
+        Ok(Vec::new())
+    }
+
+    /// Starts again what [`pause`](Self::pause) stopped; nothing when nothing was paused.
+    fn resume(&mut self) -> Result<(), ActivateError> {
+        Ok(())
+    }
 }

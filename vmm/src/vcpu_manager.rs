@@ -64,11 +64,13 @@ impl PauseGate {
     }
 
     /// Called by a vCPU thread between runs: parks it while a pause is requested, unless the
-    /// VM is stopping.
-    fn wait_if_paused(&self, stop: &AtomicBool) {
+    /// VM is stopping. `before_parking` runs first, so that what it does is done once the
+    /// VMM sees the thread parked.
+    fn wait_if_paused(&self, stop: &AtomicBool, before_parking: impl FnOnce()) {
         if !self.requested.load(Ordering::SeqCst) {
             return;
         }
+        before_parking();
         let mut parked = self.lock();
         *parked += 1;
         self.changed.notify_all();
@@ -94,42 +96,68 @@ impl PauseGate {
 /// How long pausing waits for every vCPU to leave `KVM_RUN`.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A vCPU as its thread and the VMM share it: the thread holds the lock around each
+/// `KVM_RUN` and its exit, the VMM only while every thread is parked (to take or give state).
+pub type SharedVcpu = Arc<Mutex<Box<dyn Vcpu>>>;
+
 /// The running vCPU threads of one VM.
 pub struct VcpuManager {
     threads: Vec<JoinHandle<()>>,
+    vcpus: Vec<SharedVcpu>,
     stop: Arc<AtomicBool>,
     pause: Arc<PauseGate>,
 }
 
 impl VcpuManager {
-    /// Starts one thread per vCPU; they run until `stop`.
-    pub fn start(vcpus: Vec<Box<dyn Vcpu>>, ctx: VcpuContext) -> std::io::Result<Self> {
+    /// Starts one thread per vCPU; they run until `stop`. With `paused` they park before
+    /// their first `KVM_RUN` (a restored VM that is not to resume yet).
+    pub fn start(
+        vcpus: Vec<Box<dyn Vcpu>>,
+        ctx: VcpuContext,
+        paused: bool,
+    ) -> std::io::Result<Self> {
         let stop = ctx.stop.clone();
         let pause = ctx.pause.clone();
-        let mut threads = Vec::with_capacity(vcpus.len());
+        pause.requested.store(paused, Ordering::SeqCst);
+        let vcpus: Vec<SharedVcpu> = vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
+        let mut manager = VcpuManager {
+            threads: Vec::with_capacity(vcpus.len()),
+            vcpus: vcpus.clone(),
+            stop,
+            pause,
+        };
         for (id, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = ctx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || run_vcpu(id, vcpu, ctx));
             match handle {
-                Ok(h) => threads.push(h),
+                Ok(h) => manager.threads.push(h),
                 Err(e) => {
-                    let mut partial = VcpuManager {
-                        threads,
-                        stop,
-                        pause,
-                    };
-                    partial.stop();
+                    manager.stop();
                     return Err(e);
                 }
             }
         }
-        Ok(VcpuManager {
-            threads,
-            stop,
-            pause,
-        })
+        if paused {
+            manager.pause().map_err(std::io::Error::other)?;
+        }
+        Ok(manager)
+    }
+
+    /// Every vCPU's state, in id order. Only while paused: each thread finished its last
+    /// exit before it parked ([`Vcpu::complete_pending_exit`]).
+    pub fn states(&self) -> Result<Vec<hypervisor::VcpuState>, String> {
+        self.vcpus
+            .iter()
+            .enumerate()
+            .map(|(id, vcpu)| {
+                vcpu.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .state()
+                    .map_err(|e| format!("vcpu{id}: {e}"))
+            })
+            .collect()
     }
 
     /// Takes every vCPU out of `KVM_RUN` and holds it there; returns once all are parked.
@@ -200,7 +228,7 @@ enum Step {
     Fail(String),
 }
 
-fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
+fn run_vcpu(id: usize, shared: SharedVcpu, ctx: VcpuContext) {
     if let Err(e) = ctx.seccomp.apply_to_current() {
         let message = format!("vcpu{id} cannot start: {e}");
         log::error!("{message}");
@@ -208,10 +236,18 @@ fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
         return;
     }
     loop {
-        ctx.pause.wait_if_paused(&ctx.stop);
+        // A parked vCPU's state is complete: KVM finishes the last exit's instruction at the
+        // next KVM_RUN (on AMD), so that run is done, with immediate exit, before parking.
+        ctx.pause.wait_if_paused(&ctx.stop, || {
+            let mut vcpu = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = vcpu.complete_pending_exit() {
+                log::error!("vcpu{id}: finishing the last exit before pausing: {e}");
+            }
+        });
         if ctx.stop.load(Ordering::SeqCst) {
             return;
         }
+        let mut vcpu = shared.lock().unwrap_or_else(|e| e.into_inner());
         let step = match vcpu.run() {
             Ok(VmExit::IoIn(port, data)) => {
                 if !ctx.buses.pio.read(u64::from(port), data) {
@@ -263,7 +299,7 @@ fn run_vcpu(id: usize, mut vcpu: Box<dyn Vcpu>, ctx: VcpuContext) {
         if let Step::Fail(reason) = step {
             let message = format!(
                 "guest stopped on vcpu{id}: {reason}; {}",
-                describe_cpu(vcpu.as_ref(), &ctx.memory.load())
+                describe_cpu(&**vcpu, &ctx.memory.load())
             );
             log::error!("{message}");
             ctx.events.raise(VmEvent::GuestFailure(message));

@@ -258,7 +258,7 @@ impl Vm {
             .unwrap_or_else(|e| e.into_inner())
             .start_output()
             .map_err(io_err("the serial log file"))?;
-        self.vcpus = Some(VcpuManager::start(vcpus, ctx).map_err(io_err("vCPU thread"))?);
+        self.vcpus = Some(VcpuManager::start(vcpus, ctx, false).map_err(io_err("vCPU thread"))?);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod bars;
 mod capability;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -13,6 +14,7 @@ use crate::bar::{BarRegion, NUM_BARS};
 use crate::bytes::{merge_dword_part, read_dword_part};
 
 pub use capability::{CAPABILITY_ID_MSIX, CAPABILITY_ID_VENDOR};
+pub use state::{PciConfigurationState, RestoreError as ConfigRestoreError};
 
 /// Number of 32-bit registers in the conventional (256-byte) configuration space.
 pub const NUM_CONFIG_REGISTERS: usize = 64;

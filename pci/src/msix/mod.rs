@@ -7,6 +7,7 @@
 //! device has no way to interrupt (there is no INTx), so interrupts are dropped.
 
 mod capability;
+mod state;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ pub use capability::{
     msix_message_control, MsixCapability, MAX_MSIX_VECTORS, MSIX_ENABLE, MSIX_FUNCTION_MASK,
     MSIX_TABLE_ENTRY_SIZE,
 };
+pub use state::{MsixEntryState, MsixRestoreError, MsixState};
 pub use table::MsixTableEntry;
 
 use crate::configuration::PciConfiguration;

@@ -11,6 +11,7 @@
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::{features_acceptable, CONFIG_SPACE_SIZE, VIRTIO_ID_MEM};
@@ -19,7 +20,7 @@ use super::shared::MemShared;
 use super::state::{BlockBackend, VirtioMemState};
 use super::worker::{worker_epoll, MemCore, Worker};
 use crate::device::{
-    ActivateContext, ActivateError, ResetError, VirtioDevice, VirtioInterruptType,
+    ActivateContext, ActivateError, QueuePosition, ResetError, VirtioDevice, VirtioInterruptType,
 };
 
 /// Size of the guest-request queue (docs/virtio-mem.md §1.1: what QEMU, Cloud Hypervisor and
@@ -39,10 +40,10 @@ pub enum VirtioMemError {
 /// the queue.
 pub type ThreadStartHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// A running device thread.
+/// A running device thread. It gives its worker back when it ends, `None` after a panic.
 struct Running {
     kill: EventFd,
-    thread: JoinHandle<Option<MemCore>>,
+    thread: JoinHandle<Option<Worker>>,
 }
 
 /// The virtio-mem device; see the module doc.
@@ -52,6 +53,8 @@ pub struct VirtioMem {
     /// The state while no thread runs; `None` while one does, or after it panicked.
     core: Option<MemCore>,
     running: Option<Running>,
+    /// The thread's worker (state, queue, interrupt) while a pause stopped it.
+    paused: Option<Worker>,
     /// Run at the start of each device thread.
     thread_start: Option<ThreadStartHook>,
     /// Refuse a driver that does not accept `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`.
@@ -76,6 +79,7 @@ impl VirtioMem {
                 backend: Box::new(backend),
             }),
             running: None,
+            paused: None,
             thread_start: None,
             unplugged_inaccessible: true,
         })
@@ -120,24 +124,30 @@ impl VirtioMem {
                 return self.give_back(core, ActivateError::Io { what, source });
             }
         };
-        let thread_kill = match kill.try_clone() {
-            Ok(k) => k,
-            Err(source) => {
-                let what = "kill eventfd";
-                return self.give_back(core, ActivateError::Io { what, source });
-            }
-        };
-        let worker = Worker {
+        self.spawn(Worker {
             id: self.id.clone(),
             core,
             mem: context.mem,
             queue,
             queue_index: index,
             queue_event,
-            kill: thread_kill,
+            kill,
             shared: self.shared.clone(),
             interrupt: context.interrupt,
             held_change: None,
+            queue_broken: false,
+        })
+    }
+
+    /// Starts the device thread over `worker` (a new one, or one a pause stopped). On
+    /// failure the state goes back to `self.core`.
+    fn spawn(&mut self, worker: Worker) -> Result<(), ActivateError> {
+        let kill = match worker.kill.try_clone() {
+            Ok(k) => k,
+            Err(source) => {
+                let what = "kill eventfd";
+                return self.give_back(worker.core, ActivateError::Io { what, source });
+            }
         };
         let epoll = match worker_epoll(&worker) {
             Ok(e) => e,
@@ -158,7 +168,7 @@ impl VirtioMem {
                     log::error!("{}: the device thread cannot start: {e}", worker.id);
                     // Not silently dead: the driver learns it must reset the device.
                     worker.broken();
-                    return Some(worker.core);
+                    return Some(worker);
                 }
                 // A panic ends the thread, not the VMM; the driver is told, as for a thread
                 // that cannot start, and the device stays broken (its state went with the
@@ -166,7 +176,7 @@ impl VirtioMem {
                 let alarm = worker.alarm();
                 let id = worker.id.clone();
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(epoll))) {
-                    Ok(core) => Some(core),
+                    Ok(worker) => Some(worker),
                     Err(_) => {
                         log::error!("{id}: the device thread panicked; the device needs a reset");
                         alarm.raise();
@@ -186,6 +196,38 @@ impl VirtioMem {
         }
         self.running = Some(Running { kill, thread });
         Ok(())
+    }
+
+    /// Stops the running thread and takes its worker back.
+    fn stop_thread(&mut self) -> Result<Option<Worker>, ResetError> {
+        let Some(running) = self.running.take() else {
+            return Ok(None);
+        };
+        if let Err(e) = running.kill.write(1) {
+            self.running = Some(running);
+            return Err(ResetError::Kill(e));
+        }
+        match running.thread.join() {
+            Ok(Some(worker)) => Ok(Some(worker)),
+            Ok(None) | Err(_) => {
+                log::error!(
+                    "{}: the device thread panicked; the device is broken",
+                    self.id
+                );
+                Err(ResetError::ThreadPanicked)
+            }
+        }
+    }
+
+    /// The memory state to save: the device must not be running (not activated, or
+    /// paused). `None` while its thread runs, or once a panic took the state.
+    pub fn saved_state(&self) -> Option<super::MemDeviceState> {
+        let core = match &self.paused {
+            Some(worker) => Some(&worker.core),
+            None if self.running.is_none() => self.core.as_ref(),
+            None => None,
+        };
+        core.map(|c| c.state.saved())
     }
 
     /// A failed start: keeps `core` for the next activation.
@@ -272,27 +314,47 @@ impl VirtioDevice for VirtioMem {
     }
 
     fn reset(&mut self) -> Result<(), ResetError> {
-        let Some(running) = self.running.take() else {
+        let worker = match self.paused.take() {
+            Some(worker) => worker,
+            None => match self.stop_thread()? {
+                Some(worker) => worker,
+                None => return Ok(()),
+            },
+        };
+        self.shared.set_running(false, false);
+        self.core = Some(worker.core);
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<Vec<QueuePosition>, ResetError> {
+        if self.paused.is_none() {
+            self.paused = self.stop_thread()?;
+        }
+        let Some(worker) = self.paused.as_mut() else {
+            return Ok(Vec::new());
+        };
+        // A resize asked for since the thread last looked goes into the state now, so that
+        // a snapshot holds it; the driver hears of it at resume.
+        self.shared.publish(&mut worker.core.state, None);
+        Ok(vec![QueuePosition {
+            index: worker.queue_index,
+            next_avail: worker.queue.next_avail(),
+            next_used: worker.queue.next_used(),
+        }])
+    }
+
+    fn resume(&mut self) -> Result<(), ActivateError> {
+        let Some(worker) = self.paused.take() else {
             return Ok(());
         };
-        if let Err(e) = running.kill.write(1) {
-            self.running = Some(running);
-            return Err(ResetError::Kill(e));
+        let interrupt = worker.interrupt.clone();
+        self.spawn(worker)?;
+        // What changed while paused (a resize) is announced; a spare interrupt only makes
+        // the driver read the configuration again.
+        if let Err(e) = interrupt.trigger(VirtioInterruptType::Config) {
+            log::warn!("{}: configuration-change interrupt: {e}", self.id);
         }
-        self.shared.set_running(false, false);
-        match running.thread.join() {
-            Ok(Some(core)) => {
-                self.core = Some(core);
-                Ok(())
-            }
-            Ok(None) | Err(_) => {
-                log::error!(
-                    "{}: the device thread panicked; the device is broken",
-                    self.id
-                );
-                Err(ResetError::ThreadPanicked)
-            }
-        }
+        Ok(())
     }
 
     fn system_reset(&mut self) {

@@ -8,6 +8,7 @@
 //! - [`request`]: the request and response wire formats.
 //! - [`state`]: the device's memory state and the request-handling rules.
 //! - [`discard`]: a [`BlockBackend`] over real host memory (`madvise`, `fallocate`).
+//! - `saved`: the state saved for a snapshot or a migration ([`MemDeviceState`]).
 //! - [`chain`]: one descriptor chain of the guest-request queue, read, handled and answered.
 //!
 //! The device built on it:
@@ -27,6 +28,7 @@ pub mod discard;
 pub mod handle;
 pub mod latency;
 pub mod request;
+mod saved;
 mod shared;
 pub mod state;
 mod worker;
@@ -51,6 +53,7 @@ pub use request::{
     BlockState, Request, RequestError, RequestType, Response, ResponseType, REQUEST_SIZE,
     RESPONSE_SIZE,
 };
+pub use saved::{MemDeviceState, SavedStateError};
 pub use shared::{PluggedSizeChange, PluggedSizeListener, VirtioMemStatus};
 pub use state::{
     BlockBackend, Counters, Discarded, MemGeometry, NoopBackend, ResizeError, SetupError,

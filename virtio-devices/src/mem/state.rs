@@ -388,6 +388,25 @@ impl VirtioMemState {
         })
     }
 
+    /// A device in a state brought back by [`VirtioMemState::from_saved`], which checked it.
+    pub(super) fn with_bitmap(
+        geometry: MemGeometry,
+        node_id: Option<u16>,
+        requested_size: u64,
+        usable_region_size: u64,
+        bitmap: BlockBitmap,
+    ) -> Self {
+        VirtioMemState {
+            geometry,
+            node_id,
+            usable_region_size,
+            requested_size,
+            bitmap,
+            busy: false,
+            counters: Counters::default(),
+        }
+    }
+
     /// The region's fixed shape.
     pub fn geometry(&self) -> MemGeometry {
         self.geometry

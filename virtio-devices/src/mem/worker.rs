@@ -59,6 +59,8 @@ pub struct Worker {
     /// A plugged-size change of the batch being handled, told once the batch has settled
     /// (the host has the unplugged memory back).
     pub held_change: Option<PluggedSizeChange>,
+    /// The driver broke the protocol: the queue is left alone until a device reset.
+    pub queue_broken: bool,
 }
 
 /// The epoll instance of a worker, set up before the thread starts so that failures are
@@ -81,9 +83,9 @@ pub fn worker_epoll(worker: &Worker) -> std::io::Result<Epoll> {
 }
 
 impl Worker {
-    /// Runs until killed; returns the state and backend.
-    pub fn run(mut self, epoll: Epoll) -> MemCore {
-        let mut broken = false;
+    /// Runs until killed; returns itself, to be run again (after a pause) or to give back
+    /// the state and backend.
+    pub fn run(mut self, epoll: Epoll) -> Worker {
         let mut events = [EpollEvent::default(); 3];
         loop {
             let n = match epoll.wait(-1, &mut events) {
@@ -92,7 +94,7 @@ impl Worker {
                 Err(e) => {
                     log::error!("{}: epoll failed, the device stops: {e}", self.id);
                     self.broken();
-                    return self.core;
+                    return self;
                 }
             };
             let mut tokens = [false; 3];
@@ -105,7 +107,8 @@ impl Worker {
                 }
             }
             if tokens[KILL as usize] {
-                return self.core;
+                drain(&self.kill);
+                return self;
             }
             if tokens[RESIZE as usize] {
                 drain(self.shared.wake_event());
@@ -113,8 +116,8 @@ impl Worker {
             }
             if tokens[QUEUE as usize] {
                 drain(&self.queue_event);
-                if !broken {
-                    broken = !self.process_queue();
+                if !self.queue_broken {
+                    self.queue_broken = !self.process_queue();
                 }
                 self.core.state.count_notification();
                 self.publish(None);

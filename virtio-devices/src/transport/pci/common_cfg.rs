@@ -20,6 +20,7 @@ use vm_memory::GuestAddress;
 
 use super::interrupt::{InterruptState, VIRTIO_MSI_NO_VECTOR};
 use super::layout::COMMON_CFG_LEN;
+use super::state::{QueueState, StateError, VirtioPciState};
 use super::status::{DRIVER_OK, FEATURES_OK};
 
 /// What a write to the common configuration asks of the transport.
@@ -79,6 +80,73 @@ impl CommonConfig {
     /// The queues as the driver set them up.
     pub fn queues(&self) -> &[Queue] {
         &self.queues
+    }
+
+    /// The registers and queues, to save: `(device_feature_select, driver_feature_select,
+    /// driver_features, queue_select, queues)`.
+    pub fn saved(&self) -> (u32, u32, u64, u16, Vec<QueueState>) {
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| QueueState {
+                size: q.size(),
+                ready: q.ready(),
+                desc_table: q.desc_table(),
+                avail_ring: q.avail_ring(),
+                used_ring: q.used_ring(),
+                next_avail: q.next_avail(),
+                next_used: q.next_used(),
+            })
+            .collect();
+        (
+            self.device_feature_select,
+            self.driver_feature_select,
+            self.driver_features,
+            self.queue_select,
+            queues,
+        )
+    }
+
+    /// Brings back what [`saved`](Self::saved) gave, checking each queue as a driver's
+    /// writes would be checked. On error nothing changed.
+    pub fn restore(&mut self, s: &VirtioPciState) -> Result<(), StateError> {
+        if s.queues.len() != self.queues.len() {
+            return Err(StateError::QueueCount {
+                saved: s.queues.len(),
+                here: self.queues.len(),
+            });
+        }
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (i, (old, saved)) in self.queues.iter().zip(&s.queues).enumerate() {
+            let bad = |reason: String| StateError::Queue { queue: i, reason };
+            let mut q = Queue::new(old.max_size()).map_err(|e| bad(e.to_string()))?;
+            q.try_set_size(saved.size)
+                .map_err(|e| bad(format!("size {}: {e}", saved.size)))?;
+            q.try_set_desc_table_address(GuestAddress(saved.desc_table))
+                .map_err(|e| bad(format!("descriptor table {:#x}: {e}", saved.desc_table)))?;
+            q.try_set_avail_ring_address(GuestAddress(saved.avail_ring))
+                .map_err(|e| bad(format!("driver ring {:#x}: {e}", saved.avail_ring)))?;
+            q.try_set_used_ring_address(GuestAddress(saved.used_ring))
+                .map_err(|e| bad(format!("device ring {:#x}: {e}", saved.used_ring)))?;
+            q.set_ready(saved.ready);
+            q.set_next_avail(saved.next_avail);
+            q.set_next_used(saved.next_used);
+            queues.push(q);
+        }
+        self.queues = queues;
+        self.device_feature_select = s.device_feature_select;
+        self.driver_feature_select = s.driver_feature_select;
+        self.driver_features = s.driver_features;
+        self.queue_select = s.queue_select;
+        Ok(())
+    }
+
+    /// Records where the device stood in queue `index` (it ran the queue itself).
+    pub fn set_position(&mut self, index: u16, next_avail: u16, next_used: u16) {
+        if let Some(q) = self.queues.get_mut(usize::from(index)) {
+            q.set_next_avail(next_avail);
+            q.set_next_used(next_used);
+        }
     }
 
     /// Device reset: selectors and driver features 0, every queue back to its reset state.

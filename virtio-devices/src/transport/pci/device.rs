@@ -24,6 +24,7 @@ use super::interrupt::InterruptState;
 use super::layout::{BarArea, BarLayout, MSIX_TABLE_OFFSET};
 use super::notify::QueueNotifiers;
 use super::pci_cfg::PciCfgWindow;
+use super::state::{StateError, VirtioPciState};
 use super::status::{next_status, StatusChange, FEATURES_OK};
 use crate::device::{ActivateContext, VirtioDevice, VirtioInterrupt};
 use crate::mem::VIRTIO_F_VERSION_1;
@@ -78,6 +79,8 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     deferred: Option<DeferredWorkNotifier>,
     /// Deferred work waiting for [`Self::service_deferred`].
     pending: Option<DeferredWork>,
+    /// The device's work is stopped for a snapshot ([`Self::pause`]).
+    paused: bool,
 }
 
 /// Tells the thread that serves deferred work that a device has some.
@@ -159,6 +162,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             active: false,
             deferred: None,
             pending: None,
+            paused: false,
         })
     }
 
@@ -217,6 +221,114 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         if let Some(notify) = &self.deferred {
             notify();
         }
+    }
+
+    /// Stops the device's work for a snapshot (deferred work is done first) and records
+    /// where it stands in each queue. The guest must not run meanwhile: its vCPUs are paused.
+    pub fn pause(&mut self) -> Result<(), StateError> {
+        self.service_deferred();
+        if !self.active || self.paused {
+            return Ok(());
+        }
+        for p in self.device.pause().map_err(StateError::Pause)? {
+            self.common.set_position(p.index, p.next_avail, p.next_used);
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Starts again what [`Self::pause`] stopped. A device that cannot start is marked
+    /// DEVICE_NEEDS_RESET, as at a failed activation.
+    pub fn resume(&mut self) {
+        if !std::mem::take(&mut self.paused) {
+            return;
+        }
+        if let Err(e) = self.device.resume() {
+            log::error!("{}: cannot start again after a pause: {e}", self.id);
+            if let Err(e) = self.shared.set_needs_reset() {
+                log::error!("{}: {e}", self.id);
+            }
+        }
+    }
+
+    /// The function's state, to save; the device's own is the device's to give. An active
+    /// device must be paused.
+    pub fn state(&self) -> Result<VirtioPciState, StateError> {
+        if self.active && !self.paused {
+            return Err(StateError::NotPaused);
+        }
+        let (device_feature_select, driver_feature_select, driver_features, queue_select, queues) =
+            self.common.saved();
+        let (status, isr, config_vector, queue_vectors) = self.shared.saved();
+        Ok(VirtioPciState {
+            config: self.config.state(),
+            msix: self.shared.msix().state(),
+            device_feature_select,
+            driver_feature_select,
+            driver_features,
+            queue_select,
+            queues,
+            status,
+            isr,
+            config_vector,
+            queue_vectors,
+            active: self.active,
+        })
+    }
+
+    /// Brings `state` back into this function, which the driver must not have touched,
+    /// over a device already holding its own saved state. Returns the BAR moves the saved
+    /// configuration space makes, which the bus must follow (`pci::PciBus::follow_bar_move`)
+    /// before [`Self::start_restored`]. Another device's or an impossible state is refused;
+    /// the function may then be half restored and must be thrown away (the VMM drops the
+    /// whole VM being restored).
+    pub fn restore(&mut self, state: &VirtioPciState) -> Result<Vec<BarReprogram>, StateError> {
+        if self.active || self.shared.status() != 0 {
+            return Err(StateError::NotFresh);
+        }
+        let offered = self.device.features();
+        if state.driver_features & !offered != 0 {
+            return Err(StateError::Features {
+                driver: state.driver_features,
+                offered,
+            });
+        }
+        self.common.restore(state)?;
+        self.shared.restore(
+            state.status,
+            state.isr,
+            state.config_vector,
+            &state.queue_vectors,
+        )?;
+        let moves = self.config.restore(&state.config)?;
+        self.shared.msix().restore(&state.msix)?;
+        self.shared
+            .set_intx_disabled(self.config.command() & COMMAND_INTX_DISABLE != 0);
+        self.paused = state.active;
+        Ok(moves)
+    }
+
+    /// After [`Self::restore`], and once guest memory holds what it held: starts the
+    /// device when it was running, and has it look at its queues at once (a request the
+    /// guest had made before the snapshot gets its answer without another notification).
+    pub fn start_restored(&mut self) -> Result<(), StateError> {
+        if !std::mem::take(&mut self.paused) {
+            return Ok(());
+        }
+        let context = self.activate_context().ok_or_else(|| {
+            StateError::Activate("a ready queue does not lie in guest memory".into())
+        })?;
+        let ready: Vec<u16> = context.queues.iter().map(|q| q.0).collect();
+        self.device
+            .activate(context)
+            .map_err(|e| StateError::Activate(e.to_string()))?;
+        self.active = true;
+        for index in ready {
+            if let Some(Err(e)) = self.notifiers.event(index).map(|e| e.write(1)) {
+                log::warn!("{}: waking queue {index}: {e}", self.id);
+            }
+        }
+        Ok(())
     }
 
     /// Gives the function INTx: its interrupt pin reads INTA#, and while the driver keeps

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use super::state::StateError;
 use pci::{IntxLine, MsixConfig};
 
 use super::status::{DEVICE_NEEDS_RESET, DRIVER_OK};
@@ -143,6 +144,50 @@ impl InterruptState {
         if let Some(slot) = self.queue_vectors.get(usize::from(queue)) {
             slot.store(v, Ordering::Release);
         }
+    }
+
+    /// Status, ISR and vectors, to save: `(status, isr, config_vector, queue_vectors)`.
+    pub fn saved(&self) -> (u8, u8, u16, Vec<u16>) {
+        (
+            self.status(),
+            self.isr.load(Ordering::Acquire),
+            self.config_vector(),
+            self.queue_vectors
+                .iter()
+                .map(|v| v.load(Ordering::Acquire))
+                .collect(),
+        )
+    }
+
+    /// Brings back what [`saved`](Self::saved) gave. Vectors must be in the table (or
+    /// none); on error nothing changed.
+    pub fn restore(
+        &self,
+        status: u8,
+        isr: u8,
+        config_vector: u16,
+        queue_vectors: &[u16],
+    ) -> Result<(), StateError> {
+        if queue_vectors.len() != self.queue_vectors.len() {
+            return Err(StateError::QueueCount {
+                saved: queue_vectors.len(),
+                here: self.queue_vectors.len(),
+            });
+        }
+        let vectors = self.msix().vectors();
+        if let Some(&vector) = std::iter::once(&config_vector)
+            .chain(queue_vectors)
+            .find(|&&v| v != VIRTIO_MSI_NO_VECTOR && v >= vectors)
+        {
+            return Err(StateError::Vector { vector, vectors });
+        }
+        self.status.store(status, Ordering::Release);
+        self.isr.store(isr, Ordering::Release);
+        self.config_vector.store(config_vector, Ordering::Release);
+        for (slot, &v) in self.queue_vectors.iter().zip(queue_vectors) {
+            slot.store(v, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Device reset: status and ISR 0, every vector unassigned. The MSI-X table is PCI

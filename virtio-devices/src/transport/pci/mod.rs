@@ -9,6 +9,7 @@
 //! - `notify`: queue notification eventfds and their ioeventfd registration.
 //! - `pci_cfg`: the configuration-space window into BAR 0.
 //! - [`device`]: the PCI function tying them together.
+//! - [`state`]: its state saved for a snapshot and brought back.
 //!
 //! # Wiring (what the VMM does)
 //!
@@ -29,6 +30,7 @@ mod interrupt;
 pub mod layout;
 mod notify;
 mod pci_cfg;
+pub mod state;
 pub mod status;
 
 pub use device::{
@@ -37,6 +39,7 @@ pub use device::{
 };
 pub use error::VirtioPciError;
 pub use interrupt::VIRTIO_MSI_NO_VECTOR;
+pub use state::{QueueState, StateError, VirtioPciState};
 
 #[cfg(test)]
 mod tests;
