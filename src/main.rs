@@ -89,6 +89,12 @@ fn cli() -> Command {
                 .help("Serve the REST API on this unix socket (created with mode 0600)"),
         )
         .arg(
+            Arg::new("restore")
+                .long("restore")
+                .value_name("source_url=file:///DIR[,resume=on][,memory_restore_mode=copy]")
+                .help("Bring back the VM a snapshot directory holds (instead of --kernel)"),
+        )
+        .arg(
             Arg::new("event-monitor")
                 .long("event-monitor")
                 .value_name("path=PATH|fd=N")
@@ -166,11 +172,22 @@ fn options_from(m: &ArgMatches) -> Result<VmmOptions, ConfigError> {
         .contains_id("kernel")
         .then(|| config_from(m))
         .transpose()?;
+    let restore = m
+        .get_one::<String>("restore")
+        .map(|v| vmm::snapshot::request::RestoreConfig::parse(v))
+        .transpose()?;
+    if vm.is_some() && restore.is_some() {
+        return Err(ConfigError::new(
+            "--restore",
+            "cannot be given with --kernel: the snapshot holds the VM's configuration",
+        ));
+    }
     Ok(VmmOptions {
         vm,
         api_socket,
         event_monitor,
         seccomp,
+        restore,
     })
 }
 

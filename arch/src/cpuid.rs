@@ -75,6 +75,43 @@ pub fn vcpu_cpuid(supported: &[CpuIdEntry], id: u32, count: u32) -> Vec<CpuIdEnt
     entries
 }
 
+/// The feature registers a guest's code may depend on: `(leaf, subleaf, register name)`.
+const FEATURE_REGISTERS: [(u32, u32, &str); 8] = [
+    (0x1, 0, "ecx"),
+    (0x1, 0, "edx"),
+    (0x7, 0, "ebx"),
+    (0x7, 0, "ecx"),
+    (0x7, 0, "edx"),
+    (0xd, 1, "eax"),
+    (0x8000_0001, 0, "ecx"),
+    (0x8000_0001, 0, "edx"),
+];
+
+/// The feature bits `saved` (a vCPU's CPUID from another VM, to restore) has that `here`
+/// (what this host gives the same vCPU, [`vcpu_cpuid`]) lacks, as "leaf 0x7.0 ebx bits
+/// 0x..." texts; empty when a guest that ran with `saved` can run here.
+pub fn missing_features(saved: &[CpuIdEntry], here: &[CpuIdEntry]) -> Vec<String> {
+    let register = |entries: &[CpuIdEntry], leaf: u32, subleaf: u32, name: &str| {
+        entries
+            .iter()
+            .find(|e| e.function == leaf && e.index == subleaf)
+            .map_or(0, |e| match name {
+                "eax" => e.eax,
+                "ebx" => e.ebx,
+                "ecx" => e.ecx,
+                _ => e.edx,
+            })
+    };
+    FEATURE_REGISTERS
+        .iter()
+        .filter_map(|&(leaf, subleaf, name)| {
+            let missing =
+                register(saved, leaf, subleaf, name) & !register(here, leaf, subleaf, name);
+            (missing != 0).then(|| format!("leaf {leaf:#x}.{subleaf} {name} bits {missing:#x}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +122,20 @@ mod tests {
             index,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn features_the_host_lacks_are_named() {
+        let mut saved = leaf(0x7, 0);
+        saved.ebx = 0b1011;
+        let mut here = leaf(0x7, 0);
+        here.ebx = 0b0011;
+        assert_eq!(
+            missing_features(&[saved], &[here]),
+            vec!["leaf 0x7.0 ebx bits 0x8".to_string()]
+        );
+        here.ebx = 0b1111;
+        assert!(missing_features(&[saved], &[here]).is_empty());
     }
 
     #[test]

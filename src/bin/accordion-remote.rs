@@ -95,6 +95,18 @@ const ENDPOINTS: &[Endpoint] = &[
         about: "Set one memory zone's RAM (its boot RAM plus its virtio-mem device)",
     },
     Endpoint {
+        command: "snapshot",
+        endpoint: "vm.snapshot",
+        method: "PUT",
+        about: "Save the paused VM into a new directory (file:///DIR)",
+    },
+    Endpoint {
+        command: "restore",
+        endpoint: "vm.restore",
+        method: "PUT",
+        about: "Bring back a snapshot on a VMM without a VM",
+    },
+    Endpoint {
         command: "shutdown-vmm",
         endpoint: "vmm.shutdown",
         method: "PUT",
@@ -152,6 +164,22 @@ fn cli() -> Command {
                             .help("The zone's RAM wanted, with an optional K, M or G suffix"),
                     );
             }
+            "snapshot" => {
+                sub = sub.arg(
+                    Arg::new("destination_url")
+                        .value_name("file:///DIR")
+                        .required(true)
+                        .help("Where to save; the directory must not exist"),
+                );
+            }
+            "restore" => {
+                sub = sub.arg(
+                    Arg::new("restore_config")
+                        .value_name("source_url=file:///DIR[,resume=on][,memory_restore_mode=copy]")
+                        .required(true)
+                        .help("The snapshot, as accordion --restore takes it"),
+                );
+            }
             _ => {}
         }
         cmd = cmd.subcommand(sub);
@@ -181,6 +209,32 @@ fn body_for(command: &str, args: &ArgMatches) -> Result<Option<String>, String> 
             let ram = size_arg(args, "size")?;
             return Ok(Some(
                 serde_json::json!({ "id": id, "desired_ram": ram }).to_string(),
+            ));
+        }
+        "snapshot" => {
+            let url = args
+                .get_one::<String>("destination_url")
+                .cloned()
+                .unwrap_or_default();
+            return Ok(Some(
+                serde_json::json!({ "destination_url": url }).to_string(),
+            ));
+        }
+        "restore" => {
+            let value = args
+                .get_one::<String>("restore_config")
+                .cloned()
+                .unwrap_or_default();
+            let config =
+                vmm::snapshot::request::RestoreConfig::parse(&value).map_err(|e| e.to_string())?;
+            return Ok(Some(
+                serde_json::json!({
+                    "source_url": config.source_url,
+                    "prefault": config.prefault,
+                    "memory_restore_mode": config.memory_restore_mode,
+                    "resume": config.resume,
+                })
+                .to_string(),
             ));
         }
         _ => return Ok(None),

@@ -16,7 +16,7 @@ pub mod view;
 pub mod testing;
 
 pub use device::{
-    ActivateContext, ActivateError, InterruptError, QueuePosition, ResetError, VirtioDevice, VirtioInterrupt,
-    VirtioInterruptType,
+    ActivateContext, ActivateError, InterruptError, QueuePosition, ResetError, VirtioDevice,
+    VirtioInterrupt, VirtioInterruptType,
 };
 pub use transport::pci::{VirtioPciDevice, VirtioPciError};

@@ -250,6 +250,17 @@ impl ConsoleConfig {
 impl VmConfig {
     /// Checks everything that can be checked before a VM exists.
     pub fn validate(&self) -> Result<()> {
+        self.validate_machine()?;
+        check_readable("--kernel", &self.payload.kernel)?;
+        if let Some(initramfs) = &self.payload.initramfs {
+            check_readable("--initramfs", initramfs)?;
+        }
+        Ok(())
+    }
+
+    /// Everything [`validate`](Self::validate) checks but the payload files: what a
+    /// snapshot's configuration must pass (its guest is past the kernel loader).
+    pub fn validate_machine(&self) -> Result<()> {
         let boot = self.cpus.boot_vcpus;
         if boot == 0 {
             return Err(ConfigError::new(
@@ -286,10 +297,6 @@ impl VmConfig {
                 "--memory",
                 "size must be a multiple of 4 KiB",
             ));
-        }
-        check_readable("--kernel", &self.payload.kernel)?;
-        if let Some(initramfs) = &self.payload.initramfs {
-            check_readable("--initramfs", initramfs)?;
         }
         if self.console.mode != ConsoleMode::Off {
             return Err(ConfigError::new(

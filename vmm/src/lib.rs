@@ -10,6 +10,7 @@ pub mod memory;
 pub mod pci_host;
 pub mod seccomp;
 pub mod signal_handler;
+pub mod snapshot;
 pub mod stdin_forwarder;
 pub mod unsupported_fields;
 pub mod vcpu_manager;

@@ -117,6 +117,20 @@ impl PciHost {
         Ok(added.slot)
     }
 
+    /// Carries out a BAR move of the function in `slot` (`device`, locked by the caller):
+    /// a restored configuration space that puts a BAR elsewhere.
+    pub fn follow_bar_move(
+        &self,
+        slot: u8,
+        device: &mut dyn PciDevice,
+        change: &BarReprogram,
+    ) -> Result<(), String> {
+        self.bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .follow_bar_move(slot, device, change)
+    }
+
     /// Gives the function in `slot` an INTx line of its own: the next free GSI of
     /// [`pci::INTX_GSIS`], routed in the DSDT. `None` once they are all given out (the
     /// function then interrupts through MSI-X only).

@@ -67,6 +67,10 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
     move |source| VmError::Io { what, source }
 }
 
+#[path = "vm_snapshot.rs"]
+mod snapshot;
+pub use snapshot::{MemoryRestoreMode, RestoreOptions, SnapshotReport};
+
 /// A created VM; `boot` loads the payload and starts the vCPUs.
 pub struct Vm {
     config: VmConfig,
@@ -106,6 +110,19 @@ impl Vm {
         serial_output: SerialOutput,
         seccomp: SeccompMode,
     ) -> Result<Self, VmError> {
+        Self::build(hypervisor, config, events, serial_output, seccomp, None)
+    }
+
+    /// A VM built from `config`, its devices in the states `saved` gives (a snapshot's) or
+    /// fresh. Nothing runs yet.
+    fn build(
+        hypervisor: &dyn Hypervisor,
+        config: &VmConfig,
+        events: Arc<VmEventSignal>,
+        serial_output: SerialOutput,
+        seccomp: SeccompMode,
+        saved: Option<&crate::snapshot::DevicesState>,
+    ) -> Result<Self, VmError> {
         // Compiled here, on the VMM thread, so that a bad filter fails the VM's creation.
         let vcpu_filter = ThreadFilter::new(ThreadKind::Vcpu, seccomp)?;
         let virtio_mem_filter = ThreadFilter::new(ThreadKind::VirtioMem, seccomp)?;
@@ -121,24 +138,28 @@ impl Vm {
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
-        memory.add_devices(crate::memory::devices::DeviceContext {
-            vm: &vm,
-            routing: &routing,
-            pci: &mut pci,
-            mmio: &buses.mmio,
-            with_numa: config.numa.is_some(),
-            seccomp: &virtio_mem_filter,
-            device_work: {
-                let events = events.clone();
-                Arc::new(move || events.request_device_work())
+        memory.add_devices(
+            crate::memory::devices::DeviceContext {
+                vm: &vm,
+                routing: &routing,
+                pci: &mut pci,
+                mmio: &buses.mmio,
+                with_numa: config.numa.is_some(),
+                seccomp: &virtio_mem_filter,
+                device_work: {
+                    let events = events.clone();
+                    Arc::new(move || events.request_device_work())
+                },
+                stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
             },
-            stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
-        })?;
+            saved.map(|s| s.memory_devices.as_slice()),
+        )?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
-        let serial_device =
-            SerialDevice::new(serial_irq, serial_output).map_err(io_err("serial output"))?;
+        let serial_state = saved.map(|s| (&s.serial).into()).unwrap_or_default();
+        let serial_device = SerialDevice::with_state(serial_irq, serial_output, &serial_state)
+            .map_err(io_err("serial output"))?;
         let serial_counters = serial_device.counters();
         let serial = Arc::new(Mutex::new(serial_device));
         buses
@@ -159,7 +180,9 @@ impl Vm {
         )?;
         let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("GED irqfd"))?;
         vm.register_irqfd(&ged_irq, GED_GSI)?;
-        let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
+        let mut ged_device = GedDevice::new(ged_irq);
+        ged_device.set_pending(saved.map_or(0, |s| s.ged_pending));
+        let ged = Arc::new(Mutex::new(ged_device));
         buses
             .pio
             .insert(ged.clone(), u64::from(GED_PORT), acpi::GED_PORT_COUNT)?;
@@ -245,6 +268,15 @@ impl Vm {
             }
             vcpus.push(vcpu);
         }
+        self.start_vcpus(vcpus, false)
+    }
+
+    /// Opens the serial output and starts one thread per vCPU, parked at once when `paused`.
+    fn start_vcpus(
+        &mut self,
+        vcpus: Vec<Box<dyn hypervisor::Vcpu>>,
+        paused: bool,
+    ) -> Result<(), VmError> {
         let ctx = VcpuContext {
             buses: self.buses.clone(),
             events: self.events.clone(),
@@ -258,7 +290,7 @@ impl Vm {
             .unwrap_or_else(|e| e.into_inner())
             .start_output()
             .map_err(io_err("the serial log file"))?;
-        self.vcpus = Some(VcpuManager::start(vcpus, ctx, false).map_err(io_err("vCPU thread"))?);
+        self.vcpus = Some(VcpuManager::start(vcpus, ctx, paused).map_err(io_err("vCPU thread"))?);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use hypervisor::kvm::KvmHypervisor;
 use serde_json::json;
@@ -47,6 +48,8 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--restore: {0}")]
+    Restore(String),
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> VmmError + '_ {
@@ -78,6 +81,8 @@ pub struct VmmOptions {
     pub event_monitor: Option<File>,
     /// `--seccomp`.
     pub seccomp: SeccompMode,
+    /// `--restore`: a snapshot to bring back at once, instead of `vm`.
+    pub restore: Option<crate::snapshot::request::RestoreConfig>,
 }
 
 const EPOLL_EVENTS: usize = 8;
@@ -372,12 +377,109 @@ impl Vmm {
             },
             ApiAction::VmResize(body) => self.resize(&body),
             ApiAction::VmResizeZone(body) => self.resize_zone(&body.id, body.desired_ram),
+            ApiAction::VmSnapshot(body) => self.snapshot(&body.destination_url),
+            ApiAction::VmRestore(body) => self.restore(&body),
             ApiAction::VmPowerButton => self
                 .running_vm()
                 .and_then(|vm| vm.power_button().map_err(vm_api_error))
                 .map(|()| None),
         };
         (result, false)
+    }
+
+    /// `vm.snapshot`: the paused VM into a new directory; it stays paused.
+    fn snapshot(&mut self, url: &str) -> ApiResult {
+        let dir = crate::snapshot::url::directory(url, "destination_url")
+            .map_err(|e| ApiError::bad_request(format!("vm.snapshot: {e}")))?;
+        let vm = self.running_vm()?;
+        if !vm.is_paused() {
+            return Err(ApiError::conflict(
+                "vm.snapshot needs a paused VM (PUT /api/v1/vm.pause first)",
+            ));
+        }
+        event_with(
+            "vm",
+            "snapshotting",
+            Some(BTreeMap::from([(
+                "destination_url".to_string(),
+                url.to_string(),
+            )])),
+        );
+        let started = Instant::now();
+        match vm.snapshot(&dir) {
+            Ok(report) => {
+                event_with(
+                    "vm",
+                    "snapshotted",
+                    Some(report_props(url, &report, started)),
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                let reason = format!("vm.snapshot: {e}");
+                log::error!("{reason}");
+                event_with(
+                    "vm",
+                    "snapshot-failed",
+                    Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
+                );
+                Err(snapshot_api_error(&e, reason))
+            }
+        }
+    }
+
+    /// `vm.restore` (and `--restore`): builds the VM a snapshot holds, on a VMM without
+    /// one; it runs at once with `resume`, or waits paused for `vm.resume`.
+    fn restore(&mut self, config: &crate::snapshot::request::RestoreConfig) -> ApiResult {
+        if self.config.is_some() {
+            return Err(ApiError::conflict(
+                "vm.restore needs a VMM without a VM (PUT /api/v1/vm.delete first)",
+            ));
+        }
+        let dir = crate::snapshot::url::directory(&config.source_url, "source_url")
+            .map_err(|e| ApiError::bad_request(format!("vm.restore: {e}")))?;
+        event_with(
+            "vm",
+            "restoring",
+            Some(BTreeMap::from([(
+                "source_url".to_string(),
+                config.source_url.clone(),
+            )])),
+        );
+        let started = Instant::now();
+        // An event a previous VM raised as it was being stopped is not this one's.
+        let _ = self.events.take();
+        self.failure = None;
+        let restored = Vm::restore(
+            &self.hypervisor,
+            &dir,
+            self.events.clone(),
+            // The serial log goes on where the snapshotted VM left it.
+            |c| serial_output(c, 1).map_err(|e| e.to_string()),
+            self.seccomp,
+            config.options(),
+        );
+        match restored {
+            Ok((vm, report)) => {
+                self.config = Some(vm.config().clone());
+                self.boots = 1;
+                self.vm = Some(vm);
+                self.watch_resizes();
+                let props = report_props(&config.source_url, &report, started);
+                event_with("vm", "restored", Some(props));
+                Ok(None)
+            }
+            Err(e) => {
+                let reason = format!("vm.restore: {e}");
+                log::error!("{reason}");
+                event_with(
+                    "vm",
+                    "restore-failed",
+                    Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
+                );
+                Err(snapshot_api_error(&e, reason))
+            }
+        }
     }
 
     /// `vm.resize`: the only zone's device.
@@ -431,6 +533,40 @@ impl Vmm {
         self.boot().map_err(vmm_api_error)?;
         event("vm", "booted");
         Ok(None)
+    }
+}
+
+/// A snapshot's or restore's report as event properties: where, the bytes of memory
+/// written or read, the files' sizes and the time taken.
+fn report_props(
+    url: &str,
+    report: &crate::vm::SnapshotReport,
+    started: Instant,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("url".to_string(), url.to_string()),
+        ("memory_bytes".to_string(), report.memory_bytes.to_string()),
+        (
+            "memory_file_len".to_string(),
+            report.memory_file_len.to_string(),
+        ),
+        ("state_bytes".to_string(), report.state_bytes.to_string()),
+        (
+            "duration_ms".to_string(),
+            started.elapsed().as_millis().to_string(),
+        ),
+    ])
+}
+
+/// 409 when the VM is not in a state for it, 500 when the VMM failed, 400 for what the
+/// request named (a directory that exists or cannot be written, a snapshot that cannot be
+/// read or does not fit).
+fn snapshot_api_error(e: &crate::snapshot::SnapshotError, message: String) -> ApiError {
+    use crate::snapshot::SnapshotError;
+    match e {
+        SnapshotError::NotPaused => ApiError::conflict(message),
+        SnapshotError::Vm(_) => ApiError::internal(message),
+        _ => ApiError::bad_request(message),
     }
 }
 
@@ -530,6 +666,11 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         .vm
         .as_ref()
         .is_none_or(|c| c.serial.mode == ConsoleMode::Tty);
+    if options.vm.is_some() && options.restore.is_some() {
+        return Err(VmmError::Restore(
+            "a VM from the command line (--kernel) and --restore exclude each other".into(),
+        ));
+    }
     let raw_terminal = options
         .vm
         .as_ref()
@@ -540,6 +681,9 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         event("vm", "booting");
         vmm.boot()?;
         event("vm", "booted");
+    } else if let Some(restore) = &options.restore {
+        vmm.restore(restore)
+            .map_err(|e| VmmError::Restore(e.message))?;
     }
     let _raw = raw_terminal.then(RawStdin::enable).flatten();
     let status = control_loop(&mut vmm, api.as_ref(), &exit_signal, forward_stdin);

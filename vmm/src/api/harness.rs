@@ -309,6 +309,23 @@ impl Model {
                 let desired = body.desired_ram;
                 self.resize(|zones| check_resize(zones, &body), desired, None)
             }
+            ApiAction::VmSnapshot(body) => {
+                self.running()?;
+                crate::snapshot::url::directory(&body.destination_url, "destination_url")
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                // The model keeps no pause state: a snapshot of it is refused as of a
+                // running VM.
+                Err(ApiError::conflict("the VM is not paused"))
+            }
+            ApiAction::VmRestore(body) => {
+                if self.config.is_some() {
+                    return Err(ApiError::conflict("a VM already exists"));
+                }
+                crate::snapshot::url::directory(&body.source_url, "source_url")
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                // No snapshot directory exists in the model.
+                Err(ApiError::bad_request("cannot read the snapshot"))
+            }
             ApiAction::VmResizeZone(body) => {
                 let id = body.id.clone();
                 let desired = Some(body.desired_ram);
@@ -444,7 +461,14 @@ fn check_route(method: &str, path: &str, routed: &Result<ApiAction, RouteError>)
             assert_eq!(route.method, method);
             assert_eq!(e.status, 400);
             assert!(
-                ["/vm.create", "/vm.resize", "/vm.resize-zone"].contains(&route.path),
+                [
+                    "/vm.create",
+                    "/vm.resize",
+                    "/vm.resize-zone",
+                    "/vm.snapshot",
+                    "/vm.restore"
+                ]
+                .contains(&route.path),
                 "{path} has no body to refuse"
             );
         }

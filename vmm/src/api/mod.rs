@@ -29,6 +29,8 @@ pub enum ApiAction {
     VmPowerButton,
     VmResize(crate::memory::resize::VmResize),
     VmResizeZone(crate::memory::resize::VmResizeZone),
+    VmSnapshot(crate::snapshot::request::VmSnapshotConfig),
+    VmRestore(Box<crate::snapshot::request::RestoreConfig>),
 }
 
 /// An API failure: the HTTP status and a message for the client.

@@ -34,6 +34,8 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/vm.power-button"),
     route("PUT", "/vm.resize"),
     route("PUT", "/vm.resize-zone"),
+    route("PUT", "/vm.snapshot"),
+    route("PUT", "/vm.restore"),
 ];
 
 /// Why a request matched no action.
@@ -84,6 +86,17 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteEr
         "/vm.resize-zone" => ApiAction::VmResizeZone(
             parse_body("vm.resize-zone", body).map_err(RouteError::BadRequest)?,
         ),
+        "/vm.snapshot" => {
+            ApiAction::VmSnapshot(parse_body("vm.snapshot", body).map_err(RouteError::BadRequest)?)
+        }
+        "/vm.restore" => {
+            let config: crate::snapshot::request::RestoreConfig =
+                parse_body("vm.restore", body).map_err(RouteError::BadRequest)?;
+            config
+                .check_unsupported()
+                .map_err(|e| RouteError::BadRequest(ApiError::bad_request(e)))?;
+            ApiAction::VmRestore(Box::new(config))
+        }
         // Every path of ROUTES has its arm above (`every_route_parses` checks it).
         other => return Err(RouteError::NotFound(other.to_string())),
     })
@@ -178,6 +191,16 @@ mod tests {
                 "/vm.resize-zone",
                 r#"{"id":"mem0","desired_ram":1073741824}"#,
                 r#"VmResizeZone(VmResizeZone { id: "mem0", desired_ram: 1073741824 })"#,
+            ),
+            (
+                "/vm.snapshot",
+                r#"{"destination_url":"file:///tmp/s"}"#,
+                r#"VmSnapshot(VmSnapshotConfig { destination_url: "file:///tmp/s" })"#,
+            ),
+            (
+                "/vm.restore",
+                r#"{"source_url":"file:///tmp/s","resume":true}"#,
+                r#"VmRestore(RestoreConfig { source_url: "file:///tmp/s", prefault: false, memory_restore_mode: Copy, resume: true, net_fds: Null, vfio_fds: Null, iommufd_fd: Null, zone_updates: Null })"#,
             ),
         ];
         assert_eq!(cases.len(), ROUTES.len(), "a route without a case");

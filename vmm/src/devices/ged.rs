@@ -17,6 +17,17 @@ impl GedDevice {
         GedDevice { pending: 0, irqfd }
     }
 
+    /// Events latched and not yet read, to save.
+    pub fn pending(&self) -> u8 {
+        self.pending
+    }
+
+    /// Brings back what [`pending`](Self::pending) saved (the interrupt, if any, is in the
+    /// saved IOAPIC).
+    pub fn set_pending(&mut self, events: u8) {
+        self.pending = events;
+    }
+
     /// Latches `events` (bits of `acpi::GED_EVENT_*`) and interrupts the guest.
     pub fn notify(&mut self, events: u8) -> std::io::Result<()> {
         self.pending |= events;

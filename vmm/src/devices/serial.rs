@@ -114,6 +114,15 @@ pub struct SerialDevice {
 
 impl SerialDevice {
     pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
+        Self::with_state(irqfd, output, &vm_superio::serial::SerialState::default())
+    }
+
+    /// A UART with the registers and receive FIFO of `state` (a snapshot's).
+    pub fn with_state(
+        irqfd: EventFd,
+        output: SerialOutput,
+        state: &vm_superio::serial::SerialState,
+    ) -> io::Result<Self> {
         let pending_log = match &output {
             SerialOutput::File { path, start_afresh } => Some((path.clone(), *start_afresh)),
             _ => None,
@@ -124,8 +133,15 @@ impl SerialDevice {
             inner: output.into_writer(&log)?,
             counters: counters.clone(),
         };
+        let uart = Serial::from_state(
+            state,
+            IrqfdTrigger(irqfd),
+            vm_superio::serial::NoEvents,
+            writer,
+        )
+        .map_err(|e| io::Error::other(format!("the saved UART state: {e:?}")))?;
         Ok(SerialDevice {
-            uart: Serial::new(IrqfdTrigger(irqfd), writer),
+            uart,
             counters,
             pending_log,
             log,
@@ -150,6 +166,11 @@ impl SerialDevice {
         // Set once: `pending_log` was taken above.
         let _ = self.log.set(file);
         Ok(())
+    }
+
+    /// The registers and receive FIFO, to save.
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.uart.state()
     }
 
     /// The port's byte counts; readable without the device lock.

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use virtio_devices::mem::{
-    HostMemoryBackend, PluggedSizeChange, VirtioMem, VirtioMemHandle, VirtioMemState,
+    HostMemoryBackend, MemDeviceState, PluggedSizeChange, VirtioMem, VirtioMemHandle,
+    VirtioMemState,
 };
 use virtio_devices::transport::pci::msix_vector_count;
 use virtio_devices::VirtioPciDevice;
@@ -25,6 +26,8 @@ use super::unplugged::{UnpluggedAccess, UnpluggedCounters};
 use crate::bus::Bus;
 use crate::pci_host::PciHost;
 use crate::seccomp::ThreadFilter;
+use crate::snapshot::memory_file::HostRange;
+use virtio_devices::transport::pci::VirtioPciState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryDeviceError {
@@ -79,6 +82,18 @@ pub enum MemoryDeviceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("virtio-mem {id}: the saved state: {source}")]
+    Saved {
+        id: String,
+        #[source]
+        source: virtio_devices::mem::SavedStateError,
+    },
+    #[error("virtio-mem {id}: making the saved plugged blocks ready: {source}")]
+    Replug {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("virtio-mem {id}: on the PCI bus: {source}")]
     Bus {
         id: String,
@@ -101,7 +116,9 @@ pub struct MemoryDevice {
     stall_timeout: Duration,
     /// The progress count of the last stall reported (one event per stall).
     stall_reported: AtomicU64,
-    _pci: Arc<Mutex<VirtioPciDevice<VirtioMem>>>,
+    pci: Arc<Mutex<VirtioPciDevice<VirtioMem>>>,
+    /// Its slot on bus 0.
+    slot: u8,
 }
 
 fn backend_name(backing: &Backing, page_size: u64) -> &'static str {
@@ -182,7 +199,9 @@ fn backend(
 }
 
 /// Creates the device of zone `id` on guest NUMA node `node` for `region` (device `index` of
-/// `access`), and puts it on the PCI bus.
+/// `access`), and puts it on the PCI bus. With `saved` (a snapshot's state of this device)
+/// the device starts in that state, its plugged blocks made ready in host memory; the PCI
+/// function's state comes later ([`MemoryDevice::restore_function`]).
 pub fn create(
     ctx: &mut DeviceContext<'_>,
     access: &Arc<AccessibleMemory>,
@@ -190,6 +209,7 @@ pub fn create(
     id: &str,
     node: u32,
     region: &DeviceRegion,
+    saved: Option<&MemDeviceState>,
 ) -> Result<MemoryDevice, MemoryDeviceError> {
     let id = id.to_string();
     let zone_node = node;
@@ -207,13 +227,27 @@ pub fn create(
             id: id.clone(),
             node: zone_node,
         })?;
-    let state = VirtioMemState::new(geometry, node, region.hotplugged_size).map_err(|source| {
-        MemoryDeviceError::Geometry {
+    let state = match saved {
+        Some(saved) => VirtioMemState::from_saved(geometry, node, saved).map_err(|source| {
+            MemoryDeviceError::Saved {
+                id: id.clone(),
+                source,
+            }
+        })?,
+        None => VirtioMemState::new(geometry, node, region.hotplugged_size).map_err(|source| {
+            MemoryDeviceError::Geometry {
+                id: id.clone(),
+                source: virtio_devices::mem::SetupError::Resize(source),
+            }
+        })?,
+    };
+    let mut backend = backend(ctx, access, &id, index, region)?;
+    state
+        .replug(&mut backend)
+        .map_err(|source| MemoryDeviceError::Replug {
             id: id.clone(),
-            source: virtio_devices::mem::SetupError::Resize(source),
-        }
-    })?;
-    let backend = backend(ctx, access, &id, index, region)?;
+            source,
+        })?;
     let slots = backend.status();
     let mut device =
         VirtioMem::new(id.clone(), state, backend).map_err(|source| MemoryDeviceError::Device {
@@ -322,7 +356,8 @@ pub fn create(
         unplugged: unplugged_counters,
         stall_timeout: ctx.stall_timeout,
         stall_reported: AtomicU64::new(u64::MAX),
-        _pci: pci_device,
+        pci: pci_device,
+        slot,
     })
 }
 
@@ -459,7 +494,7 @@ impl MemoryDevice {
 
     /// Starts or stops the device thread if the driver asked (on the VMM thread).
     pub fn service_deferred(&self) {
-        self._pci
+        self.pci
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .service_deferred();
@@ -469,7 +504,7 @@ impl MemoryDevice {
     /// guest memory is unmapped).
     pub fn stop(&self) {
         use virtio_devices::VirtioDevice;
-        let mut pci = self._pci.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pci = self.pci.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = pci.device_mut().reset() {
             log::error!("virtio-mem {}: stopping the device thread: {e}", self.id);
         }
@@ -477,5 +512,69 @@ impl MemoryDevice {
 
     pub fn plugged_size(&self) -> u64 {
         self.handle.status().plugged_size
+    }
+
+    fn function(&self) -> std::sync::MutexGuard<'_, VirtioPciDevice<VirtioMem>> {
+        self.pci.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the device thread for a snapshot, keeping everything as it is.
+    pub fn pause(&self) -> Result<(), String> {
+        self.function()
+            .pause()
+            .map_err(|e| format!("virtio-mem {}: {e}", self.id))
+    }
+
+    /// Starts again what [`pause`](Self::pause) stopped.
+    pub fn resume(&self) {
+        self.function().resume();
+    }
+
+    /// The PCI function's and the device's state (paused).
+    pub fn saved(&self) -> Result<(VirtioPciState, MemDeviceState), String> {
+        let function = self.function();
+        let pci = function
+            .state()
+            .map_err(|e| format!("virtio-mem {}: {e}", self.id))?;
+        let mem = function.device().saved_state().ok_or_else(|| {
+            format!(
+                "virtio-mem {}: the device is broken (its thread panicked): its state is lost",
+                self.id
+            )
+        })?;
+        Ok((pci, mem))
+    }
+
+    /// Where the plugged blocks of `mem` (this device's state) are in host memory.
+    pub fn plugged_host_ranges(&self, mem: &MemDeviceState) -> Vec<HostRange> {
+        mem.plugged
+            .iter()
+            .map(|&[first, count]| HostRange {
+                gpa: self.region.addr + first * self.region.block_size,
+                host: self.region.host_addr + first * self.region.block_size,
+                len: count * self.region.block_size,
+            })
+            .collect()
+    }
+
+    /// Brings back the PCI function's state after the device was created from its saved
+    /// state, and moves its BARs where the guest had them.
+    pub fn restore_function(&self, state: &VirtioPciState, pci: &PciHost) -> Result<(), String> {
+        let mut function = self.function();
+        let moves = function
+            .restore(state)
+            .map_err(|e| format!("virtio-mem {}: {e}", self.id))?;
+        for change in moves {
+            pci.follow_bar_move(self.slot, &mut *function, &change)
+                .map_err(|e| format!("virtio-mem {}: {e}", self.id))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the restored device if it ran (guest memory must hold its queues).
+    pub fn start_restored(&self) -> Result<(), String> {
+        self.function()
+            .start_restored()
+            .map_err(|e| format!("virtio-mem {}: {e}", self.id))
     }
 }

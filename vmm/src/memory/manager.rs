@@ -44,6 +44,10 @@ pub enum MemoryError {
     View(String),
     #[error("the memory layout ends at {end:#x} (virtio-mem regions and the 64-bit PCI window), beyond the {bits}-bit physical addresses this host's CPUs (and so KVM) can map: make hotplug_size smaller")]
     AddressSpace { end: u64, bits: u32 },
+    #[error("{0}")]
+    SavedDevices(String),
+    #[error("{0}")]
+    Device(#[from] MemoryDeviceError),
 }
 
 /// How a mapping is backed, for discarding unplugged blocks: private anonymous memory, or a
@@ -494,8 +498,23 @@ impl MemoryManager {
     }
 
     /// Creates the virtio-mem device of each zone that has a region, and puts it on the PCI
-    /// bus. Nothing is plugged until a driver asks.
-    pub fn add_devices(&mut self, mut ctx: DeviceContext<'_>) -> Result<(), MemoryDeviceError> {
+    /// bus. Nothing is plugged until a driver asks; or, with `saved` (a snapshot's devices,
+    /// in zone order), each device starts in its saved state.
+    pub fn add_devices(
+        &mut self,
+        mut ctx: DeviceContext<'_>,
+        saved: Option<&[crate::snapshot::MemoryDeviceState]>,
+    ) -> Result<(), MemoryError> {
+        let with_region = self.zones.iter().filter(|z| z.layout.region.is_some());
+        if let Some(saved) = saved {
+            let ids: Vec<&str> = with_region.map(|z| z.layout.id.as_str()).collect();
+            let saved_ids: Vec<&str> = saved.iter().map(|d| d.id.as_str()).collect();
+            if ids != saved_ids {
+                return Err(MemoryError::SavedDevices(format!(
+                    "the snapshot has virtio-mem devices {saved_ids:?}, its configuration {ids:?}"
+                )));
+            }
+        }
         let mut index = 0;
         for zone in &mut self.zones {
             let Some(region) = &zone.layout.region else {
@@ -508,6 +527,7 @@ impl MemoryManager {
                 &zone.layout.id,
                 zone.layout.node,
                 region,
+                saved.and_then(|s| s.get(index)).map(|d| &d.mem),
             )?;
             zone.device = Some(device);
             index += 1;

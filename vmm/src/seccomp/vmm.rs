@@ -40,6 +40,25 @@ fn kvm_ioctls() -> Vec<u64> {
         kvm::KVM_SET_REGS(),
         kvm::KVM_GET_SREGS(),
         kvm::KVM_SET_SREGS(),
+        // Snapshot and restore: the VM's and every vCPU's state (the vCPUs are parked).
+        kvm::KVM_GET_IRQCHIP(),
+        kvm::KVM_SET_IRQCHIP(),
+        kvm::KVM_GET_CLOCK(),
+        kvm::KVM_SET_CLOCK(),
+        kvm::KVM_GET_PIT2(),
+        kvm::KVM_SET_PIT2(),
+        kvm::KVM_GET_MSRS(),
+        kvm::KVM_GET_CPUID2(),
+        kvm::KVM_GET_MP_STATE(),
+        kvm::KVM_SET_MP_STATE(),
+        kvm::KVM_GET_VCPU_EVENTS(),
+        kvm::KVM_SET_VCPU_EVENTS(),
+        kvm::KVM_GET_DEBUGREGS(),
+        kvm::KVM_SET_DEBUGREGS(),
+        kvm::KVM_GET_XSAVE(),
+        kvm::KVM_SET_XSAVE(),
+        kvm::KVM_GET_XCRS(),
+        kvm::KVM_SET_XCRS(),
     ];
     requests.extend(super::vcpu::kvm_ioctls());
     requests
@@ -94,7 +113,14 @@ pub(super) fn rules() -> Result<Rules> {
         any(libc::SYS_timerfd_settime),
         // Pausing and stopping vCPUs polls every millisecond.
         any(libc::SYS_clock_nanosleep),
-        // Removing the API socket file at exit.
+        // Snapshots: the directory and its two files (memory written positioned), synced;
+        // a failed one is removed (which lists the directory). Restores read them back by
+        // their data extents (lseek SEEK_DATA and SEEK_HOLE, above).
+        any(libc::SYS_mkdirat),
+        any(libc::SYS_pwrite64),
+        any(libc::SYS_fsync),
+        any(libc::SYS_getdents64),
+        // Removing the API socket file at exit, and a failed snapshot.
         any(libc::SYS_unlink),
         any(libc::SYS_unlinkat),
         // The end of the process.

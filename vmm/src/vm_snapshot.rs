@@ -1,0 +1,324 @@
+//! Saving a paused VM to a snapshot directory, and building a VM from one (see
+//! `crate::snapshot` for the directory's files).
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+
+use super::{Vm, VmError};
+use crate::config::VmConfig;
+use crate::devices::SerialOutput;
+use crate::memory::devices::MemoryDevice;
+use crate::seccomp::SeccompMode;
+use crate::snapshot::memory_file::{self, HostRange};
+use crate::snapshot::{
+    DevicesState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE, STATE_FILE,
+    VERSION,
+};
+use crate::vm_event::VmEventSignal;
+use hypervisor::Hypervisor;
+use std::sync::Arc;
+
+/// How a restore brings guest memory back (Cloud Hypervisor's `memory_restore_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryRestoreMode {
+    /// Read the whole memory file before the guest runs.
+    #[default]
+    Copy,
+    /// Fault pages in from the file as the guest touches them.
+    OnDemand,
+}
+
+/// What `vm.restore` and `--restore` ask for besides the directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreOptions {
+    /// Run the guest at once; otherwise it stays paused until `vm.resume`.
+    pub resume: bool,
+    pub mode: MemoryRestoreMode,
+}
+
+/// What a snapshot wrote or a restore read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotReport {
+    /// Bytes of guest memory written to, or read from, the memory file.
+    pub memory_bytes: u64,
+    /// The memory file's length (its holes included).
+    pub memory_file_len: u64,
+    /// The state file's length.
+    pub state_bytes: u64,
+}
+
+fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn vm_error(e: VmError) -> SnapshotError {
+    SnapshotError::Vm(e.to_string())
+}
+
+impl Vm {
+    /// Writes the paused VM into `dir`, which must not exist. On failure nothing is left
+    /// behind; either way the VM stays paused, as it was.
+    pub fn snapshot(&mut self, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
+        if !self.paused || self.vcpus.is_none() {
+            return Err(SnapshotError::NotPaused);
+        }
+        fs::create_dir(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SnapshotError::Exists(dir.display().to_string()),
+            _ => io_error("cannot create the snapshot directory", dir)(e),
+        })?;
+        let devices: Vec<&MemoryDevice> = self.memory.devices().collect();
+        let written = devices
+            .iter()
+            .try_for_each(|d| d.pause())
+            .map_err(SnapshotError::Vm)
+            .and_then(|()| self.write_files(dir));
+        // Every device goes on (resuming one that was not paused does nothing).
+        for d in &devices {
+            d.resume();
+        }
+        if written.is_err() {
+            if let Err(e) = fs::remove_dir_all(dir) {
+                log::warn!("removing the partial snapshot {}: {e}", dir.display());
+            }
+        }
+        written
+    }
+
+    /// Boot RAM as the VMM maps it.
+    fn boot_ram_ranges(&self) -> Vec<HostRange> {
+        self.memory
+            .guest_memory()
+            .iter()
+            .filter_map(|region| {
+                let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+                Some(HostRange {
+                    gpa: region.start_addr().0,
+                    host: host as u64,
+                    len: region.len(),
+                })
+            })
+            .collect()
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
+        let vcpus = self
+            .vcpus
+            .as_ref()
+            .ok_or(SnapshotError::NotPaused)?
+            .states()
+            .map_err(SnapshotError::Vm)?;
+        let vm = self
+            .vm
+            .state()
+            .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+        let mut ranges = self.boot_ram_ranges();
+        let mut memory_devices = Vec::new();
+        for d in self.memory.devices() {
+            let (pci, mem) = d.saved().map_err(SnapshotError::Vm)?;
+            ranges.extend(d.plugged_host_ranges(&mem));
+            memory_devices.push(MemoryDeviceState {
+                id: d.id.clone(),
+                pci,
+                mem,
+            });
+        }
+        let serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+            .into();
+        let ged_pending = self.ged.lock().unwrap_or_else(|e| e.into_inner()).pending();
+
+        let memory_path = dir.join(MEMORY_FILE);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&memory_path)
+            .map_err(io_error("cannot create", &memory_path))?;
+        // SAFETY: boot RAM stays mapped for the VM's life. The plugged ranges come from the
+        // paused devices' own state: plugged blocks are mapped readable, and no unplug can
+        // happen while the device threads are stopped and the vCPUs parked.
+        let (table, memory_bytes) = unsafe { memory_file::write_ranges(&file, &ranges) }
+            .map_err(io_error("cannot write", &memory_path))?;
+        file.sync_all()
+            .map_err(io_error("cannot write", &memory_path))?;
+        let memory_file_len = table.last().map_or(0, |r| r.offset + r.len);
+
+        let snapshot = VmSnapshot {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            config: self.config.clone(),
+            vm,
+            vcpus,
+            devices: DevicesState {
+                serial,
+                ged_pending,
+                memory_devices,
+            },
+            memory: table,
+        };
+        let text = serde_json::to_vec(&snapshot)
+            .map_err(|e| SnapshotError::Vm(format!("encoding the state: {e}")))?;
+        let state_path = dir.join(STATE_FILE);
+        write_new(&state_path, &text)?;
+        Ok(SnapshotReport {
+            memory_bytes,
+            memory_file_len,
+            state_bytes: text.len() as u64,
+        })
+    }
+
+    /// Builds the VM saved in `dir` and starts its vCPUs, running or paused as `options`
+    /// says. `serial_output` gives the serial port's output for the saved configuration.
+    /// Nothing is left running on failure.
+    pub fn restore(
+        hypervisor: &dyn Hypervisor,
+        dir: &Path,
+        events: Arc<VmEventSignal>,
+        serial_output: impl FnOnce(&VmConfig) -> Result<SerialOutput, String>,
+        seccomp: SeccompMode,
+        options: RestoreOptions,
+    ) -> Result<(Vm, SnapshotReport), SnapshotError> {
+        if options.mode == MemoryRestoreMode::OnDemand {
+            return Err(SnapshotError::Unsupported(
+                "memory_restore_mode OnDemand is not implemented yet; use Copy".into(),
+            ));
+        }
+        let state_path = dir.join(STATE_FILE);
+        let memory_path = dir.join(MEMORY_FILE);
+        let text = fs::read(&state_path).map_err(io_error("cannot read", &state_path))?;
+        let memory_file =
+            File::open(&memory_path).map_err(io_error("cannot open", &memory_path))?;
+        let memory_file_len = memory_file
+            .metadata()
+            .map_err(io_error("cannot read", &memory_path))?
+            .len();
+        let snapshot =
+            VmSnapshot::parse(&text, &state_path.display().to_string(), memory_file_len)?;
+        let config = &snapshot.config;
+        config
+            .validate_machine()
+            .map_err(|e| SnapshotError::Invalid(format!("its configuration: {e}")))?;
+        let count = config.cpus.boot_vcpus;
+        if snapshot.vcpus.len() != count as usize {
+            return Err(SnapshotError::Invalid(format!(
+                "{} vCPU states for a configuration of {count} vCPUs",
+                snapshot.vcpus.len()
+            )));
+        }
+        let supported = hypervisor
+            .supported_cpuid()
+            .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+        for (id, state) in (0u32..).zip(&snapshot.vcpus) {
+            let here = arch::cpuid::vcpu_cpuid(&supported, id, count);
+            let missing = arch::cpuid::missing_features(&state.cpuid, &here);
+            if !missing.is_empty() {
+                return Err(SnapshotError::Host(format!(
+                    "vcpu{id} ran with CPU features this host's KVM does not offer: {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        let output = serial_output(config).map_err(SnapshotError::Vm)?;
+        let mut vm = Vm::build(
+            hypervisor,
+            config,
+            events,
+            output,
+            seccomp,
+            Some(&snapshot.devices),
+        )
+        .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let memory_bytes = vm.load_memory(&snapshot, &memory_file, &memory_path)?;
+        for (d, saved) in vm.memory.devices().zip(&snapshot.devices.memory_devices) {
+            d.restore_function(&saved.pci, &vm.pci)
+                .map_err(SnapshotError::Invalid)?;
+            d.start_restored().map_err(SnapshotError::Invalid)?;
+        }
+        let mut vcpus = Vec::with_capacity(count as usize);
+        for (id, state) in (0u32..).zip(&snapshot.vcpus) {
+            let vcpu = vm
+                .vm
+                .create_vcpu(id)
+                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            vcpu.set_state(state)
+                .map_err(|e| SnapshotError::Invalid(format!("vcpu{id}'s state: {e}")))?;
+            vcpus.push(vcpu);
+        }
+        vm.vm
+            .set_state(&snapshot.vm)
+            .map_err(|e| SnapshotError::Invalid(format!("the irqchip, PIT and clock: {e}")))?;
+        vm.start_vcpus(vcpus, !options.resume).map_err(vm_error)?;
+        vm.paused = !options.resume;
+        Ok((
+            vm,
+            SnapshotReport {
+                memory_bytes,
+                memory_file_len,
+                state_bytes: text.len() as u64,
+            },
+        ))
+    }
+
+    /// Reads the memory file into boot RAM and the plugged blocks (which the devices made
+    /// ready as they were created). Every range must lie in one of them.
+    fn load_memory(
+        &self,
+        snapshot: &VmSnapshot,
+        file: &File,
+        path: &Path,
+    ) -> Result<u64, SnapshotError> {
+        let mut places = self.boot_ram_ranges();
+        for (d, saved) in self.memory.devices().zip(&snapshot.devices.memory_devices) {
+            places.extend(d.plugged_host_ranges(&saved.mem));
+        }
+        let mut read = 0;
+        for range in &snapshot.memory {
+            let place = places
+                .iter()
+                .find(|p| {
+                    range.gpa >= p.gpa
+                        && range
+                            .gpa
+                            .checked_add(range.len)
+                            .is_some_and(|end| end <= p.gpa + p.len)
+                })
+                .ok_or_else(|| {
+                    SnapshotError::Invalid(format!(
+                        "memory range {:#x}+{:#x} is neither boot RAM nor plugged virtio-mem memory",
+                        range.gpa, range.len
+                    ))
+                })?;
+            let host = place.host + (range.gpa - place.gpa);
+            // SAFETY: [host, host + len) lies in boot RAM or a plugged block of this new VM
+            // (checked just above), mapped writable, still all zeros, and nothing runs yet.
+            read += unsafe { memory_file::read_range(file, range, host) }
+                .map_err(io_error("cannot read", path))?;
+        }
+        Ok(read)
+    }
+}
+
+/// Creates `path` (it must not exist) with `bytes`, on disk when this returns.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    use std::io::Write;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_error("cannot create", path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("cannot write", path))
+}
