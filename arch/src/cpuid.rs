@@ -87,6 +87,16 @@ const FEATURE_REGISTERS: [(u32, u32, &str); 8] = [
     (0x8000_0001, 0, "edx"),
 ];
 
+/// Bits KVM sets in a running vCPU's CPUID from the guest's own control registers
+/// (OSXSAVE from CR4.OSXSAVE, OSPKE from CR4.PKE): not the host's to offer.
+fn os_controlled(leaf: u32, name: &str) -> u32 {
+    match (leaf, name) {
+        (0x1, "ecx") => 1 << 27,
+        (0x7, "ecx") => 1 << 4,
+        _ => 0,
+    }
+}
+
 /// The feature bits `saved` (a vCPU's CPUID from another VM, to restore) has that `here`
 /// (what this host gives the same vCPU, [`vcpu_cpuid`]) lacks, as "leaf 0x7.0 ebx bits
 /// 0x..." texts; empty when a guest that ran with `saved` can run here.
@@ -105,8 +115,9 @@ pub fn missing_features(saved: &[CpuIdEntry], here: &[CpuIdEntry]) -> Vec<String
     FEATURE_REGISTERS
         .iter()
         .filter_map(|&(leaf, subleaf, name)| {
-            let missing =
-                register(saved, leaf, subleaf, name) & !register(here, leaf, subleaf, name);
+            let missing = register(saved, leaf, subleaf, name)
+                & !register(here, leaf, subleaf, name)
+                & !os_controlled(leaf, name);
             (missing != 0).then(|| format!("leaf {leaf:#x}.{subleaf} {name} bits {missing:#x}"))
         })
         .collect()
@@ -135,6 +146,9 @@ mod tests {
             vec!["leaf 0x7.0 ebx bits 0x8".to_string()]
         );
         here.ebx = 0b1111;
+        assert!(missing_features(&[saved], &[here]).is_empty());
+        // OSPKE follows the guest's CR4: a running guest's CPUID has it, a new vCPU's not.
+        saved.ecx = 1 << 4;
         assert!(missing_features(&[saved], &[here]).is_empty());
     }
 

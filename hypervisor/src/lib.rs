@@ -10,7 +10,9 @@ mod vm_exit;
 
 use std::sync::Arc;
 
-pub use kvm_bindings::{kvm_cpuid_entry2 as CpuIdEntry, kvm_fpu, kvm_regs, kvm_sregs};
+pub use kvm_bindings::{
+    kvm_clock_data, kvm_cpuid_entry2 as CpuIdEntry, kvm_fpu, kvm_regs, kvm_sregs,
+};
 pub use state::{VcpuState, VmState};
 pub use vm_exit::VmExit;
 use vmm_sys_util::eventfd::EventFd;
@@ -111,6 +113,9 @@ pub trait Vm: Send + Sync {
     fn signal_msi(&self, address: u64, data: u32) -> Result<()>;
     /// The dirty bitmap of a slot since the last call (one bit per 4 KiB page).
     fn dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>>;
+    /// The guest clock (kvmclock's base), with no flags: it travels on its own.
+    fn clock(&self) -> Result<kvm_clock_data>;
+    fn set_clock(&self, clock: &kvm_clock_data) -> Result<()>;
     /// State of the in-kernel devices and the clock.
     fn state(&self) -> Result<VmState>;
     fn set_state(&self, state: &VmState) -> Result<()>;
@@ -124,6 +129,8 @@ pub trait Vcpu: Send {
     fn set_immediate_exit(&mut self, exit: bool);
     fn set_cpuid(&self, entries: &[CpuIdEntry]) -> Result<()>;
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<()>;
+    /// One MSR's value.
+    fn msr(&self, index: u32) -> Result<u64>;
     fn regs(&self) -> Result<kvm_regs>;
     fn set_regs(&self, regs: &kvm_regs) -> Result<()>;
     fn sregs(&self) -> Result<kvm_sregs>;

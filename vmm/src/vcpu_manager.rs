@@ -145,6 +145,20 @@ impl VcpuManager {
         Ok(manager)
     }
 
+    /// Every vCPU's time stamp counter, in id order (paused).
+    pub fn tscs(&self) -> Result<Vec<u64>, String> {
+        self.vcpus
+            .iter()
+            .enumerate()
+            .map(|(id, vcpu)| {
+                vcpu.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .msr(arch::msrs::MSR_IA32_TSC)
+                    .map_err(|e| format!("vcpu{id}: reading its TSC: {e}"))
+            })
+            .collect()
+    }
+
     /// Every vCPU's state, in id order. Only while paused: each thread finished its last
     /// exit before it parked ([`Vcpu::complete_pending_exit`]).
     pub fn states(&self) -> Result<Vec<hypervisor::VcpuState>, String> {

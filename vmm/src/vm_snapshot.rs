@@ -204,7 +204,7 @@ impl Vm {
             .metadata()
             .map_err(io_error("cannot read", &memory_path))?
             .len();
-        let snapshot =
+        let mut snapshot =
             VmSnapshot::parse(&text, &state_path.display().to_string(), memory_file_len)?;
         let config = &snapshot.config;
         config
@@ -246,15 +246,35 @@ impl Vm {
                 .map_err(SnapshotError::Invalid)?;
             d.start_restored().map_err(SnapshotError::Invalid)?;
         }
+        // Each vCPU's TSC, then the clock, back to back as they were read (see
+        // `write_files`), before anything else: KVM arms a restored LAPIC timer against the
+        // TSC, and treats a second TSC write within a second of the first as the same one,
+        // so the TSC does not go with the rest of the MSRs.
         let mut vcpus = Vec::with_capacity(count as usize);
-        for (id, state) in (0u32..).zip(&snapshot.vcpus) {
-            let vcpu = vm
-                .vm
-                .create_vcpu(id)
-                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+        for id in 0..count {
+            vcpus.push(
+                vm.vm
+                    .create_vcpu(id)
+                    .map_err(|e| SnapshotError::Vm(e.to_string()))?,
+            );
+        }
+        for (vcpu, state) in vcpus.iter().zip(snapshot.vcpus.iter_mut()) {
+            let tsc = state
+                .msrs
+                .iter()
+                .position(|m| m.index == arch::msrs::MSR_IA32_TSC)
+                .map(|i| state.msrs.remove(i).data);
+            if let Some(tsc) = tsc {
+                vcpu.set_msrs(&[(arch::msrs::MSR_IA32_TSC, tsc)])
+                    .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            }
+        }
+        vm.vm
+            .set_clock(&snapshot.vm.clock)
+            .map_err(|e| SnapshotError::Invalid(format!("the clock: {e}")))?;
+        for (id, (vcpu, state)) in vcpus.iter().zip(&snapshot.vcpus).enumerate() {
             vcpu.set_state(state)
                 .map_err(|e| SnapshotError::Invalid(format!("vcpu{id}'s state: {e}")))?;
-            vcpus.push(vcpu);
         }
         vm.vm
             .set_state(&snapshot.vm)

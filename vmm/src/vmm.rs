@@ -112,7 +112,9 @@ fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError>
 
 /// The `api` thread and what it takes to stop it.
 struct ApiThread {
-    requests: Receiver<ApiRequest>,
+    /// Dropped before the thread is joined: a request waiting for the VMM thread then gets
+    /// its 503 instead of waiting forever (and the join with it).
+    requests: Option<Receiver<ApiRequest>>,
     notify: EventFd,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
@@ -140,7 +142,7 @@ impl ApiThread {
         )
         .map_err(io_err("starting the api thread"))?;
         Ok(ApiThread {
-            requests: rx,
+            requests: Some(rx),
             notify,
             stop,
             thread: Some(thread),
@@ -151,6 +153,9 @@ impl ApiThread {
 
 impl Drop for ApiThread {
     fn drop(&mut self) {
+        // Requests not yet taken are dropped with their reply channels: each is answered
+        // 503, and a later one fails to send, so the thread never waits for this one.
+        drop(self.requests.take());
         if let Err(e) = self.stop.write(1) {
             log::error!("cannot stop the api thread: {e}");
             return;
@@ -751,7 +756,7 @@ fn control_loop(
                 TOKEN_API => {
                     let Some(api) = api else { continue };
                     let _ = api.notify.read();
-                    while let Ok(request) = api.requests.try_recv() {
+                    while let Some(Ok(request)) = api.requests.as_ref().map(Receiver::try_recv) {
                         let (result, exit) = vmm.handle(request.action);
                         // The client may have gone; the action stands either way.
                         let _ = request.reply.send(result);

@@ -107,6 +107,16 @@ impl Vcpu for KvmVcpu {
             .map_err(ioctl_err("KVM_SET_CPUID2"))
     }
 
+    fn msr(&self, index: u32) -> Result<u64> {
+        self.read_msrs(&[index])?
+            .first()
+            .map(|m| m.data)
+            .ok_or(HypervisorError::Ioctl {
+                op: "KVM_GET_MSRS (no such MSR)",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            })
+    }
+
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<()> {
         let entries: Vec<kvm_msr_entry> = msrs
             .iter()

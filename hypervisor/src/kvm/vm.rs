@@ -210,14 +210,22 @@ impl Vm for KvmVm {
             irqchips.push(chip);
         }
         let pit = self.fd.get_pit2().map_err(ioctl_err("KVM_GET_PIT2"))?;
-        let mut clock = self.fd.get_clock().map_err(ioctl_err("KVM_GET_CLOCK"))?;
-        // Only the clock value travels; the flags describe the source host.
-        clock.flags = 0;
         Ok(VmState {
             irqchips,
             pit,
-            clock,
+            clock: self.clock()?,
         })
+    }
+
+    fn clock(&self) -> Result<kvm_bindings::kvm_clock_data> {
+        let mut clock = self.fd.get_clock().map_err(ioctl_err("KVM_GET_CLOCK"))?;
+        // Only the clock value travels; the flags describe the source host.
+        clock.flags = 0;
+        Ok(clock)
+    }
+
+    fn set_clock(&self, clock: &kvm_bindings::kvm_clock_data) -> Result<()> {
+        self.fd.set_clock(clock).map_err(ioctl_err("KVM_SET_CLOCK"))
     }
 
     fn set_state(&self, state: &VmState) -> Result<()> {
@@ -229,8 +237,6 @@ impl Vm for KvmVm {
         self.fd
             .set_pit2(&state.pit)
             .map_err(ioctl_err("KVM_SET_PIT2"))?;
-        self.fd
-            .set_clock(&state.clock)
-            .map_err(ioctl_err("KVM_SET_CLOCK"))
+        self.set_clock(&state.clock)
     }
 }

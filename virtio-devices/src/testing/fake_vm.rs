@@ -120,6 +120,12 @@ impl Vm for FakeVm {
     fn dirty_log(&self, _slot: u32, _size: u64) -> HvResult<Vec<u64>> {
         unsupported()
     }
+    fn clock(&self) -> HvResult<hypervisor::kvm_clock_data> {
+        unsupported()
+    }
+    fn set_clock(&self, _clock: &hypervisor::kvm_clock_data) -> HvResult<()> {
+        unsupported()
+    }
     fn state(&self) -> HvResult<VmState> {
         unsupported()
     }

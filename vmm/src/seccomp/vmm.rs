@@ -116,6 +116,7 @@ pub(super) fn rules() -> Result<Rules> {
         // Snapshots: the directory and its two files (memory written positioned), synced;
         // a failed one is removed (which lists the directory). Restores read them back by
         // their data extents (lseek SEEK_DATA and SEEK_HOLE, above).
+        any(libc::SYS_mkdir),
         any(libc::SYS_mkdirat),
         any(libc::SYS_pwrite64),
         any(libc::SYS_fsync),
