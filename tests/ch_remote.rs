@@ -250,3 +250,55 @@ fn ch_remote_resizes_a_zone_and_takes_the_vm_down() {
         assert!(!Path::new(&ch.socket).exists());
     });
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn ch_remote_snapshots_and_restores() {
+    let Some(binary) = ch_remote() else { return };
+    let dir = TempDir::new("ch-remote-snapshot");
+    let snap = dir.path("snap");
+    let url = format!("file://{}", snap.display());
+    let (mut vmm, ch) = api_only("ch-remote-snapshot", &dir, binary.clone());
+    let base_kb = vmm.explain_failure(|vmm| {
+        let config = vm_json(
+            &dir,
+            serde_json::json!({
+                "size": 512 * MIB,
+                "hotplug_method": "VirtioMem",
+                "hotplug_size": 1024 * MIB,
+            }),
+        );
+        ch.ok(&["create", config.to_str().unwrap()]);
+        ch.ok(&["boot"]);
+        let base_kb = memtotal_at_ready(vmm);
+        ch.ok(&["resize", "--memory", &size_arg(768 * MIB)]);
+        wait_memtotal(vmm, base_kb + 256 * 1024);
+        ch.refused(&["snapshot", &url], "Unknown", "paused");
+        ch.ok(&["pause"]);
+        ch.ok(&["snapshot", &url]);
+        ch.ok(&["shutdown-vmm"]);
+        assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+        base_kb
+    });
+    assert!(snap.join("state.json").exists());
+
+    let (mut restored, ch) = api_only("ch-remote-restored", &dir, binary);
+    restored.explain_failure(|vmm| {
+        ch.refused(
+            &["restore", "source_url=file:///nonexistent/snap"],
+            "BadRequest",
+            "cannot read",
+        );
+        ch.ok(&["restore", &format!("source_url={url}")]);
+        assert_eq!(ch.state(), "Paused");
+        ch.ok(&["resume"]);
+        assert_eq!(ch.state(), "Running");
+        assert_eq!(plugged(&ch), 256 * MIB);
+        let done = vmm.run_command("grep MemTotal /proc/meminfo");
+        assert_eq!(field(&done, "rc"), Some(0), "{done}");
+        ch.ok(&["resize", "--memory", &size_arg(512 * MIB)]);
+        wait_memtotal(vmm, base_kb);
+        ch.ok(&["shutdown-vmm"]);
+        assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+    });
+}

@@ -335,3 +335,84 @@ fn bad_snapshots_and_bad_restores_are_refused_and_change_nothing() {
     assert!(!status.success());
     assert!(stderr.contains("--restore"), "{stderr}");
 }
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn two_zones_on_two_nodes_come_back_on_their_nodes() {
+    let dir = TempDir::new("snapshot-numa");
+    let socket = socket_in(&dir.0);
+    let api = format!("path={}", socket.display());
+    let snap = dir.path("snap");
+    let url = format!("file://{}", snap.display());
+    let mut source = Vmm::boot_guest(
+        "snapshot-numa",
+        &guest().vmlinux,
+        "",
+        &[
+            "--api-socket",
+            &api,
+            "--cpus",
+            "boot=2",
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=256M,hotplug_size=1G",
+            "--memory-zone",
+            "id=mem1,size=256M,hotplug_size=1G",
+            "--numa",
+            "guest_numa_id=0,cpus=0,memory_zones=mem0",
+            "--numa",
+            "guest_numa_id=1,cpus=1,memory_zones=mem1",
+        ],
+    );
+    source.wait_for(READY, BOOT_TIMEOUT);
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    let node_kb = |vmm: &mut Vmm, node: u32| -> String {
+        guest_line(
+            vmm,
+            &format!("NODE{node}"),
+            &format!("grep MemTotal /sys/devices/system/node/node{node}/meminfo"),
+        )
+    };
+    let plugged = |id: &str| memory_device(&socket, id)["plugged_size"].clone();
+    let before = source.explain_failure(|vmm| {
+        remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "512M"]);
+        let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+        while plugged("mem1") != 256 * MIB {
+            assert!(std::time::Instant::now() < deadline, "mem1 did not plug");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let before = (node_kb(vmm, 0), node_kb(vmm, 1));
+        remote_ok(&socket, &["pause"]);
+        remote_ok(&socket, &["snapshot", &url]);
+        remote_ok(&socket, &["shutdown-vmm"]);
+        before
+    });
+    assert!(source.wait_exit(EXIT_TIMEOUT).success());
+
+    let restore = format!("source_url={url},resume=on");
+    let mut restored = Vmm::spawn(
+        "snapshot-numa-restored",
+        &["--api-socket", &api, "--restore", &restore],
+    );
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    restored.explain_failure(|vmm| {
+        assert_eq!((node_kb(vmm, 0), node_kb(vmm, 1)), before);
+        assert_eq!(plugged("mem0"), 0);
+        assert_eq!(plugged("mem1"), 256 * MIB);
+        assert_eq!(memory_device(&socket, "mem1")["node"], 1);
+        // Both vCPUs run: a command on each.
+        for cpu in 0..2 {
+            let done = vmm.run_command(&format!("taskset -c {cpu} true"));
+            assert_eq!(field(&done, "rc"), Some(0), "cpu {cpu}: {done}");
+        }
+        remote_ok(&socket, &["resize-zone", "--id", "mem0", "--size", "512M"]);
+        let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
+        while plugged("mem0") != 256 * MIB {
+            assert!(std::time::Instant::now() < deadline, "mem0 did not plug");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        remote_ok(&socket, &["shutdown-vmm"]);
+    });
+    assert!(restored.wait_exit(EXIT_TIMEOUT).success());
+}

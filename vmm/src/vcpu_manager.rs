@@ -147,29 +147,27 @@ impl VcpuManager {
 
     /// Every vCPU's time stamp counter, in id order (paused).
     pub fn tscs(&self) -> Result<Vec<u64>, String> {
-        self.vcpus
-            .iter()
-            .enumerate()
-            .map(|(id, vcpu)| {
-                vcpu.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .msr(arch::msrs::MSR_IA32_TSC)
-                    .map_err(|e| format!("vcpu{id}: reading its TSC: {e}"))
-            })
-            .collect()
+        self.each_parked(|vcpu| vcpu.msr(arch::msrs::MSR_IA32_TSC), "reading its TSC")
     }
 
     /// Every vCPU's state, in id order. Only while paused: each thread finished its last
     /// exit before it parked ([`Vcpu::complete_pending_exit`]).
     pub fn states(&self) -> Result<Vec<hypervisor::VcpuState>, String> {
+        self.each_parked(|vcpu| vcpu.state(), "taking its state")
+    }
+
+    /// `read` of every (parked) vCPU, in id order; an error names the vCPU and `what`.
+    fn each_parked<T>(
+        &self,
+        read: impl Fn(&dyn Vcpu) -> hypervisor::Result<T>,
+        what: &str,
+    ) -> Result<Vec<T>, String> {
         self.vcpus
             .iter()
             .enumerate()
             .map(|(id, vcpu)| {
-                vcpu.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .state()
-                    .map_err(|e| format!("vcpu{id}: {e}"))
+                read(&**vcpu.lock().unwrap_or_else(|e| e.into_inner()))
+                    .map_err(|e| format!("vcpu{id}: {what}: {e}"))
             })
             .collect()
     }

@@ -83,19 +83,11 @@ impl PciConfiguration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BarKind, BarRegion, PciHeader};
+    use crate::configuration::tests::header;
+    use crate::{BarKind, BarRegion};
 
     fn function() -> PciConfiguration {
-        let mut config = PciConfiguration::new(&PciHeader {
-            vendor_id: 0x1af4,
-            device_id: 0x1058,
-            revision_id: 1,
-            prog_if: 0,
-            subclass: 0x80,
-            class_code: 0x05,
-            subsystem_vendor_id: 0x1af4,
-            subsystem_id: 0x1058,
-        });
+        let mut config = PciConfiguration::new(&header());
         config
             .add_bar(&BarRegion {
                 index: 0,

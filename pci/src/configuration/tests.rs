@@ -1,7 +1,7 @@
 use super::*;
 use crate::bar::{BarKind, BarRegion, BarReprogram};
 
-fn header() -> PciHeader {
+pub(super) fn header() -> PciHeader {
     PciHeader {
         vendor_id: 0x1af4,
         device_id: 0x1058,
