@@ -101,10 +101,15 @@ fn os_controlled(leaf: u32, name: &str) -> u32 {
 /// (what this host gives the same vCPU, [`vcpu_cpuid`]) lacks, as "leaf 0x7.0 ebx bits
 /// 0x..." texts; empty when a guest that ran with `saved` can run here.
 pub fn missing_features(saved: &[CpuIdEntry], here: &[CpuIdEntry]) -> Vec<String> {
+    // The subleaf only counts where KVM says it does: other leaves' index is not defined.
     let register = |entries: &[CpuIdEntry], leaf: u32, subleaf: u32, name: &str| {
         entries
             .iter()
-            .find(|e| e.function == leaf && e.index == subleaf)
+            .find(|e| {
+                e.function == leaf
+                    && (e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0
+                        || e.index == subleaf)
+            })
             .map_or(0, |e| match name {
                 "eax" => e.eax,
                 "ebx" => e.ebx,

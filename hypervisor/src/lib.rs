@@ -128,6 +128,9 @@ pub trait Vcpu: Send {
     /// Makes the next `run` return at once (`VmExit::Interrupted`), or stops doing so.
     fn set_immediate_exit(&mut self, exit: bool);
     fn set_cpuid(&self, entries: &[CpuIdEntry]) -> Result<()>;
+    /// The CPUID the vCPU has in effect, as KVM reports it (on some KVMs, KVM-PVM among
+    /// them, more than was set).
+    fn cpuid(&self) -> Result<Vec<CpuIdEntry>>;
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<()>;
     /// One MSR's value.
     fn msr(&self, index: u32) -> Result<u64>;

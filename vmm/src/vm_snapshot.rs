@@ -217,19 +217,6 @@ impl Vm {
                 snapshot.vcpus.len()
             )));
         }
-        let supported = hypervisor
-            .supported_cpuid()
-            .map_err(|e| SnapshotError::Vm(e.to_string()))?;
-        for (id, state) in (0u32..).zip(&snapshot.vcpus) {
-            let here = arch::cpuid::vcpu_cpuid(&supported, id, count);
-            let missing = arch::cpuid::missing_features(&state.cpuid, &here);
-            if !missing.is_empty() {
-                return Err(SnapshotError::Host(format!(
-                    "vcpu{id} ran with CPU features this host's KVM does not offer: {}",
-                    missing.join(", ")
-                )));
-            }
-        }
         let output = serial_output(config).map_err(SnapshotError::Vm)?;
         let mut vm = Vm::build(
             hypervisor,
@@ -251,12 +238,13 @@ impl Vm {
         // TSC, and treats a second TSC write within a second of the first as the same one,
         // so the TSC does not go with the rest of the MSRs.
         let mut vcpus = Vec::with_capacity(count as usize);
-        for id in 0..count {
-            vcpus.push(
-                vm.vm
-                    .create_vcpu(id)
-                    .map_err(|e| SnapshotError::Vm(e.to_string()))?,
-            );
+        for (id, state) in (0..count).zip(&snapshot.vcpus) {
+            let vcpu = vm
+                .vm
+                .create_vcpu(id)
+                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            check_cpu_features(vcpu.as_ref(), &vm.supported_cpuid, id, count, state)?;
+            vcpus.push(vcpu);
         }
         for (vcpu, state) in vcpus.iter().zip(snapshot.vcpus.iter_mut()) {
             let tsc = state
@@ -328,6 +316,30 @@ impl Vm {
         }
         Ok(read)
     }
+}
+
+/// Whether vCPU `id` of this host can run a guest that ran with `saved`'s CPUID: what the
+/// vCPU has in effect once given this host's CPUID (which KVM may extend, as KVM-PVM does)
+/// must hold every feature bit the saved one has.
+fn check_cpu_features(
+    vcpu: &dyn hypervisor::Vcpu,
+    supported: &[hypervisor::CpuIdEntry],
+    id: u32,
+    count: u32,
+    saved: &hypervisor::VcpuState,
+) -> Result<(), SnapshotError> {
+    let vm_error = |e: hypervisor::HypervisorError| SnapshotError::Vm(e.to_string());
+    vcpu.set_cpuid(&arch::cpuid::vcpu_cpuid(supported, id, count))
+        .map_err(vm_error)?;
+    let here = vcpu.cpuid().map_err(vm_error)?;
+    let missing = arch::cpuid::missing_features(&saved.cpuid, &here);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(SnapshotError::Host(format!(
+        "vcpu{id} ran with CPU features this host's KVM does not offer: {}",
+        missing.join(", ")
+    )))
 }
 
 /// Creates `path` (it must not exist) with `bytes`, on disk when this returns.

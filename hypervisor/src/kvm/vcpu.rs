@@ -210,15 +210,18 @@ impl Vcpu for KvmVcpu {
         result
     }
 
-    fn state(&self) -> Result<VcpuState> {
-        let cpuid = self
+    fn cpuid(&self) -> Result<Vec<CpuIdEntry>> {
+        Ok(self
             .fd
             .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_CPUID2"))?
             .as_slice()
-            .to_vec();
+            .to_vec())
+    }
+
+    fn state(&self) -> Result<VcpuState> {
         Ok(VcpuState {
-            cpuid,
+            cpuid: self.cpuid()?,
             msrs: self.read_msrs(&self.saved_msrs)?,
             regs: self.regs()?,
             sregs: self.sregs()?,
