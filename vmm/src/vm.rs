@@ -73,6 +73,8 @@ pub use snapshot::{MemoryRestoreMode, RestoreOptions, SnapshotReport};
 
 /// A created VM; `boot` loads the payload and starts the vCPUs.
 pub struct Vm {
+    /// An `OnDemand` restore's memory loader; stopped before guest memory goes.
+    loader: Option<crate::snapshot::on_demand::OnDemandMemory>,
     config: VmConfig,
     vm: Arc<dyn hypervisor::Vm>,
     supported_cpuid: Vec<hypervisor::CpuIdEntry>,
@@ -188,6 +190,7 @@ impl Vm {
             .insert(ged.clone(), u64::from(GED_PORT), acpi::GED_PORT_COUNT)?;
 
         Ok(Vm {
+            loader: None,
             config: config.clone(),
             vm,
             supported_cpuid,
@@ -302,6 +305,8 @@ impl Vm {
         for device in self.memory.devices() {
             device.stop();
         }
+        // Nothing touches guest memory any more.
+        self.loader = None;
         self.paused = false;
     }
 

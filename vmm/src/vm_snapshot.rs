@@ -12,7 +12,9 @@ use crate::config::VmConfig;
 use crate::devices::SerialOutput;
 use crate::memory::devices::MemoryDevice;
 use crate::seccomp::SeccompMode;
+use crate::seccomp::{ThreadFilter, ThreadKind};
 use crate::snapshot::memory_file::{self, HostRange};
+use crate::snapshot::on_demand::{self, LazyRange};
 use crate::snapshot::{
     DevicesState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE, STATE_FILE,
     VERSION,
@@ -190,11 +192,6 @@ impl Vm {
         seccomp: SeccompMode,
         options: RestoreOptions,
     ) -> Result<(Vm, SnapshotReport), SnapshotError> {
-        if options.mode == MemoryRestoreMode::OnDemand {
-            return Err(SnapshotError::Unsupported(
-                "memory_restore_mode OnDemand is not implemented yet; use Copy".into(),
-            ));
-        }
         let state_path = dir.join(STATE_FILE);
         let memory_path = dir.join(MEMORY_FILE);
         let text = fs::read(&state_path).map_err(io_error("cannot read", &state_path))?;
@@ -227,7 +224,26 @@ impl Vm {
             Some(&snapshot.devices),
         )
         .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        let memory_bytes = vm.load_memory(&snapshot, &memory_file, &memory_path)?;
+        let places = vm.restore_places(&snapshot)?;
+        let memory_bytes = match options.mode {
+            MemoryRestoreMode::Copy => load_memory(&places, &memory_file, &memory_path)?,
+            MemoryRestoreMode::OnDemand => {
+                let filter = ThreadFilter::new(ThreadKind::MemoryLoader, seccomp)
+                    .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+                let page_size = if config.memory.hugepages
+                    || config.memory.zones.iter().flatten().any(|z| z.hugepages)
+                {
+                    crate::memory::manager::host_huge_page_size()
+                } else {
+                    4096
+                };
+                vm.loader = Some(
+                    on_demand::start(memory_file, places, page_size, filter)
+                        .map_err(|e| SnapshotError::Vm(format!("OnDemand: {e}")))?,
+                );
+                0
+            }
+        };
         for (d, saved) in vm.memory.devices().zip(&snapshot.devices.memory_devices) {
             d.restore_function(&saved.pci, &vm.pci)
                 .map_err(SnapshotError::Invalid)?;
@@ -279,43 +295,53 @@ impl Vm {
         ))
     }
 
-    /// Reads the memory file into boot RAM and the plugged blocks (which the devices made
-    /// ready as they were created). Every range must lie in one of them.
-    fn load_memory(
-        &self,
-        snapshot: &VmSnapshot,
-        file: &File,
-        path: &Path,
-    ) -> Result<u64, SnapshotError> {
+    /// Where each range of the memory file goes: boot RAM or a plugged block of this new VM
+    /// (the devices made theirs ready as they were created). Every range must lie in one.
+    fn restore_places(&self, snapshot: &VmSnapshot) -> Result<Vec<LazyRange>, SnapshotError> {
         let mut places = self.boot_ram_ranges();
         for (d, saved) in self.memory.devices().zip(&snapshot.devices.memory_devices) {
             places.extend(d.plugged_host_ranges(&saved.mem));
         }
-        let mut read = 0;
-        for range in &snapshot.memory {
-            let place = places
-                .iter()
-                .find(|p| {
-                    range.gpa >= p.gpa
-                        && range
-                            .gpa
-                            .checked_add(range.len)
-                            .is_some_and(|end| end <= p.gpa + p.len)
+        snapshot
+            .memory
+            .iter()
+            .map(|range| {
+                let place = places
+                    .iter()
+                    .find(|p| {
+                        range.gpa >= p.gpa
+                            && range
+                                .gpa
+                                .checked_add(range.len)
+                                .is_some_and(|end| end <= p.gpa + p.len)
+                    })
+                    .ok_or_else(|| {
+                        SnapshotError::Invalid(format!(
+                            "memory range {:#x}+{:#x} is neither boot RAM nor plugged virtio-mem memory",
+                            range.gpa, range.len
+                        ))
+                    })?;
+                Ok(LazyRange {
+                    saved: *range,
+                    host: place.host + (range.gpa - place.gpa),
                 })
-                .ok_or_else(|| {
-                    SnapshotError::Invalid(format!(
-                        "memory range {:#x}+{:#x} is neither boot RAM nor plugged virtio-mem memory",
-                        range.gpa, range.len
-                    ))
-                })?;
-            let host = place.host + (range.gpa - place.gpa);
-            // SAFETY: [host, host + len) lies in boot RAM or a plugged block of this new VM
-            // (checked just above), mapped writable, still all zeros, and nothing runs yet.
-            read += unsafe { memory_file::read_range(file, range, host) }
-                .map_err(io_error("cannot read", path))?;
-        }
-        Ok(read)
+            })
+            .collect()
     }
+}
+
+/// Reads the memory file into `places` (from [`Vm::restore_places`]); returns the bytes
+/// read.
+fn load_memory(places: &[LazyRange], file: &File, path: &Path) -> Result<u64, SnapshotError> {
+    let mut read = 0;
+    for place in places {
+        // SAFETY: the place lies in boot RAM or a plugged block of the VM being restored
+        // (`restore_places` checked it), mapped writable, still all zeros, and nothing
+        // runs in that VM yet.
+        read += unsafe { memory_file::read_range(file, &place.saved, place.host) }
+            .map_err(io_error("cannot read", path))?;
+    }
+    Ok(read)
 }
 
 /// Whether vCPU `id` of this host can run a guest that ran with `saved`'s CPUID: what the

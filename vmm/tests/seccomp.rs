@@ -123,6 +123,7 @@ fn thread_name(kind: ThreadKind) -> &'static str {
         ThreadKind::Vcpu => "vcpu0",
         ThreadKind::VirtioMem => "virtio-mem-mem0",
         ThreadKind::SignalHandler => "signal_handler",
+        ThreadKind::MemoryLoader => "memory-loader",
     }
 }
 
@@ -175,6 +176,11 @@ fn setup(kind: ThreadKind) -> Setup {
             ThreadKind::VirtioMem => {
                 fds[0] = libc::epoll_create1(libc::EPOLL_CLOEXEC);
                 check("epoll_create1", i64::from(fds[0]));
+            }
+            ThreadKind::MemoryLoader => {
+                // The memory file, opened before the thread starts.
+                fds[0] = libc::openat(libc::AT_FDCWD, c"/dev/zero".as_ptr(), libc::O_RDONLY);
+                check("openat /dev/zero", i64::from(fds[0]));
             }
             ThreadKind::SignalHandler => {
                 // The thread waits for signals blocked in every thread.
@@ -242,6 +248,12 @@ fn allowed_call(kind: ThreadKind, s: &Setup) {
             ThreadKind::EventMonitor => {
                 let n = libc::write(s.fds[1], b"{}\n".as_ptr().cast(), 3);
                 check("write", n as i64);
+            }
+            ThreadKind::MemoryLoader => {
+                // A chunk of the memory file.
+                let mut buf = [0u8; 64];
+                let n = libc::pread(s.fds[0], buf.as_mut_ptr().cast(), buf.len(), 4096);
+                check("pread", n as i64);
             }
             ThreadKind::Vcpu => {
                 // Handing a driver's DRIVER_OK to the VMM thread: an eventfd write.

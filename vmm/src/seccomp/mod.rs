@@ -17,6 +17,7 @@
 mod api;
 mod event_monitor;
 mod kvm;
+mod memory_loader;
 mod rules;
 mod signal;
 mod sigsys;
@@ -84,6 +85,9 @@ pub enum ThreadKind {
     VirtioMem,
     /// The thread that waits for SIGTERM and SIGINT (`signal_handler`).
     SignalHandler,
+    /// The thread that fills guest memory from a snapshot as it is touched
+    /// (`memory-loader`, `OnDemand` restores only).
+    MemoryLoader,
 }
 
 impl ThreadKind {
@@ -93,13 +97,14 @@ impl ThreadKind {
     }
 
     /// Every kind, for tests and reports.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Vmm,
         ThreadKind::Api,
         ThreadKind::EventMonitor,
         ThreadKind::Vcpu,
         ThreadKind::VirtioMem,
         ThreadKind::SignalHandler,
+        ThreadKind::MemoryLoader,
     ];
 
     /// The kind's name, as docs/seccomp.md lists it.
@@ -111,6 +116,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::VirtioMem => "virtio-mem",
             ThreadKind::SignalHandler => "signal_handler",
+            ThreadKind::MemoryLoader => "memory-loader",
         }
     }
 
@@ -123,6 +129,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => vcpu::rules(),
             ThreadKind::VirtioMem => virtio_mem::rules(),
             ThreadKind::SignalHandler => signal::rules(),
+            ThreadKind::MemoryLoader => memory_loader::rules(),
         }
     }
 

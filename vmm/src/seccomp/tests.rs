@@ -68,10 +68,16 @@ fn allowed_syscall_counts_are_the_documented_ones() {
 /// A thread inherits its parent's filter, so a child's calls must pass the parent's.
 #[test]
 fn filters_of_spawned_threads_are_subsets_of_their_parents() {
-    let (vmm, vcpu, mem) = (
+    let (vmm, vcpu, mem, loader) = (
         numbers(ThreadKind::Vmm),
         numbers(ThreadKind::Vcpu),
         numbers(ThreadKind::VirtioMem),
+        numbers(ThreadKind::MemoryLoader),
+    );
+    assert!(
+        loader.is_subset(&vmm),
+        "memory-loader - vmm: {:?}",
+        loader.difference(&vmm)
     );
     assert!(
         vcpu.is_subset(&vmm),

@@ -71,7 +71,11 @@ pub(super) fn rules() -> Result<Rules> {
     // (the VMM thread starts them when a driver sets DRIVER_OK).
     rules.extend(super::vcpu::rules()?);
     rules.extend(super::virtio_mem::rules()?);
+    // An OnDemand restore's loader starts under this filter.
+    rules.extend(super::memory_loader::rules()?);
     let mut ioctls = kvm_ioctls();
+    // An OnDemand restore sets up its userfaultfd here.
+    ioctls.extend(crate::snapshot::on_demand::setup_ioctls());
     ioctls.extend([
         // The terminal: raw mode for the serial console, and its restoration at exit.
         libc::TCGETS,
@@ -116,6 +120,7 @@ pub(super) fn rules() -> Result<Rules> {
         // Snapshots: the directory and its two files (memory written positioned), synced;
         // a failed one is removed (which lists the directory). Restores read them back by
         // their data extents (lseek SEEK_DATA and SEEK_HOLE, above).
+        any(libc::SYS_userfaultfd),
         any(libc::SYS_mkdir),
         any(libc::SYS_mkdirat),
         any(libc::SYS_pwrite64),

@@ -7,7 +7,10 @@
 //! - `memory-ranges`: boot RAM and each virtio-mem device's plugged blocks, range after range
 //!   (`memory_file`); unplugged blocks are never read or written, and zero pages are holes.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod memory_file;
+pub mod on_demand;
 pub mod request;
 pub mod url;
 
@@ -136,8 +139,6 @@ pub enum SnapshotError {
     Invalid(String),
     #[error("this host cannot run the snapshot: {0}")]
     Host(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("the VM is not paused: PUT /api/v1/vm.pause first")]
     NotPaused,
     #[error("{0}")]

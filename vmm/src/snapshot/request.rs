@@ -19,7 +19,7 @@ pub struct VmSnapshotConfig {
 #[serde(deny_unknown_fields)]
 pub struct RestoreConfig {
     pub source_url: String,
-    /// Accepted either way: `Copy` reads all of memory before the guest runs anyway.
+    /// Load all of memory before the guest runs: with `OnDemand`, this makes it `Copy`.
     #[serde(default)]
     pub prefault: bool,
     #[serde(default)]
@@ -61,7 +61,11 @@ impl RestoreConfig {
     pub fn options(&self) -> RestoreOptions {
         RestoreOptions {
             resume: self.resume,
-            mode: self.memory_restore_mode,
+            mode: if self.prefault {
+                MemoryRestoreMode::Copy
+            } else {
+                self.memory_restore_mode
+            },
         }
     }
 
