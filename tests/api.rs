@@ -441,8 +441,9 @@ fn bad_requests_leave_a_running_guest_untouched() {
     assert_eq!(http(&socket, "POST", "/api/v1/vm.pause", None).status, 405);
     assert_eq!(
         http(&socket, "GET", "/api/v1/vm.snapshot", None).status,
-        404
+        405
     );
+    assert_eq!(http(&socket, "GET", "/api/v1/vm.migrate", None).status, 404);
     let mut stalled = UnixStream::connect(&socket).unwrap();
     stalled.write_all(b"PUT /api/v1/vm.shutdown HTT").unwrap();
     timed_ping(&socket);

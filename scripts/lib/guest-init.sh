@@ -49,6 +49,21 @@ while read -r mod; do
   [ -n "$mod" ] && { insmod "/lib/modules/$mod.ko" || say "insmod $mod failed"; }
 done < /etc/modules.load
 
+# console_drained — waits (at most 2 s) until the serial port has sent what is queued for
+# it: `poweroff -f` does not wait for the tty, and a READY line still in its buffer would be
+# lost (seen with a one-vCPU test host). Done when the 8250 driver's transmit count
+# (/proc/tty/driver/serial, port 0) has not moved for two samples 20 ms apart.
+console_drained() {
+  prev=-1 same=0 tries=0
+  while [ "$tries" -lt 100 ] && [ "$same" -lt 2 ]; do
+    tx=$(sed -n 's/^0:.* tx:\([0-9]*\).*/\1/p' /proc/tty/driver/serial 2>/dev/null)
+    [ -n "$tx" ] || return 0
+    if [ "$tx" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+    prev=$tx tries=$((tries + 1))
+    usleep 20000
+  done
+}
+
 # The power button. Without acpid or systemd-logind nothing acts on it, so do what they do:
 # the ACPI button driver (button.ko) reports a press of the PNP0C0C device as KEY_POWER on
 # an input device named "Power Button", and the first event read from its evdev node
@@ -64,6 +79,8 @@ power_button_watch() {
   fi
   echo ACCORDION_POWER_BUTTON
   sync
+  # The line must leave the serial port before the power goes (poweroff -f does not wait).
+  console_drained
   poweroff -f
 }
 
@@ -128,21 +145,6 @@ read -r uptime _ < /proc/uptime
 cpus=$(grep -c '^processor' /proc/cpuinfo)
 echo "ACCORDION_GUEST_READY cpus=$cpus memtotal_kb=$(memtotal_kb) kernel=$(uname -r) uptime=$uptime"
 memtotal_watch > /dev/console 2>&1 &
-
-# console_drained — waits (at most 2 s) until the serial port has sent what is queued for
-# it: `poweroff -f` does not wait for the tty, and a READY line still in its buffer would be
-# lost (seen with a one-vCPU test host). Done when the 8250 driver's transmit count
-# (/proc/tty/driver/serial, port 0) has not moved for two samples 20 ms apart.
-console_drained() {
-  prev=-1 same=0 tries=0
-  while [ "$tries" -lt 100 ] && [ "$same" -lt 2 ]; do
-    tx=$(sed -n 's/^0:.* tx:\([0-9]*\).*/\1/p' /proc/tty/driver/serial 2>/dev/null)
-    [ -n "$tx" ] || return 0
-    if [ "$tx" = "$prev" ]; then same=$((same + 1)); else same=0; fi
-    prev=$tx tries=$((tries + 1))
-    usleep 20000
-  done
-}
 
 case "$(cmdline_arg accordion.action)" in
   poweroff) console_drained; poweroff -f ;;

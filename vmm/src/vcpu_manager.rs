@@ -63,14 +63,14 @@ impl PauseGate {
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Called by a vCPU thread between runs: parks it while a pause is requested, unless the
-    /// VM is stopping. `before_parking` runs first, so that what it does is done once the
-    /// VMM sees the thread parked.
-    fn wait_if_paused(&self, stop: &AtomicBool, before_parking: impl FnOnce()) {
-        if !self.requested.load(Ordering::SeqCst) {
-            return;
-        }
-        before_parking();
+    /// Whether a pause is asked for.
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Called by a vCPU thread whose vCPU has finished every exit: parks it while a pause
+    /// is requested, unless the VM is stopping.
+    fn park(&self, stop: &AtomicBool) {
         let mut parked = self.lock();
         *parked += 1;
         self.changed.notify_all();
@@ -248,19 +248,24 @@ fn run_vcpu(id: usize, shared: SharedVcpu, ctx: VcpuContext) {
         return;
     }
     loop {
-        // A parked vCPU's state is complete: KVM finishes the last exit's instruction at the
-        // next KVM_RUN (on AMD), so that run is done, with immediate exit, before parking.
-        ctx.pause.wait_if_paused(&ctx.stop, || {
-            let mut vcpu = shared.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = vcpu.complete_pending_exit() {
-                log::error!("vcpu{id}: finishing the last exit before pausing: {e}");
-            }
-        });
         if ctx.stop.load(Ordering::SeqCst) {
             return;
         }
+        // Before parking, the last exit is finished: KVM completes an I/O or MMIO
+        // instruction only at the next KVM_RUN (on AMD), and a vCPU's state taken before that
+        // would make a restored guest repeat it. With immediate exit, KVM_RUN completes it
+        // without running the guest, and answers EINTR; or, for a string instruction, hands
+        // over its next part, which is dispatched as any exit before trying again.
+        let finishing = ctx.pause.requested();
         let mut vcpu = shared.lock().unwrap_or_else(|e| e.into_inner());
+        vcpu.set_immediate_exit(finishing);
         let step = match vcpu.run() {
+            Ok(VmExit::Interrupted) if finishing => {
+                vcpu.set_immediate_exit(false);
+                drop(vcpu);
+                ctx.pause.park(&ctx.stop);
+                continue;
+            }
             Ok(VmExit::IoIn(port, data)) => {
                 if !ctx.buses.pio.read(u64::from(port), data) {
                     log::trace!("unhandled port read {port:#x} ({} bytes)", data.len());
