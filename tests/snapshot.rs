@@ -208,6 +208,8 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
     );
     wait_for_socket(&socket, SOCKET_TIMEOUT);
     lazy.explain_failure(|vmm| {
+        // The API answers once the restore is done.
+        assert_eq!(remote_json(&socket, &["info"])["state"], "Running");
         let threads = thread_seccomp_modes(vmm.pid());
         assert!(
             threads.iter().any(|(name, _)| name == "memory-loader"),

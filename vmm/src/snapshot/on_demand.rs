@@ -172,6 +172,18 @@ pub fn start(
         }
     }
     let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+    // Made here: the thread's filter has no epoll_create1.
+    let epoll = Epoll::new()?;
+    epoll.ctl(
+        ControlOperation::Add,
+        uffd.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, TOKEN_FAULT),
+    )?;
+    epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, TOKEN_STOP),
+    )?;
     let loader = Loader {
         uffd,
         file,
@@ -181,7 +193,6 @@ pub fn start(
             .map(|r| vec![false; r.saved.len.div_ceil(CHUNK.max(page_size)) as usize])
             .collect(),
         ranges,
-        stop: stop.try_clone()?,
     };
     let thread = std::thread::Builder::new()
         .name("memory-loader".into())
@@ -190,7 +201,7 @@ pub fn start(
                 log::error!("memory-loader cannot start: {e}");
                 return;
             }
-            if let Err(e) = loader.run() {
+            if let Err(e) = loader.run(&epoll) {
                 log::error!(
                     "memory-loader: {e}; guest accesses to memory not yet loaded will hang"
                 );
@@ -209,25 +220,14 @@ struct Loader {
     ranges: Vec<LazyRange>,
     /// Per range, which chunks were filled from the file already.
     filled: Vec<Vec<bool>>,
-    stop: EventFd,
 }
 
 const TOKEN_FAULT: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 
 impl Loader {
-    fn run(mut self) -> io::Result<()> {
-        let epoll = Epoll::new()?;
-        epoll.ctl(
-            ControlOperation::Add,
-            self.uffd.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_FAULT),
-        )?;
-        epoll.ctl(
-            ControlOperation::Add,
-            self.stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_STOP),
-        )?;
+    /// Serves faults until the stop eventfd is written; `epoll` watches both.
+    fn run(mut self, epoll: &Epoll) -> io::Result<()> {
         let mut buffer = vec![0u8; self.chunk as usize];
         let mut events = [EpollEvent::default(); 2];
         loop {
