@@ -38,6 +38,17 @@ impl PciConfigIo {
         }
     }
 
+    /// CONFIG_ADDRESS as the guest last wrote it, to save (a guest paused between writing it
+    /// and reading CONFIG_DATA reads the register it selected after a restore).
+    pub fn config_address(&self) -> u32 {
+        self.config_address
+    }
+
+    /// Brings back what [`config_address`](Self::config_address) saved.
+    pub fn set_config_address(&mut self, value: u32) {
+        self.config_address = value;
+    }
+
     /// The register CONFIG_ADDRESS selects, if enabled.
     fn selected(&self) -> Option<PciAddress> {
         PciAddress::from_config_address(self.config_address)

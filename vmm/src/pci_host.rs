@@ -57,6 +57,8 @@ const ECAM_BYTES_PER_BUS: u64 = 1 << 20;
 
 pub struct PciHost {
     bus: Arc<Mutex<PciBus>>,
+    /// The 0xCF8/0xCFC pair, whose address latch a snapshot saves.
+    config_io: Arc<Mutex<PciConfigIo>>,
     allocator: BarAllocator,
     buses: Arc<Buses>,
     /// The INTx lines given out, for the DSDT's `_PRT`.
@@ -80,8 +82,9 @@ impl PciHost {
         let bus = Arc::new(Mutex::new(PciBus::new(Arc::new(MmioBarMover(
             Arc::downgrade(buses),
         )))));
+        let config_io = Arc::new(Mutex::new(PciConfigIo::new(bus.clone())));
         buses.pio.insert(
-            Arc::new(Mutex::new(PciConfigIo::new(bus.clone()))),
+            config_io.clone(),
             PCI_CONFIG_IO_PORT,
             PCI_CONFIG_IO_PORT_SIZE,
         )?;
@@ -92,6 +95,7 @@ impl PciHost {
         )?;
         Ok(PciHost {
             bus,
+            config_io,
             allocator,
             buses: buses.clone(),
             intx_routes: Vec::new(),
@@ -115,6 +119,22 @@ impl PciHost {
             )?;
         }
         Ok(added.slot)
+    }
+
+    /// CONFIG_ADDRESS (port 0xCF8) as the guest last wrote it.
+    pub fn config_address(&self) -> u32 {
+        self.config_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_address()
+    }
+
+    /// Brings back a saved CONFIG_ADDRESS.
+    pub fn set_config_address(&self, value: u32) {
+        self.config_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_config_address(value);
     }
 
     /// Carries out a BAR move of the function in `slot` (`device`, locked by the caller):

@@ -139,6 +139,9 @@ impl Vm {
         )?;
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
+        if let Some(saved) = saved {
+            pci.set_config_address(saved.pci_config_address);
+        }
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
         memory.add_devices(
             crate::memory::devices::DeviceContext {

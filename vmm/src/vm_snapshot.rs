@@ -166,6 +166,7 @@ impl Vm {
             devices: DevicesState {
                 serial,
                 ged_pending,
+                pci_config_address: self.pci.config_address(),
                 memory_devices,
             },
             memory: table,

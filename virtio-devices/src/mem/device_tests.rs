@@ -942,3 +942,50 @@ fn the_plugged_size_event_follows_the_memory_given_back() {
         ["plug", "settle", "event", "discard", "settle", "event"]
     );
 }
+
+#[test]
+fn a_pause_stops_the_thread_keeps_the_queue_and_a_resume_serves_it_again() {
+    let (mut bed, handle) = bed();
+    let mem = bed.mem.clone();
+    let mut driver = start(&mut bed, &mem);
+    driver.send(&bed, PLUG4);
+    let thread = thread_name(&bed);
+
+    // A resize the thread may not have seen yet goes into the saved state.
+    handle.resize(8 * BS).unwrap();
+    bed.pci().pause().unwrap();
+    assert!(thread_is(&thread, false), "the thread stops");
+    let saved = bed
+        .pci()
+        .device()
+        .saved_state()
+        .expect("paused: the state is there");
+    assert_eq!(saved.plugged, vec![[0, 4]]);
+    assert_eq!(saved.requested_size, 8 * BS);
+    let function = bed.pci().state().unwrap();
+    assert_eq!(
+        (function.queues[0].next_avail, function.queues[0].next_used),
+        (1, 1),
+        "one request taken and answered"
+    );
+
+    let interrupts = bed.msi.count(CONFIG_VECTOR);
+    bed.pci().resume();
+    assert!(thread_is(&thread, true), "the thread is back");
+    assert!(bed.pci().device().saved_state().is_none(), "running again");
+    assert!(
+        bed.msi.count(CONFIG_VECTOR) > interrupts,
+        "the driver rereads"
+    );
+    let response = driver.send(
+        &bed,
+        Request::State {
+            addr: BASE,
+            nb_blocks: 4,
+        },
+    );
+    assert_eq!(
+        response,
+        Response::Ack(Some(BlockState::Plugged)).to_bytes()
+    );
+}

@@ -54,6 +54,8 @@ pub struct DevicesState {
     pub serial: SerialState,
     /// Events the GED latched that the guest has not read.
     pub ged_pending: u8,
+    /// The PCI host's CONFIG_ADDRESS latch (port 0xCF8).
+    pub pci_config_address: u32,
     /// Each zone's virtio-mem device, in zone order.
     pub memory_devices: Vec<MemoryDeviceState>,
 }

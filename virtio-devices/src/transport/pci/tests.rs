@@ -470,3 +470,58 @@ fn deferred_activation_and_reset_wait_for_the_serving_thread() {
     assert!(!f.bed.pci().is_active());
     assert_eq!(f.seen.lock().unwrap().activations.len(), 1);
 }
+
+#[test]
+fn a_saved_function_comes_back_in_a_new_one_and_starts() {
+    let mut source = fixture();
+    source.bed.init(VERSION_1, 8, rings(0));
+    assert_eq!(source.seen.lock().unwrap().activations.len(), 1);
+    // Running: the state is refused until paused.
+    assert!(matches!(
+        source.bed.pci().state(),
+        Err(StateError::NotPaused)
+    ));
+    source.bed.pci().pause().unwrap();
+    let state = source.bed.pci().state().unwrap();
+    assert!(state.active);
+    assert_eq!(state.queues[0].size, 8);
+    assert_eq!(state.queues[0].desc_table, rings(0)[0]);
+    assert!(state.msix.enabled);
+    assert_eq!(state.queue_vectors[0], 1);
+
+    let mut target = fixture();
+    let moves = target.bed.pci().restore(&state).unwrap();
+    assert!(moves.is_empty(), "the BAR is where the source had it");
+    // Not started before guest memory is there.
+    assert!(target.seen.lock().unwrap().activations.is_empty());
+    target.bed.pci().start_restored().unwrap();
+    let seen = target.seen.lock().unwrap().activations.clone();
+    assert_eq!(seen, source.seen.lock().unwrap().activations);
+    // The driver reads what it had set up.
+    assert_eq!(target.bed.status(), source.bed.status());
+    assert_eq!(target.bed.common_read(common::Q_MSIX, 2), 1);
+    assert_eq!(target.bed.common_read(common::Q_DESC, 4), rings(0)[0]);
+    target.bed.pci().pause().unwrap();
+    assert_eq!(target.bed.pci().state().unwrap(), state);
+
+    // A function the driver has touched takes no state.
+    let mut used = fixture();
+    used.bed.negotiate(VERSION_1);
+    assert!(matches!(
+        used.bed.pci().restore(&state),
+        Err(StateError::NotFresh)
+    ));
+    // Nor one with another number of queues, or a vector past the table.
+    let mut bad = state.clone();
+    bad.queues.pop();
+    assert!(matches!(
+        fixture().bed.pci().restore(&bad),
+        Err(StateError::QueueCount { .. })
+    ));
+    let mut bad = state.clone();
+    bad.config_vector = 7;
+    assert!(matches!(
+        fixture().bed.pci().restore(&bad),
+        Err(StateError::Vector { vector: 7, .. })
+    ));
+}
