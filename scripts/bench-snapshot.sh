@@ -29,7 +29,8 @@ mkdir -p "$WORK"
 # as arguments, not spliced into the shell text. The snapshots go to the test host's own
 # disk (its TMPDIR), not through the shared folder.
 # shellcheck disable=SC2016  # $1.. belong to the inner shell
-ACCORDION_TEST_HOST_RW=$WORK "$ROOT/scripts/test-host.sh" \
+# 12 GiB: two guests of 1.5 GiB and their snapshots, in a test host whose disk is its RAM.
+ACCORDION_TEST_HOST_MEM=${ACCORDION_TEST_HOST_MEM:-12G} ACCORDION_TEST_HOST_RW=$WORK "$ROOT/scripts/test-host.sh" \
   sh -c 'd=$(mktemp -d); /usr/bin/python3 "$1" "$2" "$3" "$d" "$5" > "$4/results.jsonl"; cp "$d"/*.log "$4"/ 2>/dev/null; rm -rf "$d"' sh \
   "$ROOT/scripts/lib/snapshot-bench.py" "$ROOT/target/release" "$GUEST" "$WORK" "$RUNS" >&2
 python - "$WORK/results.jsonl" <<'PY'

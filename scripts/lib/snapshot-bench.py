@@ -7,29 +7,96 @@ Usage: snapshot-bench.py ACCORDION_BIN_DIR GUEST_DIR WORK_DIR RUNS
 Runs where /dev/kvm boots Linux (inside the test host). Each VMM boots the test guest with
 512 MiB of boot RAM and a 16 GiB virtio-mem region, plugs 1 GiB and writes 256 MiB of random
 data into a tmpfs; then, RUNS times, alternating between the VMMs: pause, vm.snapshot into a
-new directory (timed from the request to its answer), resume. The source VMMs are stopped,
+new directory (timed from the request to its answer), resume; only the last snapshot of
+each VMM is kept. The source VMMs are stopped,
 and RUNS times per VMM and memory_restore_mode (Copy, OnDemand), alternating: a new process
-with --restore ...,resume=on, timed from its start until the guest echoes a line typed on
+with --restore ...,resume=true from that last snapshot, timed from its start until the guest echoes a line typed on
 its console (restore to running, as the guest sees it). One JSON object per line on stdout:
   {"vmm": ..., "op": "snapshot", "run": N, "seconds": S, "file_len": B, "allocated": B}
   {"vmm": ..., "op": "restore-Copy"|"restore-OnDemand", "run": N, "seconds": S}
 """
 import json
 import os
+import queue
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from importlib import import_module  # noqa: E402
 
 rb = import_module("resize-bench")
-Guest, http_put, http_get = rb.Guest, rb.http_put, rb.http_get
+Guest, http_put = rb.Guest, rb.http_put
 
 MIB = 1 << 20
 GIB = 1 << 30
+
+
+class SocketGuest(Guest):
+    """A VMM whose serial console is a unix socket (Cloud Hypervisor's --serial socket=,
+    since it reads no console input from a pipe)."""
+
+    def __init__(self, cmd, log_path, console_path, timeout=60):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.lines = queue.Queue()
+        self.memtotal = None
+        self.log = open(log_path, "w")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(console_path)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(0.005)
+        threading.Thread(target=self._read_socket, daemon=True).start()
+
+    def _read_socket(self):
+        for raw in self.sock.makefile("rb"):
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self.log.write(line + "\n")
+            self.log.flush()
+            self.lines.put(line)
+
+    def send(self, text):
+        self.sock.sendall(text.encode() + b"\n")
+
+    def stop(self):
+        try:
+            self.send("poweroff -f")
+            self.proc.wait(60)
+        except Exception:
+            self.proc.kill()
+
+
+def send(guest, text):
+    if isinstance(guest, SocketGuest):
+        guest.send(text)
+    else:
+        guest.proc.stdin.write(text.encode() + b"\n")
+        guest.proc.stdin.flush()
+
+
+def put_empty(sock_path, path):
+    """A PUT without a body (Cloud Hypervisor refuses one on vm.pause and vm.resume)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % path.encode())
+    reply = s.recv(4096)
+    s.close()
+    if not reply.startswith(b"HTTP/1.1 2"):
+        raise RuntimeError(path + ": " + reply.decode(errors="replace"))
+
+
+def say(*args):
+    print("snapshot-bench:", *args, file=sys.stderr, flush=True)
 
 
 def wait_socket(path, timeout=60):
@@ -40,17 +107,8 @@ def wait_socket(path, timeout=60):
         time.sleep(0.01)
 
 
-def plugged(sock):
-    info = http_get(sock, "/api/v1/vm.info")
-    devices = info.get("memory", {}).get("devices")
-    if devices:
-        return devices[0]["plugged_size"]
-    return info.get("memory_actual_size", 0) - 512 * MIB
-
-
 def console(guest, command, marker, timeout=300):
-    guest.proc.stdin.write((command + "\n").encode())
-    guest.proc.stdin.flush()
+    send(guest, command)
     return guest.wait_for(lambda l: l.startswith(marker), timeout)
 
 
@@ -71,9 +129,18 @@ def main():
     memory = "size=512M,hotplug_method=virtio-mem,hotplug_size=16G"
     accordion = os.path.join(bin_dir, "accordion")
     ch_bin = os.environ.get("ACCORDION_CH_BIN", "")
+    ch_console = os.path.join(work, "ch-console.sock")
     peers = [("accordion", accordion, [])]
     if ch_bin and os.access(ch_bin, os.X_OK):
-        peers.append(("cloud-hypervisor", ch_bin, ["--serial", "tty", "--console", "off"]))
+        peers.append(("cloud-hypervisor", ch_bin,
+                      ["--serial", "socket=" + ch_console, "--console", "off"]))
+
+    def spawn(name, cmd, log):
+        if name == "cloud-hypervisor":
+            if os.path.exists(ch_console):
+                os.unlink(ch_console)
+            return SocketGuest(cmd, log, ch_console)
+        return Guest(cmd, log)
 
     def sock_of(name):
         path = os.path.join(work, name + ".sock")
@@ -85,31 +152,34 @@ def main():
     try:
         for name, binary, extra in peers:
             sock = sock_of(name)
-            g = Guest([binary, "--kernel", kernel, "--initramfs", initrd, "--cmdline", cmdline,
-                       "--cpus", "boot=1", "--memory", memory, "--api-socket", "path=" + sock]
-                      + extra, os.path.join(work, name + "-source.log"))
+            g = spawn(name, [binary, "--kernel", kernel, "--initramfs", initrd, "--cmdline",
+                             cmdline, "--cpus", "boot=1", "--memory", memory, "--api-socket",
+                             "path=" + sock] + extra, os.path.join(work, name + "-source.log"))
             sources.append((name, g, sock))
         for name, g, sock in sources:
-            g.wait_for(lambda l: "ACCORDION_GUEST_READY" in l, 600)
+            ready = g.wait_for(lambda l: "ACCORDION_GUEST_READY" in l, 600)
+            base = int(re.search(r"memtotal_kb=(\d+)", ready).group(1))
+            say(name, "ready; plugging 1 GiB")
             http_put(sock, "/api/v1/vm.resize", {"desired_ram": 512 * MIB + GIB})
-            deadline = time.monotonic() + 300
-            while plugged(sock) != GIB:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(name + ": 1 GiB not plugged")
-                time.sleep(0.2)
+            g.wait_memtotal(base + GIB // 1024)
+            say(name, "plugged; writing 256 MiB")
             console(g, "mkdir -p /p && mount -t tmpfs -o size=2G p /p && "
                        "dd if=/dev/urandom of=/p/data bs=1M count=256 2>/dev/null; echo WROTE",
                     "WROTE")
         for run in range(1, runs + 1):
             for name, g, sock in sources:
-                target = os.path.join(work, "%s-snap-%d" % (name, run))
+                # One snapshot per VMM on disk at a time (the test host's disk is its RAM).
+                target = os.path.join(work, "%s-snap" % name)
                 shutil.rmtree(target, ignore_errors=True)
-                http_put(sock, "/api/v1/vm.pause", {})
+                if name == "cloud-hypervisor":
+                    os.mkdir(target)  # Cloud Hypervisor writes into an existing directory
+                put_empty(sock, "/api/v1/vm.pause")
                 t0 = time.monotonic()
                 http_put(sock, "/api/v1/vm.snapshot", {"destination_url": "file://" + target})
                 took = time.monotonic() - t0
-                http_put(sock, "/api/v1/vm.resume", {})
+                put_empty(sock, "/api/v1/vm.resume")
                 file_len, allocated = du(target)
+                say(name, "snapshot", run, "took", round(took, 2), "s,", file_len, "bytes")
                 print(json.dumps({"vmm": name, "op": "snapshot", "run": run,
                                   "seconds": round(took, 3), "file_len": file_len,
                                   "allocated": allocated}), flush=True)
@@ -122,16 +192,17 @@ def main():
         for mode in ("Copy", "OnDemand"):
             for name, binary, extra in peers:
                 sock = sock_of(name)
-                snap = os.path.join(work, "%s-snap-%d" % (name, run))
+                snap = os.path.join(work, "%s-snap" % name)
                 restore = "source_url=file://%s,resume=true,memory_restore_mode=%s" % (
                     snap, mode.lower())
                 t0 = time.monotonic()
-                g = Guest([binary, "--api-socket", "path=" + sock, "--restore", restore],
+                g = spawn(name, [binary, "--api-socket", "path=" + sock, "--restore", restore],
                           os.path.join(work, "%s-restore-%s-%d.log" % (name, mode, run)))
                 try:
                     # The guest answers on its console once it runs.
                     console(g, "echo RUNNING_%d" % run, "RUNNING_%d" % run, 300)
                     took = time.monotonic() - t0
+                    say(name, "restore", mode, run, "took", round(took, 2), "s")
                     print(json.dumps({"vmm": name, "op": "restore-" + mode, "run": run,
                                       "seconds": round(took, 3)}), flush=True)
                 finally:
