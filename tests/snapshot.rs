@@ -89,6 +89,14 @@ fn guest_facts(vmm: &mut Vmm) -> (String, String) {
     )
 }
 
+/// What a restored guest must still have.
+struct Facts {
+    /// The pattern's checksum and the MemTotal line.
+    guest: (String, String),
+    /// The device's memslots in KVM at the snapshot.
+    slots_mapped: serde_json::Value,
+}
+
 /// The events of `event` in the event log `file` of `dir`.
 fn events(dir: &TempDir, file: &str, event: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.path(file))
@@ -99,9 +107,16 @@ fn events(dir: &TempDir, file: &str, event: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A restored guest: it answers on its console, has what it had, and resizes both ways.
-fn check_restored(vmm: &mut Vmm, socket: &Path, facts: &(String, String), plugged: u64) {
-    assert_eq!(&guest_facts(vmm), facts, "the pattern or MemTotal changed");
+/// A restored guest: it answers on its console, has what it had (in the memslots too:
+/// exactly the ones holding plugged blocks), and resizes both ways.
+fn check_restored(vmm: &mut Vmm, socket: &Path, facts: &Facts, plugged: u64) {
+    let dev = memory_device(socket, "default");
+    assert_eq!(dev["slots_mapped"], facts.slots_mapped, "{dev}");
+    assert_eq!(
+        &guest_facts(vmm),
+        &facts.guest,
+        "the pattern or MemTotal changed"
+    );
     let dev = memory_device(socket, "default");
     assert_eq!(dev["plugged_size"], plugged, "{dev}");
     assert_eq!(dev["requested_size"], plugged, "{dev}");
@@ -112,7 +127,10 @@ fn check_restored(vmm: &mut Vmm, socket: &Path, facts: &(String, String), plugge
     resize(socket, plugged + 512 * MIB);
     resize(socket, plugged - 256 * MIB);
     // The pattern survived the guest moving pages out of the unplugged blocks.
-    assert_eq!(guest_line(vmm, "PATTERN", "md5sum /p/pattern"), facts.0);
+    assert_eq!(
+        guest_line(vmm, "PATTERN", "md5sum /p/pattern"),
+        facts.guest.0
+    );
     let threads = thread_seccomp_modes(vmm.pid());
     assert!(threads.iter().all(|(_, mode)| *mode == 2), "{threads:?}");
 }
@@ -136,7 +154,7 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
         );
         assert_eq!(field(&done, "rc"), Some(0), "{done}");
         resize(&socket, GIB);
-        let facts = guest_facts(vmm);
+        let guest = guest_facts(vmm);
 
         // Not while it runs.
         let refused = remote_err(&socket, &["snapshot", &url]);
@@ -144,12 +162,17 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
         assert!(!snap.exists());
 
         remote_ok(&socket, &["pause"]);
+        let slots_mapped = memory_device(&socket, "default")["slots_mapped"].clone();
+        assert!(slots_mapped.as_u64() > Some(0), "{slots_mapped}");
         remote_ok(&socket, &["snapshot", &url]);
         // Not over an existing one; the first is untouched.
         let refused = remote_err(&socket, &["snapshot", &url]);
         assert!(refused.contains("exists"), "{refused}");
         assert_eq!(remote_json(&socket, &["info"])["state"], "Paused");
-        facts
+        Facts {
+            guest,
+            slots_mapped,
+        }
     });
 
     // Boot RAM and the plugged GiB, nothing of the other 63 GiB of the region; zero pages
@@ -173,7 +196,7 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
 
     // The source goes on as it was.
     remote_ok(&socket, &["resume"]);
-    assert_eq!(guest_facts(&mut source), facts);
+    assert_eq!(guest_facts(&mut source), facts.guest);
     remote_ok(&socket, &["shutdown-vmm"]);
     assert!(source.wait_exit(EXIT_TIMEOUT).success());
 
