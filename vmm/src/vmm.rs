@@ -420,16 +420,7 @@ impl Vmm {
                 );
                 Ok(None)
             }
-            Err(e) => {
-                let reason = format!("vm.snapshot: {e}");
-                log::error!("{reason}");
-                event_with(
-                    "vm",
-                    "snapshot-failed",
-                    Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
-                );
-                Err(snapshot_api_error(&e, reason))
-            }
+            Err(e) => Err(snapshot_failed("vm.snapshot", "snapshot-failed", &e)),
         }
     }
 
@@ -474,16 +465,7 @@ impl Vmm {
                 event_with("vm", "restored", Some(props));
                 Ok(None)
             }
-            Err(e) => {
-                let reason = format!("vm.restore: {e}");
-                log::error!("{reason}");
-                event_with(
-                    "vm",
-                    "restore-failed",
-                    Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
-                );
-                Err(snapshot_api_error(&e, reason))
-            }
+            Err(e) => Err(snapshot_failed("vm.restore", "restore-failed", &e)),
         }
     }
 
@@ -561,6 +543,19 @@ fn report_props(
             started.elapsed().as_millis().to_string(),
         ),
     ])
+}
+
+/// A failed snapshot or restore: logged, sent as the `event` with its reason, and the
+/// API's answer (see [`snapshot_api_error`]).
+fn snapshot_failed(action: &str, event: &str, e: &crate::snapshot::SnapshotError) -> ApiError {
+    let reason = format!("{action}: {e}");
+    log::error!("{reason}");
+    event_with(
+        "vm",
+        event,
+        Some(BTreeMap::from([("reason".to_string(), reason.clone())])),
+    );
+    snapshot_api_error(e, reason)
 }
 
 /// 409 when the VM is not in a state for it, 500 when the VMM failed, 400 for what the
