@@ -292,6 +292,7 @@ fn lifecycle_through_accordion_remote() {
     assert_eq!(state(&socket), "Paused");
     assert!(remote_err(&socket, &["pause"]).contains("already paused"));
     ping(&socket);
+    exits_add_up(&remote_json(&socket, &["counters"]));
     vmm.send("echo resumed-ok");
     vmm.drain(Duration::ZERO);
     assert!(vcpus_parked(vmm.pid()), "a vCPU runs while paused");
@@ -532,4 +533,62 @@ fn a_failed_boot_leaves_the_serial_log_alone() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `vm.counters` of a paused VM (nothing moves): every port or MMIO exit is one access of
+/// a bus range or of the bus's gaps, the serial port took at least one write per byte the
+/// guest sent, and the guest's PCI probing reached the configuration ports.
+fn exits_add_up(counters: &serde_json::Value) {
+    let group = |name: &str| {
+        counters[name]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {name} in {counters}"))
+            .clone()
+    };
+    let accesses = |name: &str| -> u64 {
+        group(name)
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_ns"))
+            .map(|(_, v)| v.as_u64().expect("a count"))
+            .sum()
+    };
+    let exits = group("vcpu-exits");
+    let exit = |kind: &str| {
+        exits[kind]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{kind}: {counters}"))
+    };
+    assert_eq!(
+        exit("io_in") + exit("io_out"),
+        accesses("pio-accesses"),
+        "{counters}"
+    );
+    assert_eq!(
+        exit("mmio_read") + exit("mmio_write"),
+        accesses("mmio-accesses"),
+        "{counters}"
+    );
+    // An exit's time runs from KVM_RUN's return to the answer, so it holds its access's.
+    let time = |name: &str| -> u64 {
+        group(name)
+            .iter()
+            .filter(|(k, _)| k.ends_with("_ns"))
+            .map(|(_, v)| v.as_u64().expect("a time"))
+            .sum()
+    };
+    assert!(
+        exit("io_in_ns") + exit("io_out_ns") >= time("pio-accesses"),
+        "{counters}"
+    );
+    assert!(
+        exit("mmio_read_ns") + exit("mmio_write_ns") >= time("mmio-accesses"),
+        "{counters}"
+    );
+    let (pio, mmio) = (group("pio-accesses"), group("mmio-accesses"));
+    let tx = counters["serial"]["tx_bytes"].as_u64().unwrap_or(0);
+    assert!(pio["serial"].as_u64() >= Some(tx), "{counters}");
+    assert!(pio["serial_ns"].as_u64() > Some(0), "{counters}");
+    let config =
+        pio["pci-config-io"].as_u64().unwrap_or(0) + mmio["pci-ecam"].as_u64().unwrap_or(0);
+    assert!(config > 0, "no PCI configuration access: {counters}");
 }

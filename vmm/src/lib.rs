@@ -13,6 +13,7 @@ pub mod signal_handler;
 pub mod snapshot;
 pub mod stdin_forwarder;
 pub mod unsupported_fields;
+pub mod vcpu_exits;
 pub mod vcpu_manager;
 pub mod vm;
 pub mod vm_event;

@@ -84,11 +84,13 @@ impl PciHost {
         )))));
         let config_io = Arc::new(Mutex::new(PciConfigIo::new(bus.clone())));
         buses.pio.insert(
+            "pci-config-io",
             config_io.clone(),
             PCI_CONFIG_IO_PORT,
             PCI_CONFIG_IO_PORT_SIZE,
         )?;
         buses.mmio.insert(
+            "pci-ecam",
             Arc::new(Mutex::new(PciConfigMmio::new(bus.clone()))),
             arch::layout::PCI_ECAM_START,
             arch::layout::PCI_ECAM_SIZE,
@@ -104,7 +106,12 @@ impl PciHost {
 
     /// Puts `device` in the first free slot and maps its BARs on the MMIO bus; returns the
     /// slot. (Later BAR moves follow through `MmioBarMover`.)
-    pub fn add_device(&mut self, device: Arc<Mutex<dyn PciDevice>>) -> Result<u8, PciHostError> {
+    /// `name` is what `vm.counters` calls its BARs' accesses.
+    pub fn add_device(
+        &mut self,
+        name: &str,
+        device: Arc<Mutex<dyn PciDevice>>,
+    ) -> Result<u8, PciHostError> {
         let added = self
             .bus
             .lock()
@@ -113,6 +120,7 @@ impl PciHost {
             .map_err(|e| PciHostError::Device(e.to_string()))?;
         for bar in &added.bars {
             self.buses.mmio.insert(
+                format!("{name}-bar{}", bar.index),
                 Arc::new(Mutex::new(PciBarBusDevice::new(device.clone(), bar.index))),
                 bar.addr,
                 bar.size,

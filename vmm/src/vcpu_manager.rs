@@ -14,6 +14,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::bus::Buses;
 use crate::seccomp::ThreadFilter;
+use crate::vcpu_exits::{ExitCounters, ExitKind};
 use crate::vm_event::{VmEvent, VmEventSignal};
 
 /// Signal used to knock a vCPU thread out of `KVM_RUN`.
@@ -44,6 +45,7 @@ pub struct VcpuContext {
     pub memory: Arc<GuestMemoryView>,
     pub stop: Arc<AtomicBool>,
     pub pause: Arc<PauseGate>,
+    pub exits: Arc<ExitCounters>,
     /// Applied by each vCPU thread before its first `KVM_RUN`.
     pub seccomp: ThreadFilter,
 }
@@ -259,10 +261,13 @@ fn run_vcpu(id: usize, shared: SharedVcpu, ctx: VcpuContext) {
         let finishing = ctx.pause.requested();
         let mut vcpu = shared.lock().unwrap_or_else(|e| e.into_inner());
         vcpu.set_immediate_exit(finishing);
-        let step = match vcpu.run() {
+        let exit = vcpu.run();
+        let exited = Instant::now();
+        let step = match exit {
             Ok(VmExit::Interrupted) if finishing => {
                 vcpu.set_immediate_exit(false);
                 drop(vcpu);
+                ctx.exits.add(ExitKind::Interrupted, exited);
                 ctx.pause.park(&ctx.stop);
                 continue;
             }
@@ -271,25 +276,36 @@ fn run_vcpu(id: usize, shared: SharedVcpu, ctx: VcpuContext) {
                     log::trace!("unhandled port read {port:#x} ({} bytes)", data.len());
                     data.fill(0xff);
                 }
+                ctx.exits.add(ExitKind::IoIn, exited);
                 Step::Continue
             }
             Ok(VmExit::IoOut(port, data)) => {
                 if !ctx.buses.pio.write(u64::from(port), data) {
                     log::trace!("unhandled port write {port:#x} {data:02x?}");
                 }
+                ctx.exits.add(ExitKind::IoOut, exited);
                 Step::Continue
             }
             Ok(VmExit::MmioRead(addr, data)) => {
                 if !ctx.buses.mmio.read(addr, data) {
                     data.fill(0xff);
                 }
+                ctx.exits.add(ExitKind::MmioRead, exited);
                 Step::Continue
             }
             Ok(VmExit::MmioWrite(addr, data)) => {
                 ctx.buses.mmio.write(addr, data);
+                ctx.exits.add(ExitKind::MmioWrite, exited);
                 Step::Continue
             }
-            Ok(VmExit::Interrupted | VmExit::Hlt) => Step::Continue,
+            Ok(VmExit::Interrupted) => {
+                ctx.exits.add(ExitKind::Interrupted, exited);
+                Step::Continue
+            }
+            Ok(VmExit::Hlt) => {
+                ctx.exits.add(ExitKind::Hlt, exited);
+                Step::Continue
+            }
             Ok(VmExit::Shutdown) => Step::Fail("triple fault (KVM_EXIT_SHUTDOWN)".into()),
             Ok(VmExit::InternalError { suberror }) => Step::Fail(format!(
                 "KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {suberror}{})",

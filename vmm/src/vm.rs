@@ -7,7 +7,7 @@ use hypervisor::Hypervisor;
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{BusError, Buses};
+use crate::bus::{Bus, BusError, Buses};
 use crate::config::VmConfig;
 use crate::devices::serial::SerialCounters;
 use crate::devices::{
@@ -16,6 +16,7 @@ use crate::devices::{
 use crate::memory::manager::{MemoryError, MemoryManager};
 use crate::pci_host::PciHost;
 use crate::seccomp::{SeccompError, SeccompMode, ThreadFilter, ThreadKind};
+use crate::vcpu_exits::ExitCounters;
 use crate::vcpu_manager::{PauseGate, VcpuContext, VcpuManager};
 use crate::vm_event::VmEventSignal;
 
@@ -84,6 +85,8 @@ pub struct Vm {
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_counters: Arc<SerialCounters>,
+    /// The vCPUs' exits since this boot.
+    exits: Arc<ExitCounters>,
     ged: Arc<Mutex<GedDevice>>,
     pci: PciHost,
     events: Arc<VmEventSignal>,
@@ -167,15 +170,20 @@ impl Vm {
             .map_err(io_err("serial output"))?;
         let serial_counters = serial_device.counters();
         let serial = Arc::new(Mutex::new(serial_device));
-        buses
-            .pio
-            .insert(serial.clone(), u64::from(COM1_PORT), COM1_PORT_COUNT)?;
         buses.pio.insert(
+            "serial",
+            serial.clone(),
+            u64::from(COM1_PORT),
+            COM1_PORT_COUNT,
+        )?;
+        buses.pio.insert(
+            "i8042",
             Arc::new(Mutex::new(I8042Device::new(events.clone()))),
             u64::from(I8042_PORT),
             I8042_PORT_COUNT,
         )?;
         buses.pio.insert(
+            "acpi-power",
             Arc::new(Mutex::new(AcpiPowerDevice::new(
                 events.clone(),
                 acpi::S5_SLEEP_TYPE,
@@ -188,9 +196,12 @@ impl Vm {
         let mut ged_device = GedDevice::new(ged_irq);
         ged_device.set_pending(saved.map_or(0, |s| s.ged_pending));
         let ged = Arc::new(Mutex::new(ged_device));
-        buses
-            .pio
-            .insert(ged.clone(), u64::from(GED_PORT), acpi::GED_PORT_COUNT)?;
+        buses.pio.insert(
+            "ged",
+            ged.clone(),
+            u64::from(GED_PORT),
+            acpi::GED_PORT_COUNT,
+        )?;
 
         Ok(Vm {
             loader: None,
@@ -201,6 +212,7 @@ impl Vm {
             buses,
             serial,
             serial_counters,
+            exits: Arc::default(),
             ged,
             pci,
             events,
@@ -289,6 +301,7 @@ impl Vm {
             memory: self.memory.access().view().clone(),
             stop: Arc::new(AtomicBool::new(false)),
             pause: Arc::new(PauseGate::default()),
+            exits: self.exits.clone(),
             seccomp: self.vcpu_filter.clone(),
         };
         self.serial
@@ -359,19 +372,31 @@ impl Vm {
             .map_err(io_err("GED interrupt"))
     }
 
-    /// Per-device counters for `vm.counters`: device name, then counter name and value.
-    pub fn counters(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+    /// Counters for `vm.counters`: device (or group) name, then counter name and value.
+    pub fn counters(&self) -> Vec<(String, Vec<(String, u64)>)> {
         use std::sync::atomic::Ordering::Relaxed;
+        let named = |values: Vec<(&'static str, u64)>| {
+            values
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect()
+        };
         let mut all = vec![(
             "serial".to_string(),
-            vec![
+            named(vec![
                 ("tx_bytes", self.serial_counters.tx_bytes.load(Relaxed)),
                 ("rx_bytes", self.serial_counters.rx_bytes.load(Relaxed)),
-            ],
+            ]),
         )];
         for d in self.memory.devices() {
-            all.push((format!("virtio-mem-{}", d.id), d.counters()));
+            all.push((format!("virtio-mem-{}", d.id), named(d.counters())));
         }
+        all.push(("vcpu-exits".to_string(), named(self.exits.counters())));
+        all.push(("pio-accesses".to_string(), access_counters(&self.buses.pio)));
+        all.push((
+            "mmio-accesses".to_string(),
+            access_counters(&self.buses.mmio),
+        ));
         all
     }
 
@@ -403,4 +428,18 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A bus's accesses for `vm.counters`: `<range>` and `<range>_ns` for each named range,
+/// and `unmapped` (where nothing answers).
+fn access_counters(bus: &Bus) -> Vec<(String, u64)> {
+    bus.access_counts()
+        .into_iter()
+        .flat_map(|r| {
+            [
+                (format!("{}_ns", r.name), r.handling_ns),
+                (r.name, r.accesses),
+            ]
+        })
+        .collect()
 }

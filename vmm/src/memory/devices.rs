@@ -258,7 +258,12 @@ pub fn create(
     let unplugged = UnpluggedAccess::new(id.clone(), region.addr);
     let unplugged_counters = unplugged.counters();
     ctx.mmio
-        .insert(Arc::new(Mutex::new(unplugged)), region.addr, region.size)
+        .insert(
+            format!("virtio-mem-{id}-unplugged"),
+            Arc::new(Mutex::new(unplugged)),
+            region.addr,
+            region.size,
+        )
         .map_err(|source| MemoryDeviceError::UnpluggedCatcher {
             id: id.clone(),
             source,
@@ -305,7 +310,7 @@ pub fn create(
         .set_deferred_work(ctx.device_work.clone());
     let slot = ctx
         .pci
-        .add_device(pci_device.clone())
+        .add_device(&format!("virtio-mem-{id}"), pci_device.clone())
         .map_err(|source| MemoryDeviceError::Bus {
             id: id.clone(),
             source,
