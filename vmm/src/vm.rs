@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::{Bus, BusError, Buses};
 use crate::config::VmConfig;
 use crate::devices::serial::SerialCounters;
+use crate::devices::serial_output::OutputQueue;
 use crate::devices::{
     acpi_power, AcpiPowerDevice, GedDevice, I8042Device, SerialDevice, SerialOutput,
 };
@@ -85,6 +86,8 @@ pub struct Vm {
     buses: Arc<Buses>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_counters: Arc<SerialCounters>,
+    /// The guest's serial output waiting for the control loop (none when it is off).
+    serial_output: Option<Arc<OutputQueue>>,
     /// The vCPUs' exits since this boot.
     exits: Arc<ExitCounters>,
     ged: Arc<Mutex<GedDevice>>,
@@ -166,9 +169,15 @@ impl Vm {
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
         let serial_state = saved.map(|s| (&s.serial).into()).unwrap_or_default();
-        let serial_device = SerialDevice::with_state(serial_irq, serial_output, &serial_state)
-            .map_err(io_err("serial output"))?;
+        let serial_device = SerialDevice::with_state(
+            serial_irq,
+            serial_output,
+            ThreadFilter::new(ThreadKind::SerialOutput, seccomp)?,
+            &serial_state,
+        )
+        .map_err(io_err("serial output"))?;
         let serial_counters = serial_device.counters();
+        let serial_output = serial_device.output();
         let serial = Arc::new(Mutex::new(serial_device));
         buses.pio.insert(
             "serial",
@@ -212,6 +221,7 @@ impl Vm {
             buses,
             serial,
             serial_counters,
+            serial_output,
             exits: Arc::default(),
             ged,
             pci,
@@ -324,6 +334,14 @@ impl Vm {
         // Nothing touches guest memory any more.
         self.loader = None;
         self.paused = false;
+        self.flush_serial();
+    }
+
+    /// Writes out the guest's serial output that is waiting.
+    pub fn flush_serial(&self) {
+        if let Some(output) = &self.serial_output {
+            output.flush();
+        }
     }
 
     pub fn serial(&self) -> &Arc<Mutex<SerialDevice>> {

@@ -124,6 +124,7 @@ fn thread_name(kind: ThreadKind) -> &'static str {
         ThreadKind::VirtioMem => "virtio-mem-mem0",
         ThreadKind::SignalHandler => "signal_handler",
         ThreadKind::MemoryLoader => "memory-loader",
+        ThreadKind::SerialOutput => "serial-output",
     }
 }
 
@@ -172,7 +173,9 @@ fn setup(kind: ThreadKind) -> Setup {
                     )),
                 );
             }
-            ThreadKind::EventMonitor => check("pipe", i64::from(libc::pipe(fds.as_mut_ptr()))),
+            ThreadKind::EventMonitor | ThreadKind::SerialOutput => {
+                check("pipe", i64::from(libc::pipe(fds.as_mut_ptr())))
+            }
             ThreadKind::VirtioMem => {
                 fds[0] = libc::epoll_create1(libc::EPOLL_CLOEXEC);
                 check("epoll_create1", i64::from(fds[0]));
@@ -247,6 +250,11 @@ fn allowed_call(kind: ThreadKind, s: &Setup) {
             }
             ThreadKind::EventMonitor => {
                 let n = libc::write(s.fds[1], b"{}\n".as_ptr().cast(), 3);
+                check("write", n as i64);
+            }
+            ThreadKind::SerialOutput => {
+                // A burst of the guest's output to the terminal or log file.
+                let n = libc::write(s.fds[1], b"login: ".as_ptr().cast(), 7);
                 check("write", n as i64);
             }
             ThreadKind::MemoryLoader => {

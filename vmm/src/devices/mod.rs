@@ -5,6 +5,7 @@ pub mod acpi_power;
 pub mod ged;
 pub mod i8042;
 pub mod serial;
+pub mod serial_output;
 
 pub use acpi_power::AcpiPowerDevice;
 pub use ged::GedDevice;

@@ -11,6 +11,8 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
+use crate::devices::serial_output::OutputQueue;
+use crate::seccomp::ThreadFilter;
 
 /// Raises the UART's interrupt by writing its irqfd.
 pub struct IrqfdTrigger(pub EventFd);
@@ -110,17 +112,26 @@ pub struct SerialDevice {
     /// The log file to open before the guest runs, and whether to empty it.
     pending_log: Option<(PathBuf, bool)>,
     log: Arc<OnceLock<File>>,
+    /// The output on its way (none when it is off).
+    output: Option<Arc<OutputQueue>>,
 }
 
 impl SerialDevice {
-    pub fn new(irqfd: EventFd, output: SerialOutput) -> io::Result<Self> {
-        Self::with_state(irqfd, output, &vm_superio::serial::SerialState::default())
+    /// A UART whose output is written by a `serial-output` thread under `filter`.
+    pub fn new(irqfd: EventFd, output: SerialOutput, filter: ThreadFilter) -> io::Result<Self> {
+        Self::with_state(
+            irqfd,
+            output,
+            filter,
+            &vm_superio::serial::SerialState::default(),
+        )
     }
 
     /// A UART with the registers and receive FIFO of `state` (a snapshot's).
     pub fn with_state(
         irqfd: EventFd,
         output: SerialOutput,
+        filter: ThreadFilter,
         state: &vm_superio::serial::SerialState,
     ) -> io::Result<Self> {
         let pending_log = match &output {
@@ -129,8 +140,15 @@ impl SerialDevice {
         };
         let log = Arc::new(OnceLock::new());
         let counters = Arc::new(SerialCounters::default());
+        let (inner, output): (Box<dyn Write + Send>, _) = match output {
+            SerialOutput::Off => (Box::new(io::sink()), None),
+            to_somewhere => {
+                let queue = OutputQueue::start(to_somewhere.into_writer(&log)?, filter)?;
+                (Box::new(queue.writer()), Some(Arc::new(queue)))
+            }
+        };
         let writer = CountingWriter {
-            inner: output.into_writer(&log)?,
+            inner,
             counters: counters.clone(),
         };
         let uart = Serial::from_state(
@@ -145,6 +163,7 @@ impl SerialDevice {
             counters,
             pending_log,
             log,
+            output,
         })
     }
 
@@ -171,6 +190,11 @@ impl SerialDevice {
     /// The registers and receive FIFO, to save.
     pub fn state(&self) -> vm_superio::serial::SerialState {
         self.uart.state()
+    }
+
+    /// The output queue the control loop flushes; none when the output is off.
+    pub fn output(&self) -> Option<Arc<OutputQueue>> {
+        self.output.clone()
     }
 
     /// The port's byte counts; readable without the device lock.

@@ -19,6 +19,7 @@ mod event_monitor;
 mod kvm;
 mod memory_loader;
 mod rules;
+mod serial_output;
 mod signal;
 mod sigsys;
 mod syscall_names;
@@ -88,6 +89,8 @@ pub enum ThreadKind {
     /// The thread that fills guest memory from a snapshot as it is touched
     /// (`memory-loader`, `OnDemand` restores only).
     MemoryLoader,
+    /// The thread that writes the guest's serial output (`serial-output`).
+    SerialOutput,
 }
 
 impl ThreadKind {
@@ -97,7 +100,7 @@ impl ThreadKind {
     }
 
     /// Every kind, for tests and reports.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Vmm,
         ThreadKind::Api,
         ThreadKind::EventMonitor,
@@ -105,6 +108,7 @@ impl ThreadKind {
         ThreadKind::VirtioMem,
         ThreadKind::SignalHandler,
         ThreadKind::MemoryLoader,
+        ThreadKind::SerialOutput,
     ];
 
     /// The kind's name, as docs/seccomp.md lists it.
@@ -117,6 +121,7 @@ impl ThreadKind {
             ThreadKind::VirtioMem => "virtio-mem",
             ThreadKind::SignalHandler => "signal_handler",
             ThreadKind::MemoryLoader => "memory-loader",
+            ThreadKind::SerialOutput => "serial-output",
         }
     }
 
@@ -130,6 +135,7 @@ impl ThreadKind {
             ThreadKind::VirtioMem => virtio_mem::rules(),
             ThreadKind::SignalHandler => signal::rules(),
             ThreadKind::MemoryLoader => memory_loader::rules(),
+            ThreadKind::SerialOutput => serial_output::rules(),
         }
     }
 
