@@ -1,7 +1,11 @@
-//! The e820 memory map handed to the guest: boot RAM only. Device memory (virtio-mem
-//! regions) is deliberately absent; the SRAT announces it instead.
+//! The e820 memory map handed to the guest: boot RAM, and what the guest must not use as
+//! RAM or give to PCI devices (the firmware area, the PCI ECAM window). Device memory
+//! (virtio-mem regions) is deliberately absent; the SRAT announces it instead.
 
-use crate::layout::{ram_ranges, EBDA_START, FIRMWARE_END, HIGH_RAM_START, RSDP_POINTER};
+use crate::layout::{
+    ram_ranges, EBDA_START, FIRMWARE_END, HIGH_RAM_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    RSDP_POINTER,
+};
 
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
@@ -28,6 +32,14 @@ pub fn e820_table(ram_size: u64) -> Vec<E820Entry> {
             size: FIRMWARE_END - RSDP_POINTER,
             kind: E820_RESERVED,
         },
+        // Linux uses the MCFG's ECAM only where the firmware reserved it; without this
+        // entry it falls back to configuration through ports 0xCF8/0xCFC (an exit to the
+        // VMM for every address and every data access) until the ACPI namespace is up.
+        E820Entry {
+            addr: PCI_ECAM_START,
+            size: PCI_ECAM_SIZE,
+            kind: E820_RESERVED,
+        },
     ];
     for (start, size) in ram_ranges(ram_size) {
         let start_above_hole = start.max(HIGH_RAM_START);
@@ -40,6 +52,7 @@ pub fn e820_table(ram_size: u64) -> Vec<E820Entry> {
             });
         }
     }
+    table.sort_by_key(|e| e.addr);
     table
 }
 
@@ -50,7 +63,7 @@ mod tests {
     #[test]
     fn map_for_small_ram() {
         let t = e820_table(256 << 20);
-        assert_eq!(t.len(), 3);
+        assert_eq!(t.len(), 4);
         assert_eq!(
             t[2],
             E820Entry {
@@ -64,9 +77,22 @@ mod tests {
     #[test]
     fn map_for_ram_above_4g() {
         let t = e820_table(5 << 30);
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 5);
+        assert!(
+            t.windows(2).all(|w| w[0].addr + w[0].size <= w[1].addr),
+            "{t:?}"
+        );
         assert_eq!(
             t[3],
+            E820Entry {
+                addr: PCI_ECAM_START,
+                size: PCI_ECAM_SIZE,
+                kind: E820_RESERVED
+            },
+            "the ECAM window, which Linux wants reserved before it uses the MCFG"
+        );
+        assert_eq!(
+            t[4],
             E820Entry {
                 addr: 4 << 30,
                 size: 2 << 30,
