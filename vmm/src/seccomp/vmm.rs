@@ -7,7 +7,7 @@
 
 use super::kvm;
 use super::rules::{
-    any, arg_in, fcntl_in, ioctl_in, thread_runtime, thread_spawning, Result, Rules,
+    any, arg_in, fcntl_in, ioctl_in, madvise_in, thread_runtime, thread_spawning, Result, Rules,
 };
 
 /// The KVM ioctls of building a VM and its vCPUs.
@@ -103,6 +103,8 @@ pub(super) fn rules() -> Result<Rules> {
         // Guest memory backed by a memfd (shared or hugetlb): create and size it.
         any(libc::SYS_memfd_create),
         any(libc::SYS_ftruncate),
+        // Guest memory asks for transparent huge pages.
+        madvise_in(&[libc::MADV_HUGEPAGE])?,
         // Descriptors: duplicated eventfds and the serial port's copy of stdout.
         fcntl_in(&[libc::F_DUPFD_CLOEXEC, libc::F_GETFD])?,
         any(libc::SYS_dup),
