@@ -133,7 +133,6 @@ const MEMORY: &[Field] = &[
     ("mergeable", FALSE),
     ("hugepage_size", NULL),
     ("reserve", FALSE),
-    ("thp", TRUE),
 ];
 
 const MEMORY_ZONE: &[Field] = &[

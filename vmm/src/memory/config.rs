@@ -59,6 +59,10 @@ pub struct MemoryConfig {
     /// Populate boot RAM (and plugged blocks) up front.
     #[serde(default)]
     pub prefault: bool,
+    /// Ask the host for transparent huge pages on guest memory (`MADV_HUGEPAGE`); off
+    /// refuses them (`MADV_NOHUGEPAGE`). Not for `hugepages` memory, which has its own.
+    #[serde(default = "default_on")]
+    pub thp: bool,
     /// Size of each memslot a virtio-mem region is cut into (default: see
     /// `memory::slots::default_slot_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +102,7 @@ impl Default for MemoryConfig {
             shared: false,
             hugepages: false,
             prefault: false,
+            thp: true,
             slot_size: None,
             unplugged_inaccessible: true,
             stall_timeout_s: DEFAULT_STALL_TIMEOUT_S,
@@ -169,7 +174,7 @@ fn get_flag(p: &OptionParser, option: &str, key: &str) -> Result<Option<bool>> {
 
 impl MemoryConfig {
     /// `--memory size=..,hotplug_method=virtio-mem,hotplug_size=..,hotplugged_size=..,
-    /// block_size=..,shared=on,hugepages=on,prefault=on`.
+    /// block_size=..,shared=on,hugepages=on,prefault=on,thp=off`.
     pub fn parse(value: &str) -> Result<Self> {
         const OPTION: &str = "--memory";
         let p = OptionParser::parse(
@@ -184,6 +189,7 @@ impl MemoryConfig {
                 "shared",
                 "hugepages",
                 "prefault",
+                "thp",
                 "slot_size",
                 "unplugged_inaccessible",
                 "stall_timeout_s",
@@ -208,6 +214,7 @@ impl MemoryConfig {
             shared: get_bool(&p, OPTION, "shared")?,
             hugepages: get_bool(&p, OPTION, "hugepages")?,
             prefault: get_bool(&p, OPTION, "prefault")?,
+            thp: get_flag(&p, OPTION, "thp")?.unwrap_or(true),
             slot_size: p.get_size("slot_size")?,
             unplugged_inaccessible: get_flag(&p, OPTION, "unplugged_inaccessible")?.unwrap_or(true),
             stall_timeout_s: match p.get("stall_timeout_s") {
@@ -678,7 +685,11 @@ mod tests {
         assert_eq!(m.hotplugged_size, Some(1 << 30));
         assert_eq!(m.block_size, 4 << 20);
         assert!(m.shared && m.hugepages && m.prefault);
+        assert!(m.thp, "transparent huge pages unless thp=off");
         assert_eq!(validate(&vm(m, 1, None)), Ok(()));
+        assert!(!MemoryConfig::parse("size=1G,thp=off").unwrap().thp);
+        let e = MemoryConfig::parse("thp=always").unwrap_err();
+        assert!(e.reason.contains("thp=always"), "{e}");
         let e = MemoryConfig::parse("hotplug_method=dimm").unwrap_err();
         assert!(e.reason.contains("hotplug_method=dimm"), "{e}");
         let e = MemoryConfig::parse("shared=maybe").unwrap_err();

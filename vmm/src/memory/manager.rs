@@ -232,17 +232,30 @@ fn parse_huge_page_size(meminfo: &str) -> Option<u64> {
     kb.checked_mul(1024).filter(|size| size.is_power_of_two())
 }
 
+/// How a guest memory mapping is backed.
+#[derive(Clone, Copy)]
+struct Backed {
+    /// A shared memfd rather than private memory.
+    shared: bool,
+    /// hugetlb pages.
+    hugepages: bool,
+    /// Transparent huge pages asked for (true) or refused (false); hugetlb has its own.
+    thp: bool,
+}
+
 /// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
 /// `extra_flags`: `MAP_NORESERVE` for device regions, `MAP_POPULATE` for prefaulted boot RAM.
 /// `prot`: read-write, or `PROT_NONE` for a protected device region.
 fn map(
     name: &std::ffi::CStr,
     size: u64,
-    shared: bool,
-    hugepages: bool,
+    backed: Backed,
     extra_flags: i32,
     prot: i32,
 ) -> Result<(vm_memory::mmap::MmapRegion, Backing), MemoryError> {
+    let Backed {
+        shared, hugepages, ..
+    } = backed;
     let fail = |reason: String| MemoryError::Allocate { size, reason };
     let len = usize::try_from(size).map_err(|_| fail("too large for this host".into()))?;
     let mut flags = extra_flags;
@@ -304,25 +317,31 @@ fn map(
         })
     })?;
     if !hugepages {
-        ask_for_huge_pages(&region);
+        advise_huge_pages(&region, backed.thp);
     }
     Ok((region, backing))
 }
 
-/// Asks the host for transparent huge pages on `region`, as QEMU and Cloud Hypervisor do
-/// for guest RAM: where THP is `madvise` (Ubuntu's default), guest memory would otherwise
-/// get 4 KiB pages, and where it is `always`, a fragmented host falls back to 4 KiB pages
-/// rather than compact. With 4 KiB pages, KVM maps the guest's memory 4 KiB at a time too:
-/// a fault per 4 KiB the guest first touches, and a TLB entry per 4 KiB afterwards. (In the
-/// nested test host, boots that ran late in a long benchmark reached init 1.4x later than
-/// Cloud Hypervisor's.) A host without THP refuses; that costs nothing but the pages.
-fn ask_for_huge_pages(region: &vm_memory::mmap::MmapRegion) {
-    // SAFETY: the range is exactly the mapping `region` owns; MADV_HUGEPAGE changes how
-    // the kernel backs it, never its contents.
-    let ret = unsafe { libc::madvise(region.as_ptr().cast(), region.size(), libc::MADV_HUGEPAGE) };
+/// Asks the host for transparent huge pages on `region` (`thp`), as QEMU and Cloud
+/// Hypervisor do for guest RAM, or refuses them. Where THP is `madvise` (Ubuntu's
+/// default), guest memory would otherwise get 4 KiB pages, and where it is `always`, a
+/// fragmented host falls back to 4 KiB pages rather than compact. With 4 KiB pages, KVM
+/// maps the guest's memory 4 KiB at a time too: a fault per 4 KiB the guest first touches,
+/// and a TLB entry per 4 KiB afterwards. (In the nested test host, boots that ran late in
+/// a long benchmark reached init 1.4x later than Cloud Hypervisor's.) A host without THP
+/// refuses the advice; that costs nothing but the pages.
+fn advise_huge_pages(region: &vm_memory::mmap::MmapRegion, thp: bool) {
+    let (advice, name) = if thp {
+        (libc::MADV_HUGEPAGE, "MADV_HUGEPAGE")
+    } else {
+        (libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE")
+    };
+    // SAFETY: the range is exactly the mapping `region` owns; the advice changes how the
+    // kernel backs it, never its contents.
+    let ret = unsafe { libc::madvise(region.as_ptr().cast(), region.size(), advice) };
     if ret != 0 {
         log::debug!(
-            "madvise(MADV_HUGEPAGE) on guest memory: {}",
+            "madvise({name}) on guest memory: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -448,14 +467,12 @@ impl MemoryManager {
         };
         let read_write = libc::PROT_READ | libc::PROT_WRITE;
         for (start, size) in arch::layout::ram_ranges(ram_size) {
-            let (mapping, _) = map(
-                c"accordion-boot-ram",
-                size,
-                any(|z| z.shared),
-                any(|z| z.hugepages),
-                populate,
-                read_write,
-            )?;
+            let backed = Backed {
+                shared: any(|z| z.shared),
+                hugepages: any(|z| z.hugepages),
+                thp: config.memory.thp,
+            };
+            let (mapping, _) = map(c"accordion-boot-ram", size, backed, populate, read_write)?;
             regions.push(Arc::new(
                 GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
             ));
@@ -475,14 +492,13 @@ impl MemoryManager {
                         size: device.size,
                         reason: format!("zone id {:?} has a NUL byte", zone.id),
                     })?;
-                let (mapping, backing) = map(
-                    &name,
-                    device.size,
-                    request.shared,
-                    request.hugepages,
-                    libc::MAP_NORESERVE,
-                    prot,
-                )?;
+                let backed = Backed {
+                    shared: request.shared,
+                    hugepages: request.hugepages,
+                    thp: config.memory.thp,
+                };
+                let (mapping, backing) =
+                    map(&name, device.size, backed, libc::MAP_NORESERVE, prot)?;
                 device.host_addr = mapping.as_ptr() as u64;
                 device.backing = backing;
                 device.mmap_flags = mapping.flags();

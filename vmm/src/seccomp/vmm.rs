@@ -103,8 +103,8 @@ pub(super) fn rules() -> Result<Rules> {
         // Guest memory backed by a memfd (shared or hugetlb): create and size it.
         any(libc::SYS_memfd_create),
         any(libc::SYS_ftruncate),
-        // Guest memory asks for transparent huge pages.
-        madvise_in(&[libc::MADV_HUGEPAGE])?,
+        // Guest memory asks for transparent huge pages, or (thp=off) refuses them.
+        madvise_in(&[libc::MADV_HUGEPAGE, libc::MADV_NOHUGEPAGE])?,
         // Descriptors: duplicated eventfds and the serial port's copy of stdout.
         fcntl_in(&[libc::F_DUPFD_CLOEXEC, libc::F_GETFD])?,
         any(libc::SYS_dup),
