@@ -61,4 +61,13 @@ if dev:
               "discard_count", "discard_median_ns", "discard_max_ns",
               "plug_requests", "unplug_requests", "ack_responses", "nack_responses"):
         print(f"| {k} | {dev.get(k)} |")
+exits = next((r["exits"] for r in rows if "exits" in r), {})
+if exits:
+    print()
+    print("| Accordion's exits to the VMM during the runs (vm.counters) | count | VMM time (ms) |")
+    print("| --- | --- | --- |")
+    for k, v in sorted(exits.items()):
+        if k.endswith("_ns") or not (v or exits.get(k + "_ns")):
+            continue
+        print(f"| {k} | {v} | {exits.get(k + '_ns', 0) / 1e6:.1f} |")
 PY

@@ -9,7 +9,9 @@ Runs where /dev/kvm boots Linux (inside the test host). Each VMM boots the test 
 rounds alternate between them: each asks for +2 GiB, timed from the request until the
 guest's MemTotal line shows the target, then -2 GiB likewise. Prints one JSON object per line on stdout:
   {"vmm": "accordion"|"cloud-hypervisor"|"qemu", "op": "+2G"|"-2G", "run": N, "seconds": S}
-and for Accordion, at the end, {"vmm": "accordion", "device": {...vm.counters...}}.
+and for Accordion, at the end, {"vmm": "accordion", "device": {...vm.counters...}} and
+{"vmm": "accordion", "exits": {...}}: what the vCPU exits to the VMM (vm.counters'
+vcpu-exits, pio-accesses and mmio-accesses) added during the runs, the boot left out.
 ACCORDION_BENCH_MEMORY_OPTIONS (e.g. "slot_size=4G") is added to Accordion's --memory, to
 measure what an option costs.
 """
@@ -182,6 +184,7 @@ def main():
             bases[name] = int(re.search(r"memtotal_kb=(\d+)", ready).group(1))
             guest_proc.wait_memtotal(bases[name])
         time.sleep(2)
+        before = http_get(sock, "/api/v1/vm.counters")
         for run in range(1, runs + 1):
             for name, guest_proc, resize in vmms:
                 for op, plugged in (("+2G", 2 * GIB), ("-2G", 0)):
@@ -192,8 +195,13 @@ def main():
                     print(json.dumps({"vmm": name, "op": op, "run": run, "seconds": round(took, 3)}),
                           flush=True)
                     time.sleep(1)
-        counters = http_get(sock, "/api/v1/vm.counters").get("virtio-mem-default", {})
-        print(json.dumps({"vmm": "accordion", "device": counters}), flush=True)
+        after = http_get(sock, "/api/v1/vm.counters")
+        print(json.dumps({"vmm": "accordion", "device": after.get("virtio-mem-default", {})}),
+              flush=True)
+        exits = {f"{group} {name}": value - before.get(group, {}).get(name, 0)
+                 for group in ("vcpu-exits", "pio-accesses", "mmio-accesses")
+                 for name, value in after.get(group, {}).items()}
+        print(json.dumps({"vmm": "accordion", "exits": exits}), flush=True)
     finally:
         for _, guest_proc, _ in vmms:
             guest_proc.stop()
