@@ -240,7 +240,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     match vmm::run(options) {
-        Ok(ExitStatus::PowerOff | ExitStatus::VmmShutdown) => ExitCode::SUCCESS,
+        Ok(ExitStatus::PowerOff | ExitStatus::VmmShutdown | ExitStatus::Migrated) => {
+            ExitCode::SUCCESS
+        }
         Ok(ExitStatus::GuestFailure(reason)) => fail(reason),
         // The shell's convention for a process ended by a signal; the VM was shut down.
         Ok(ExitStatus::Signal(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),

@@ -107,6 +107,18 @@ const ENDPOINTS: &[Endpoint] = &[
         about: "Bring back a snapshot on a VMM without a VM",
     },
     Endpoint {
+        command: "send-migration",
+        endpoint: "vm.send-migration",
+        method: "PUT",
+        about: "Migrate the VM to another VMM (returns at once; the events and vm.info tell the end)",
+    },
+    Endpoint {
+        command: "receive-migration",
+        endpoint: "vm.receive-migration",
+        method: "PUT",
+        about: "Wait for a migrated VM on a VMM without one (returns when it has arrived)",
+    },
+    Endpoint {
         command: "shutdown-vmm",
         endpoint: "vmm.shutdown",
         method: "PUT",
@@ -180,6 +192,24 @@ fn cli() -> Command {
                         .help("The snapshot, as accordion --restore takes it"),
                 );
             }
+            "send-migration" => {
+                sub = sub.arg(
+                    Arg::new("send_migration_config")
+                        .value_name(
+                            "destination_url=unix:PATH|tcp:IP:PORT[,downtime_ms=N][,timeout_s=N][,timeout_strategy=cancel|ignore]",
+                        )
+                        .required(true)
+                        .help("Where to, in ch-remote's syntax"),
+                );
+            }
+            "receive-migration" => {
+                sub = sub.arg(
+                    Arg::new("receive_migration_config")
+                        .value_name("receiver_url=unix:PATH|tcp:IP:PORT")
+                        .required(true)
+                        .help("Where to listen, in ch-remote's syntax"),
+                );
+            }
             _ => {}
         }
         cmd = cmd.subcommand(sub);
@@ -236,6 +266,16 @@ fn body_for(command: &str, args: &ArgMatches) -> Result<Option<String>, String> 
                 })
                 .to_string(),
             ));
+        }
+        "send-migration" | "receive-migration" => {
+            let key = format!("{}_config", command.replace('-', "_"));
+            let value = args.get_one::<String>(&key).cloned().unwrap_or_default();
+            let body = if command == "send-migration" {
+                vmm::migration::request::cli::send_body(&value)
+            } else {
+                vmm::migration::request::cli::receive_body(&value)
+            };
+            return Ok(Some(body.map_err(|e| e.to_string())?.to_string()));
         }
         _ => return Ok(None),
     }

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod event_monitor;
 pub mod logger;
 pub mod memory;
+pub mod migration;
 pub mod pci_host;
 pub mod seccomp;
 pub mod signal_handler;

@@ -72,6 +72,9 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
 #[path = "vm_snapshot.rs"]
 mod snapshot;
 pub use snapshot::{MemoryRestoreMode, RestoreOptions, SnapshotReport};
+#[path = "vm_migration.rs"]
+mod migration;
+pub use migration::OutgoingMemory;
 
 /// A created VM; `boot` loads the payload and starts the vCPUs.
 pub struct Vm {
@@ -121,15 +124,16 @@ impl Vm {
         Self::build(hypervisor, config, events, serial_output, seccomp, None)
     }
 
-    /// A VM built from `config`, its devices in the states `saved` gives (a snapshot's) or
-    /// fresh. Nothing runs yet.
+    /// A VM built from `config`, its virtio-mem devices in the states `saved` gives (a
+    /// snapshot's or a migration's) or fresh. Nothing runs yet; the other devices' state
+    /// comes with [`Vm::restore_machine`].
     fn build(
         hypervisor: &dyn Hypervisor,
         config: &VmConfig,
         events: Arc<VmEventSignal>,
         serial_output: SerialOutput,
         seccomp: SeccompMode,
-        saved: Option<&crate::snapshot::DevicesState>,
+        saved: Option<&[crate::snapshot::MemoryDeviceState]>,
     ) -> Result<Self, VmError> {
         // Compiled here, on the VMM thread, so that a bad filter fails the VM's creation.
         let vcpu_filter = ThreadFilter::new(ThreadKind::Vcpu, seccomp)?;
@@ -145,9 +149,6 @@ impl Vm {
         )?;
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;
-        if let Some(saved) = saved {
-            pci.set_config_address(saved.pci_config_address);
-        }
         let routing = Arc::new(pci::GsiRoutingTable::new(vm.clone()));
         memory.add_devices(
             crate::memory::devices::DeviceContext {
@@ -163,17 +164,15 @@ impl Vm {
                 },
                 stall_timeout: std::time::Duration::from_secs(config.memory.stall_timeout_s),
             },
-            saved.map(|s| s.memory_devices.as_slice()),
+            saved,
         )?;
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
         vm.register_irqfd(&serial_irq, COM1_GSI)?;
-        let serial_state = saved.map(|s| (&s.serial).into()).unwrap_or_default();
-        let serial_device = SerialDevice::with_state(
+        let serial_device = SerialDevice::new(
             serial_irq,
             serial_output,
             ThreadFilter::new(ThreadKind::SerialOutput, seccomp)?,
-            &serial_state,
         )
         .map_err(io_err("serial output"))?;
         let serial_counters = serial_device.counters();
@@ -202,9 +201,7 @@ impl Vm {
         )?;
         let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("GED irqfd"))?;
         vm.register_irqfd(&ged_irq, GED_GSI)?;
-        let mut ged_device = GedDevice::new(ged_irq);
-        ged_device.set_pending(saved.map_or(0, |s| s.ged_pending));
-        let ged = Arc::new(Mutex::new(ged_device));
+        let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
         buses.pio.insert(
             "ged",
             ged.clone(),

@@ -16,7 +16,7 @@ use crate::seccomp::{ThreadFilter, ThreadKind};
 use crate::snapshot::memory_file::{self, HostRange};
 use crate::snapshot::on_demand::{self, LazyRange};
 use crate::snapshot::{
-    DevicesState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE, STATE_FILE,
+    DevicesState, MachineState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE, STATE_FILE,
     VERSION,
 };
 use crate::vm_event::VmEventSignal;
@@ -97,7 +97,7 @@ impl Vm {
     }
 
     /// Boot RAM as the VMM maps it.
-    fn boot_ram_ranges(&self) -> Vec<HostRange> {
+    pub(crate) fn boot_ram_ranges(&self) -> Vec<HostRange> {
         self.memory
             .guest_memory()
             .iter()
@@ -112,7 +112,10 @@ impl Vm {
             .collect()
     }
 
-    fn write_files(&self, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
+    /// The paused machine's state: the in-kernel devices and clock, each vCPU, the
+    /// emulated devices; and the guest memory to save with it (boot RAM, plugged blocks).
+    /// The virtio-mem devices must be paused.
+    pub(crate) fn machine_state(&self) -> Result<(MachineState, Vec<HostRange>), SnapshotError> {
         let vcpus = self
             .vcpus
             .as_ref()
@@ -141,7 +144,17 @@ impl Vm {
             .state()
             .into();
         let ged_pending = self.ged.lock().unwrap_or_else(|e| e.into_inner()).pending();
+        let devices = DevicesState {
+            serial,
+            ged_pending,
+            pci_config_address: self.pci.config_address(),
+            memory_devices,
+        };
+        Ok((MachineState { vm, vcpus, devices }, ranges))
+    }
 
+    fn write_files(&self, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
+        let (machine, ranges) = self.machine_state()?;
         let memory_path = dir.join(MEMORY_FILE);
         let file = File::options()
             .write(true)
@@ -161,14 +174,9 @@ impl Vm {
             format: FORMAT.to_string(),
             version: VERSION,
             config: self.config.clone(),
-            vm,
-            vcpus,
-            devices: DevicesState {
-                serial,
-                ged_pending,
-                pci_config_address: self.pci.config_address(),
-                memory_devices,
-            },
+            vm: machine.vm,
+            vcpus: machine.vcpus,
+            devices: machine.devices,
             memory: table,
         };
         let text = serde_json::to_vec(&snapshot)
@@ -202,19 +210,12 @@ impl Vm {
             .metadata()
             .map_err(io_error("cannot read", &memory_path))?
             .len();
-        let mut snapshot =
+        let snapshot =
             VmSnapshot::parse(&text, &state_path.display().to_string(), memory_file_len)?;
         let config = &snapshot.config;
         config
             .validate_machine()
             .map_err(|e| SnapshotError::Invalid(format!("its configuration: {e}")))?;
-        let count = config.cpus.boot_vcpus;
-        if snapshot.vcpus.len() != count as usize {
-            return Err(SnapshotError::Invalid(format!(
-                "{} vCPU states for a configuration of {count} vCPUs",
-                snapshot.vcpus.len()
-            )));
-        }
         let output = serial_output(config).map_err(SnapshotError::Vm)?;
         let mut vm = Vm::build(
             hypervisor,
@@ -222,7 +223,7 @@ impl Vm {
             events,
             output,
             seccomp,
-            Some(&snapshot.devices),
+            Some(&snapshot.devices.memory_devices),
         )
         .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
         let places = vm.restore_places(&snapshot)?;
@@ -245,47 +246,12 @@ impl Vm {
                 0
             }
         };
-        for (d, saved) in vm.memory.devices().zip(&snapshot.devices.memory_devices) {
-            d.restore_function(&saved.pci, &vm.pci)
-                .map_err(SnapshotError::Invalid)?;
-            d.start_restored().map_err(SnapshotError::Invalid)?;
-        }
-        // Each vCPU's TSC, then the clock, back to back as they were read (see
-        // `write_files`), before anything else: KVM arms a restored LAPIC timer against the
-        // TSC, and treats a second TSC write within a second of the first as the same one,
-        // so the TSC does not go with the rest of the MSRs.
-        let mut vcpus = Vec::with_capacity(count as usize);
-        for (id, state) in (0..count).zip(&snapshot.vcpus) {
-            let vcpu = vm
-                .vm
-                .create_vcpu(id)
-                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
-            check_cpu_features(vcpu.as_ref(), &vm.supported_cpuid, id, count, state)?;
-            vcpus.push(vcpu);
-        }
-        for (vcpu, state) in vcpus.iter().zip(snapshot.vcpus.iter_mut()) {
-            let tsc = state
-                .msrs
-                .iter()
-                .position(|m| m.index == arch::msrs::MSR_IA32_TSC)
-                .map(|i| state.msrs.remove(i).data);
-            if let Some(tsc) = tsc {
-                vcpu.set_msrs(&[(arch::msrs::MSR_IA32_TSC, tsc)])
-                    .map_err(|e| SnapshotError::Vm(e.to_string()))?;
-            }
-        }
-        vm.vm
-            .set_clock(&snapshot.vm.clock)
-            .map_err(|e| SnapshotError::Invalid(format!("the clock: {e}")))?;
-        for (id, (vcpu, state)) in vcpus.iter().zip(&snapshot.vcpus).enumerate() {
-            vcpu.set_state(state)
-                .map_err(|e| SnapshotError::Invalid(format!("vcpu{id}'s state: {e}")))?;
-        }
-        vm.vm
-            .set_state(&snapshot.vm)
-            .map_err(|e| SnapshotError::Invalid(format!("the irqchip, PIT and clock: {e}")))?;
-        vm.start_vcpus(vcpus, !options.resume).map_err(vm_error)?;
-        vm.paused = !options.resume;
+        let machine = MachineState {
+            vm: snapshot.vm,
+            vcpus: snapshot.vcpus,
+            devices: snapshot.devices,
+        };
+        vm.restore_machine(machine, !options.resume)?;
         Ok((
             vm,
             SnapshotReport {
@@ -294,6 +260,83 @@ impl Vm {
                 state_bytes: text.len() as u64,
             },
         ))
+    }
+
+    /// Brings the machine `state` (a snapshot's or a migration's) into this VM, built from
+    /// the same configuration with its memory in place, and starts its vCPUs, parked when
+    /// `paused`.
+    pub(crate) fn restore_machine(
+        &mut self,
+        mut state: MachineState,
+        paused: bool,
+    ) -> Result<(), SnapshotError> {
+        let count = self.config.cpus.boot_vcpus;
+        if state.vcpus.len() != count as usize {
+            return Err(SnapshotError::Invalid(format!(
+                "{} vCPU states for a configuration of {count} vCPUs",
+                state.vcpus.len()
+            )));
+        }
+        let devices = &state.devices;
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_state(&(&devices.serial).into())
+            .map_err(|e| SnapshotError::Invalid(format!("the serial port: {e}")))?;
+        self.ged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_pending(devices.ged_pending);
+        self.pci.set_config_address(devices.pci_config_address);
+        let ids: Vec<&str> = self.memory.devices().map(|d| d.id.as_str()).collect();
+        let saved_ids: Vec<&str> = devices.memory_devices.iter().map(|d| d.id.as_str()).collect();
+        if ids != saved_ids {
+            return Err(SnapshotError::Invalid(format!(
+                "the state has virtio-mem devices {saved_ids:?}, the VM {ids:?}"
+            )));
+        }
+        for (d, saved) in self.memory.devices().zip(&devices.memory_devices) {
+            d.restore_function(&saved.pci, &self.pci)
+                .map_err(SnapshotError::Invalid)?;
+            d.start_restored().map_err(SnapshotError::Invalid)?;
+        }
+        // Each vCPU's TSC, then the clock, back to back as they were read (see
+        // `write_files`), before anything else: KVM arms a restored LAPIC timer against the
+        // TSC, and treats a second TSC write within a second of the first as the same one,
+        // so the TSC does not go with the rest of the MSRs.
+        let mut vcpus = Vec::with_capacity(count as usize);
+        for (id, vcpu_state) in (0..count).zip(&state.vcpus) {
+            let vcpu = self
+                .vm
+                .create_vcpu(id)
+                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            check_cpu_features(vcpu.as_ref(), &self.supported_cpuid, id, count, vcpu_state)?;
+            vcpus.push(vcpu);
+        }
+        for (vcpu, vcpu_state) in vcpus.iter().zip(state.vcpus.iter_mut()) {
+            let tsc = vcpu_state
+                .msrs
+                .iter()
+                .position(|m| m.index == arch::msrs::MSR_IA32_TSC)
+                .map(|i| vcpu_state.msrs.remove(i).data);
+            if let Some(tsc) = tsc {
+                vcpu.set_msrs(&[(arch::msrs::MSR_IA32_TSC, tsc)])
+                    .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            }
+        }
+        self.vm
+            .set_clock(&state.vm.clock)
+            .map_err(|e| SnapshotError::Invalid(format!("the clock: {e}")))?;
+        for (id, (vcpu, vcpu_state)) in vcpus.iter().zip(&state.vcpus).enumerate() {
+            vcpu.set_state(vcpu_state)
+                .map_err(|e| SnapshotError::Invalid(format!("vcpu{id}'s state: {e}")))?;
+        }
+        self.vm
+            .set_state(&state.vm)
+            .map_err(|e| SnapshotError::Invalid(format!("the irqchip, PIT and clock: {e}")))?;
+        self.start_vcpus(vcpus, paused).map_err(vm_error)?;
+        self.paused = paused;
+        Ok(())
     }
 
     /// Where each range of the memory file goes: boot RAM or a plugged block of this new VM

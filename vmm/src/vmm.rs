@@ -70,6 +70,8 @@ pub enum ExitStatus {
     GuestFailure(String),
     /// SIGTERM or SIGINT (the number) asked the VMM to exit.
     Signal(i32),
+    /// The VM was migrated to another VMM, which runs it now.
+    Migrated,
 }
 
 /// What the VMM process is told at start.
@@ -92,6 +94,10 @@ const TOKEN_STDIN: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 const TOKEN_DEVICE_WORK: u64 = 4;
 const TOKEN_RESIZE_WATCH: u64 = 5;
+const TOKEN_MIGRATION: u64 = 6;
+
+#[path = "vmm_migration.rs"]
+mod migration;
 
 fn serial_output(config: &VmConfig, boot: u32) -> Result<SerialOutput, VmmError> {
     Ok(match config.serial.mode {
@@ -183,6 +189,15 @@ struct Vmm {
     /// Ticks every second while a virtio-mem device is on its way to its requested size,
     /// to report stalls.
     resize_watch: TimerFd,
+    /// A live migration under way, in or out.
+    migration: Option<migration::Migration>,
+    /// Written by the migration thread with each message.
+    migration_event: EventFd,
+    /// What the last migration did (`vm.counters`).
+    last_migration: Option<crate::migration::MigrationReport>,
+    /// The answer to a migration's Complete was lost: the destination may run the VM. Kept
+    /// for `vm.info` until the VM is resumed or ends.
+    migration_unknown: Option<String>,
 }
 
 impl Vmm {
@@ -304,6 +319,12 @@ impl Vmm {
         if let Some(failure) = &self.failure {
             info["failure"] = json!(failure);
         }
+        if let Some(migration) = self.migration_info() {
+            info["migration"] = migration;
+        }
+        if let Some(reason) = &self.migration_unknown {
+            info["migration_outcome_unknown"] = json!(reason);
+        }
         Ok(Some(info))
     }
 
@@ -328,11 +349,30 @@ impl Vmm {
                 .collect();
             out.insert(device, serde_json::Value::Object(values));
         }
+        if let Some(m) = &self.last_migration {
+            out.insert(
+                "migration".to_string(),
+                json!({
+                    "bytes": m.bytes,
+                    "passes": m.passes,
+                    "downtime_ms": m.downtime_ms,
+                    "total_ms": m.total_ms,
+                }),
+            );
+        }
         Ok(Some(serde_json::Value::Object(out)))
     }
 
     /// Acts on one API request. The second value is true when the VMM must exit.
     fn handle(&mut self, action: ApiAction) -> (ApiResult, bool) {
+        if !matches!(
+            action,
+            ApiAction::VmmPing | ApiAction::VmmShutdown | ApiAction::VmInfo | ApiAction::VmCounters
+        ) {
+            if let Err(e) = self.migration_conflict(&action_name(&action)) {
+                return (Err(e), false);
+            }
+        }
         let result = match action {
             ApiAction::VmmPing => Ok(Some(json!({
                 "build_version": env!("CARGO_PKG_VERSION"),
@@ -341,6 +381,7 @@ impl Vmm {
                 "features": [],
             }))),
             ApiAction::VmmShutdown => {
+                self.abandon_migration();
                 self.shutdown_vm();
                 return (Ok(None), true);
             }
@@ -367,7 +408,12 @@ impl Vmm {
                 event("vm", "resuming");
                 vm.resume().map_err(vm_api_error)?;
                 event("vm", "resumed");
-                Ok(None)
+                Ok(())
+            })
+            .map(|()| {
+                // The operator decided: this copy is the one that runs.
+                self.migration_unknown = None;
+                None
             }),
             ApiAction::VmShutdown => match self.running_vm() {
                 Ok(_) => {
@@ -384,6 +430,11 @@ impl Vmm {
             ApiAction::VmResizeZone(body) => self.resize_zone(&body.id, body.desired_ram),
             ApiAction::VmSnapshot(body) => self.snapshot(&body.destination_url),
             ApiAction::VmRestore(body) => self.restore(&body),
+            ApiAction::VmSendMigration(body) => self.send_migration(&body),
+            // Answered by the control loop, which keeps the reply for the end.
+            ApiAction::VmReceiveMigration(_) => Err(ApiError::internal(
+                "vm.receive-migration reached the wrong handler",
+            )),
             ApiAction::VmPowerButton => self
                 .running_vm()
                 .and_then(|vm| vm.power_button().map_err(vm_api_error))
@@ -570,6 +621,27 @@ fn snapshot_api_error(e: &crate::snapshot::SnapshotError, message: String) -> Ap
     }
 }
 
+/// The endpoint an action came from, for messages.
+fn action_name(action: &ApiAction) -> String {
+    let debug = format!("{action:?}");
+    let name = debug.split(['(', ' ']).next().unwrap_or("");
+    // VmSendMigration -> vm.send-migration
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            match i {
+                0 => {}
+                2 => out.push('.'),
+                _ => out.push('-'),
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// 404, as Cloud Hypervisor's API documents for every VM action before `vm.create`.
 fn no_vm() -> ApiError {
     ApiError::not_found("no VM has been created (PUT /api/v1/vm.create first)")
@@ -659,6 +731,10 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
         failure: None,
         resize_watch: TimerFd::new()
             .map_err(|e| io_err("timerfd")(std::io::Error::from_raw_os_error(e.errno())))?,
+        migration: None,
+        migration_event: EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?,
+        last_migration: None,
+        migration_unknown: None,
     };
     // Stdin feeds the guest whenever a VM's serial port is the terminal; the terminal goes
     // raw only for a VM given on the command line (an API-only VMM keeps Ctrl-C working).
@@ -687,6 +763,7 @@ pub fn run(options: VmmOptions) -> Result<ExitStatus, VmmError> {
     }
     let _raw = raw_terminal.then(RawStdin::enable).flatten();
     let status = control_loop(&mut vmm, api.as_ref(), &exit_signal, forward_stdin);
+    vmm.abandon_migration();
     vmm.shutdown_vm();
     drop(api);
     event("vmm", "shutdown");
@@ -710,6 +787,7 @@ fn control_loop(
         TOKEN_DEVICE_WORK,
     )?;
     epoll.add(vmm.resize_watch.as_raw_fd(), TOKEN_RESIZE_WATCH)?;
+    epoll.add(vmm.migration_event.as_raw_fd(), TOKEN_MIGRATION)?;
     if let Some(api) = api {
         epoll.add(api.notify.as_raw_fd(), TOKEN_API)?;
     }
@@ -742,6 +820,7 @@ fn control_loop(
                     None => {}
                 },
                 TOKEN_RESIZE_WATCH => vmm.resize_watch_tick(),
+                TOKEN_MIGRATION if vmm.migration_work() => return Ok(ExitStatus::Migrated),
                 TOKEN_DEVICE_WORK => {
                     let _ = vmm.events.device_work_event().read();
                     if let Some(vm) = vmm.vm.as_ref() {
@@ -752,6 +831,14 @@ fn control_loop(
                     let Some(api) = api else { continue };
                     let _ = api.notify.read();
                     while let Some(Ok(request)) = api.requests.as_ref().map(Receiver::try_recv) {
+                        if let ApiAction::VmReceiveMigration(body) = &request.action {
+                            if let Some((reply, result)) =
+                                vmm.receive_migration(body, request.reply)
+                            {
+                                let _ = reply.send(result);
+                            }
+                            continue;
+                        }
                         let (result, exit) = vmm.handle(request.action);
                         // The client may have gone; the action stands either way.
                         let _ = request.reply.send(result);

@@ -35,8 +35,11 @@ fn new_file() -> std::path::PathBuf {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Forbidden {
-    /// `socket(AF_INET, SOCK_STREAM)`: no thread talks to the network.
+    /// `socket(AF_INET, SOCK_STREAM)`: no thread talks to the network, but the VMM thread
+    /// (a migration's listener) and the migration thread.
     SocketInet,
+    /// `socket(AF_NETLINK, SOCK_RAW)`: no thread configures the host.
+    SocketNetlink,
     /// `execve("/bin/true")`.
     Execve,
     /// `ptrace(PTRACE_PEEKDATA, 1)`.
@@ -48,8 +51,9 @@ enum Forbidden {
 }
 
 impl Forbidden {
-    const ALL: [Forbidden; 5] = [
+    const ALL: [Forbidden; 6] = [
         Forbidden::SocketInet,
+        Forbidden::SocketNetlink,
         Forbidden::Execve,
         Forbidden::Ptrace,
         Forbidden::OpenatNew,
@@ -58,7 +62,7 @@ impl Forbidden {
 
     fn nr(self) -> i64 {
         match self {
-            Forbidden::SocketInet => libc::SYS_socket,
+            Forbidden::SocketInet | Forbidden::SocketNetlink => libc::SYS_socket,
             Forbidden::Execve => libc::SYS_execve,
             Forbidden::Ptrace => libc::SYS_ptrace,
             Forbidden::OpenatNew => libc::SYS_openat,
@@ -85,6 +89,9 @@ impl Forbidden {
             match self {
                 Forbidden::SocketInet => {
                     libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0)
+                }
+                Forbidden::SocketNetlink => {
+                    libc::syscall(libc::SYS_socket, libc::AF_NETLINK, libc::SOCK_RAW, 0)
                 }
                 Forbidden::Execve => libc::syscall(
                     libc::SYS_execve,
@@ -125,6 +132,7 @@ fn thread_name(kind: ThreadKind) -> &'static str {
         ThreadKind::SignalHandler => "signal_handler",
         ThreadKind::MemoryLoader => "memory-loader",
         ThreadKind::SerialOutput => "serial-output",
+        ThreadKind::Migration => "migration",
     }
 }
 
@@ -162,7 +170,7 @@ fn setup(kind: ThreadKind) -> Setup {
     // SAFETY: the calls write at most two descriptors into `fds`, or a signal set we own.
     unsafe {
         match kind {
-            ThreadKind::Api => {
+            ThreadKind::Api | ThreadKind::Migration => {
                 check(
                     "socketpair",
                     i64::from(libc::socketpair(
@@ -246,6 +254,17 @@ fn allowed_call(kind: ThreadKind, s: &Setup) {
                 check("send", sent as i64);
                 let mut buf = [0u8; 8];
                 let got = libc::recv(s.fds[0], buf.as_mut_ptr().cast(), buf.len(), 0);
+                check("recv", got as i64);
+            }
+            ThreadKind::Migration => {
+                // A memory range out, its answer in: write(2) from guest memory, std's
+                // send and recv for headers.
+                let n = libc::write(s.fds[1], b"range".as_ptr().cast(), 5);
+                check("write", n as i64);
+                let sent = libc::send(s.fds[0], b"OK".as_ptr().cast(), 2, 0);
+                check("send", sent as i64);
+                let mut buf = [0u8; 8];
+                let got = libc::recv(s.fds[1], buf.as_mut_ptr().cast(), buf.len(), 0);
                 check("recv", got as i64);
             }
             ThreadKind::EventMonitor => {
@@ -395,7 +414,7 @@ fn forbidden_call_is_stopped(kind: ThreadKind, call: Forbidden) -> Result<(), St
 
 /// `log`: the call is logged by the kernel and runs; the child goes on and exits 0.
 fn forbidden_call_is_logged(kind: ThreadKind) -> Result<(), String> {
-    let o = run_child(kind, "log", Forbidden::SocketInet);
+    let o = run_child(kind, "log", Forbidden::SocketNetlink);
     let ran = o
         .stdout
         .lines()
@@ -437,6 +456,12 @@ fn main() -> ExitCode {
         for call in Forbidden::ALL {
             // The VMM thread opens payload files; every other thread is refused openat.
             if kind == ThreadKind::Vmm && call == Forbidden::OpenatNew {
+                continue;
+            }
+            // A migration connects or listens over TCP.
+            if matches!(kind, ThreadKind::Vmm | ThreadKind::Migration)
+                && call == Forbidden::SocketInet
+            {
                 continue;
             }
             cases.push((

@@ -230,6 +230,24 @@ impl VirtioMem {
         core.map(|c| c.state.saved())
     }
 
+    /// Answers PLUG, UNPLUG and UNPLUG_ALL with BUSY (STATE is still served) while `busy`:
+    /// a live migration keeps the plugged blocks as they were sent. The device must not be
+    /// running (not activated, or paused); false when it is, or is broken.
+    pub fn set_busy(&mut self, busy: bool) -> bool {
+        let core = match self.paused.as_mut() {
+            Some(worker) => Some(&mut worker.core),
+            None if self.running.is_none() => self.core.as_mut(),
+            None => None,
+        };
+        match core {
+            Some(core) => {
+                core.state.set_busy(busy);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A failed start: keeps `core` for the next activation.
     fn give_back(&mut self, core: MemCore, error: ActivateError) -> Result<(), ActivateError> {
         self.core = Some(core);

@@ -52,6 +52,11 @@ impl VirtioMemHandle {
         self.shared.set_listener(Some(Arc::new(listener)));
     }
 
+    /// The guest memory the device thread writes, recorded while a migration asks.
+    pub fn write_log(&self) -> &super::WriteLog {
+        self.shared.write_log()
+    }
+
     /// Removes the listener.
     pub fn clear_plugged_size_listener(&self) {
         self.shared.set_listener(None);

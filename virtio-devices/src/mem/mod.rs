@@ -31,6 +31,7 @@ pub mod request;
 mod saved;
 mod shared;
 pub mod state;
+pub mod write_log;
 mod worker;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -54,6 +55,7 @@ pub use request::{
     RESPONSE_SIZE,
 };
 pub use saved::{MemDeviceState, SavedStateError};
+pub use write_log::WriteLog;
 pub use shared::{PluggedSizeChange, PluggedSizeListener, VirtioMemStatus};
 pub use state::{
     BlockBackend, Counters, Discarded, MemGeometry, NoopBackend, ResizeError, SetupError,

@@ -115,6 +115,8 @@ pub struct MemShared {
     inner: Mutex<Inner>,
     wake: EventFd,
     listener: Mutex<Option<PluggedSizeListener>>,
+    /// The device thread's writes to guest memory, while a migration records them.
+    write_log: super::write_log::WriteLog,
 }
 
 impl MemShared {
@@ -137,6 +139,7 @@ impl MemShared {
             }),
             wake: EventFd::new(libc::EFD_NONBLOCK)?,
             listener: Mutex::new(None),
+            write_log: super::write_log::WriteLog::default(),
         })
     }
 
@@ -152,6 +155,11 @@ impl MemShared {
     /// The node's proximity domain.
     pub fn node_id(&self) -> Option<u16> {
         self.node_id
+    }
+
+    /// The device thread's writes to guest memory (see [`super::WriteLog`]).
+    pub fn write_log(&self) -> &super::write_log::WriteLog {
+        &self.write_log
     }
 
     /// The eventfd a resize signals; the device thread polls it.

@@ -143,11 +143,21 @@ impl Worker {
             };
             let start = Instant::now();
             let head = chain.head_index();
+            let log = self.shared.write_log();
+            if log.is_recording() {
+                // What the device may write: the chain's device-writable buffers.
+                for desc in chain.clone().filter(|d| d.is_write_only()) {
+                    log.record(desc.addr().0, u64::from(desc.len()));
+                }
+            }
             match handle_chain(&mut self.core.state, &*mem, chain, &mut deferred) {
                 Ok(len) => {
                     if let Err(e) = self.queue.add_used(&*mem, head, len) {
                         break self.fail(&format!("the used ring is invalid: {e}"));
                     }
+                    // The used ring: flags, index, the ring and the avail event.
+                    let ring = 6 + 8 * u64::from(self.queue.size());
+                    log.record(self.queue.used_ring(), ring);
                     used = true;
                     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     self.publish(Some(ns));

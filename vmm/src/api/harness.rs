@@ -326,6 +326,18 @@ impl Model {
                 // No snapshot directory exists in the model.
                 Err(ApiError::bad_request("cannot read the snapshot"))
             }
+            // The model has no peer to migrate to: a send fails to connect, a receive is
+            // refused a VM that exists.
+            ApiAction::VmSendMigration(_) => {
+                self.running()?;
+                Err(ApiError::internal("cannot reach the destination"))
+            }
+            ApiAction::VmReceiveMigration(_) => {
+                if self.config.is_some() {
+                    return Err(ApiError::conflict("a VM already exists"));
+                }
+                Err(ApiError::bad_request("cannot listen"))
+            }
             ApiAction::VmResizeZone(body) => {
                 let id = body.id.clone();
                 let desired = Some(body.desired_ram);
@@ -466,6 +478,8 @@ fn check_route(method: &str, path: &str, routed: &Result<ApiAction, RouteError>)
                     "/vm.resize",
                     "/vm.resize-zone",
                     "/vm.snapshot",
+                    "/vm.send-migration",
+                    "/vm.receive-migration",
                     "/vm.restore"
                 ]
                 .contains(&route.path),

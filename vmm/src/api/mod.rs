@@ -31,6 +31,9 @@ pub enum ApiAction {
     VmResizeZone(crate::memory::resize::VmResizeZone),
     VmSnapshot(crate::snapshot::request::VmSnapshotConfig),
     VmRestore(Box<crate::snapshot::request::RestoreConfig>),
+    VmSendMigration(Box<crate::migration::request::SendMigrationConfig>),
+    /// Answered when the migration ends, not at once.
+    VmReceiveMigration(Box<crate::migration::request::ReceiveMigrationConfig>),
 }
 
 /// An API failure: the HTTP status and a message for the client.

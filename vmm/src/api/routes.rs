@@ -36,6 +36,8 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/vm.resize-zone"),
     route("PUT", "/vm.snapshot"),
     route("PUT", "/vm.restore"),
+    route("PUT", "/vm.send-migration"),
+    route("PUT", "/vm.receive-migration"),
 ];
 
 /// Why a request matched no action.
@@ -96,6 +98,24 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteEr
                 .check_unsupported()
                 .map_err(|e| RouteError::BadRequest(ApiError::bad_request(e)))?;
             ApiAction::VmRestore(Box::new(config))
+        }
+        "/vm.send-migration" => {
+            let config: crate::migration::request::SendMigrationConfig =
+                parse_body("vm.send-migration", body).map_err(RouteError::BadRequest)?;
+            config.validate().map_err(|e| {
+                RouteError::BadRequest(ApiError::bad_request(format!("vm.send-migration: {e}")))
+            })?;
+            ApiAction::VmSendMigration(Box::new(config))
+        }
+        "/vm.receive-migration" => {
+            let config: crate::migration::request::ReceiveMigrationConfig =
+                parse_body("vm.receive-migration", body).map_err(RouteError::BadRequest)?;
+            config.validate().map_err(|e| {
+                RouteError::BadRequest(ApiError::bad_request(format!(
+                    "vm.receive-migration: {e}"
+                )))
+            })?;
+            ApiAction::VmReceiveMigration(Box::new(config))
         }
         // Every path of ROUTES has its arm above (`every_route_parses` checks it).
         other => return Err(RouteError::NotFound(other.to_string())),
@@ -201,6 +221,16 @@ mod tests {
                 "/vm.restore",
                 r#"{"source_url":"file:///tmp/s","resume":true}"#,
                 r#"VmRestore(RestoreConfig { source_url: "file:///tmp/s", prefault: false, memory_restore_mode: Copy, resume: true, net_fds: Null, vfio_fds: Null, iommufd_fd: Null, zone_updates: Null })"#,
+            ),
+            (
+                "/vm.send-migration",
+                r#"{"destination_url":"unix:/tmp/m","downtime_ms":50}"#,
+                r#"VmSendMigration(SendMigrationConfig { destination_url: "unix:/tmp/m", local: false, downtime_ms: 50, timeout_s: 3600, timeout_strategy: Cancel, preserve_source: false, connections: 1, tls_dir: Null, memory_mode: Precopy })"#,
+            ),
+            (
+                "/vm.receive-migration",
+                r#"{"receiver_url":"tcp:0.0.0.0:6000"}"#,
+                r#"VmReceiveMigration(ReceiveMigrationConfig { receiver_url: "tcp:0.0.0.0:6000", tls_dir: Null, memory_mode: Precopy, vfio_fds: Null, iommufd_fd: Null, zone_updates: Null, net_fds: Null })"#,
             ),
         ];
         assert_eq!(cases.len(), ROUTES.len(), "a route without a case");

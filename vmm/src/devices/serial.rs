@@ -119,21 +119,6 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART whose output is written by a `serial-output` thread under `filter`.
     pub fn new(irqfd: EventFd, output: SerialOutput, filter: ThreadFilter) -> io::Result<Self> {
-        Self::with_state(
-            irqfd,
-            output,
-            filter,
-            &vm_superio::serial::SerialState::default(),
-        )
-    }
-
-    /// A UART with the registers and receive FIFO of `state` (a snapshot's).
-    pub fn with_state(
-        irqfd: EventFd,
-        output: SerialOutput,
-        filter: ThreadFilter,
-        state: &vm_superio::serial::SerialState,
-    ) -> io::Result<Self> {
         let pending_log = match &output {
             SerialOutput::File { path, start_afresh } => Some((path.clone(), *start_afresh)),
             _ => None,
@@ -151,13 +136,7 @@ impl SerialDevice {
             inner,
             counters: counters.clone(),
         };
-        let uart = Serial::from_state(
-            state,
-            IrqfdTrigger(irqfd),
-            vm_superio::serial::NoEvents,
-            writer,
-        )
-        .map_err(|e| io::Error::other(format!("the saved UART state: {e:?}")))?;
+        let uart = Serial::new(IrqfdTrigger(irqfd), writer);
         Ok(SerialDevice {
             uart,
             counters,
@@ -184,6 +163,23 @@ impl SerialDevice {
         }
         // Set once: `pending_log` was taken above.
         let _ = self.log.set(file);
+        Ok(())
+    }
+
+    /// Takes the registers and receive FIFO of `state` (a snapshot's or a migration's);
+    /// the interrupt and the output stay.
+    pub fn set_state(&mut self, state: &vm_superio::serial::SerialState) -> io::Result<()> {
+        let trigger = IrqfdTrigger(self.uart.interrupt_evt().0.try_clone()?);
+        let inner: Box<dyn Write + Send> = match &self.output {
+            Some(queue) => Box::new(queue.writer()),
+            None => Box::new(io::sink()),
+        };
+        let writer = CountingWriter {
+            inner,
+            counters: self.counters.clone(),
+        };
+        self.uart = Serial::from_state(state, trigger, vm_superio::serial::NoEvents, writer)
+            .map_err(|e| io::Error::other(format!("the saved UART state: {e:?}")))?;
         Ok(())
     }
 

@@ -550,6 +550,76 @@ impl MemoryDevice {
         Ok((pci, mem))
     }
 
+    /// Freezes the plugged blocks for a live migration: from here on PLUG, UNPLUG and
+    /// UNPLUG_ALL are answered BUSY, and the state returned (with its bitmap) stays true
+    /// until [`thaw`](Self::thaw). The device thread is stopped and started again around
+    /// it, under the function's lock, so no request is half-handled.
+    pub fn freeze(&self) -> Result<(VirtioPciState, MemDeviceState), String> {
+        let mut function = self.function();
+        let failed = |e: &dyn std::fmt::Display| format!("virtio-mem {}: {e}", self.id);
+        function.pause().map_err(|e| failed(&e))?;
+        let frozen = if function.device_mut().set_busy(true) {
+            let mem = function.device().saved_state();
+            match (function.state(), mem) {
+                (Ok(pci), Some(mem)) => Ok((pci, mem)),
+                (Err(e), _) => Err(failed(&e)),
+                (_, None) => Err(failed(&"its state is lost")),
+            }
+        } else {
+            Err(failed(&"the device is broken (its thread panicked)"))
+        };
+        if frozen.is_err() {
+            function.device_mut().set_busy(false);
+        }
+        function.resume();
+        frozen
+    }
+
+    /// Ends [`freeze`](Self::freeze): requests are served again, and the driver hears a
+    /// configuration-change interrupt (at the restart of the device thread), so that a
+    /// request it got BUSY for is retried at once rather than after Linux's 50 s timer.
+    pub fn thaw(&self) {
+        let mut function = self.function();
+        if let Err(e) = function.pause() {
+            log::error!("virtio-mem {}: stopping for the end of BUSY: {e}", self.id);
+        }
+        function.device_mut().set_busy(false);
+        function.resume();
+    }
+
+    /// The KVM memslots holding `mem`'s plugged blocks (every slot of the region when it
+    /// is not protected), as mapped.
+    pub fn mapped_slots(&self, mem: &MemDeviceState) -> Vec<hypervisor::MemoryRegion> {
+        let r = &self.region;
+        let layout = SlotLayout::new(r.size, r.slot_size);
+        let mut slots: Vec<usize> = if r.protect {
+            mem.plugged
+                .iter()
+                .filter(|run| run[1] > 0)
+                .flat_map(|&[first, count]| {
+                    layout.touching(first * r.block_size, count * r.block_size)
+                })
+                .collect()
+        } else {
+            (0..layout.count()).collect()
+        };
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+            .into_iter()
+            .map(|index| {
+                let (offset, len) = layout.range(index);
+                hypervisor::MemoryRegion {
+                    slot: r.first_slot + index as u32,
+                    guest_addr: r.addr + offset,
+                    size: len,
+                    host_addr: r.host_addr + offset,
+                    log_dirty: false,
+                }
+            })
+            .collect()
+    }
+
     /// Where the plugged blocks of `mem` (this device's state) are in host memory.
     pub fn plugged_host_ranges(&self, mem: &MemDeviceState) -> Vec<HostRange> {
         mem.plugged

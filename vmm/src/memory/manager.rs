@@ -573,6 +573,11 @@ impl MemoryManager {
         Ok(())
     }
 
+    /// Boot RAM's KVM memslots, as mapped.
+    pub fn boot_slots(&self) -> &[MemoryRegion] {
+        &self.slots
+    }
+
     /// The devices, in zone order.
     pub fn devices(&self) -> impl Iterator<Item = &MemoryDevice> {
         self.zones.iter().filter_map(|z| z.device.as_ref())

@@ -6,7 +6,7 @@
 
 use kvm_bindings::kvm_fpu;
 use kvm_bindings::{
-    kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip,
+    kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_dirty_log, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip,
     kvm_irqfd, kvm_lapic_state, kvm_mp_state, kvm_msr_list, kvm_msrs, kvm_pit_config,
     kvm_pit_state2, kvm_regs, kvm_sregs, kvm_translation, kvm_userspace_memory_region,
     kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
@@ -29,6 +29,7 @@ ioctl_iow_nr!(
     0x46,
     kvm_userspace_memory_region
 );
+ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 ioctl_io_nr!(KVM_SET_TSS_ADDR, KVMIO, 0x47);
 ioctl_io_nr!(KVM_CREATE_IRQCHIP, KVMIO, 0x60);
 ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
@@ -77,6 +78,7 @@ mod tests {
         assert_eq!(super::KVM_RUN(), 0xae80);
         assert_eq!(super::KVM_CREATE_VM(), 0xae01);
         assert_eq!(super::KVM_SET_USER_MEMORY_REGION(), 0x4020_ae46);
+        assert_eq!(super::KVM_GET_DIRTY_LOG(), 0x4010_ae42);
         assert_eq!(super::KVM_IRQFD(), 0x4020_ae76);
         assert_eq!(super::KVM_IOEVENTFD(), 0x4040_ae79);
         assert_eq!(super::KVM_SET_GSI_ROUTING(), 0x4008_ae6a);

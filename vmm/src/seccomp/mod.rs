@@ -18,6 +18,7 @@ mod api;
 mod event_monitor;
 mod kvm;
 mod memory_loader;
+mod migration;
 mod rules;
 mod serial_output;
 mod signal;
@@ -91,6 +92,8 @@ pub enum ThreadKind {
     MemoryLoader,
     /// The thread that writes the guest's serial output (`serial-output`).
     SerialOutput,
+    /// Either side of a live migration (`migration`).
+    Migration,
 }
 
 impl ThreadKind {
@@ -100,7 +103,7 @@ impl ThreadKind {
     }
 
     /// Every kind, for tests and reports.
-    pub const ALL: [ThreadKind; 8] = [
+    pub const ALL: [ThreadKind; 9] = [
         ThreadKind::Vmm,
         ThreadKind::Api,
         ThreadKind::EventMonitor,
@@ -109,6 +112,7 @@ impl ThreadKind {
         ThreadKind::SignalHandler,
         ThreadKind::MemoryLoader,
         ThreadKind::SerialOutput,
+        ThreadKind::Migration,
     ];
 
     /// The kind's name, as docs/seccomp.md lists it.
@@ -122,6 +126,7 @@ impl ThreadKind {
             ThreadKind::SignalHandler => "signal_handler",
             ThreadKind::MemoryLoader => "memory-loader",
             ThreadKind::SerialOutput => "serial-output",
+            ThreadKind::Migration => "migration",
         }
     }
 
@@ -136,6 +141,7 @@ impl ThreadKind {
             ThreadKind::SignalHandler => signal::rules(),
             ThreadKind::MemoryLoader => memory_loader::rules(),
             ThreadKind::SerialOutput => serial_output::rules(),
+            ThreadKind::Migration => migration::rules(),
         }
     }
 

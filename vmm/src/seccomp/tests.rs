@@ -68,11 +68,17 @@ fn allowed_syscall_counts_are_the_documented_ones() {
 /// A thread inherits its parent's filter, so a child's calls must pass the parent's.
 #[test]
 fn filters_of_spawned_threads_are_subsets_of_their_parents() {
-    let (vmm, vcpu, mem, loader) = (
+    let (vmm, vcpu, mem, loader, migration) = (
         numbers(ThreadKind::Vmm),
         numbers(ThreadKind::Vcpu),
         numbers(ThreadKind::VirtioMem),
         numbers(ThreadKind::MemoryLoader),
+        numbers(ThreadKind::Migration),
+    );
+    assert!(
+        migration.is_subset(&vmm),
+        "migration - vmm: {:?}",
+        migration.difference(&vmm)
     );
     assert!(
         loader.is_subset(&vmm),
@@ -99,8 +105,6 @@ fn dangerous_calls_are_in_no_filter() {
             libc::SYS_execve,
             libc::SYS_execveat,
             libc::SYS_ptrace,
-            libc::SYS_socket,
-            libc::SYS_connect,
             libc::SYS_fork,
             libc::SYS_vfork,
             libc::SYS_process_vm_writev,
@@ -113,6 +117,18 @@ fn dangerous_calls_are_in_no_filter() {
                 kind.name(),
                 syscall_name(nr).unwrap()
             );
+        }
+    }
+}
+
+/// Only a live migration talks over sockets it makes: its thread, and the VMM thread that
+/// starts it (and binds a destination's listener).
+#[test]
+fn only_migration_makes_sockets() {
+    for kind in ThreadKind::ALL {
+        let networked = matches!(kind, ThreadKind::Vmm | ThreadKind::Migration);
+        for nr in [libc::SYS_socket, libc::SYS_connect] {
+            assert_eq!(numbers(kind).contains(&nr), networked, "{}", kind.name());
         }
     }
 }

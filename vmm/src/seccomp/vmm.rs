@@ -73,6 +73,8 @@ pub(super) fn rules() -> Result<Rules> {
     rules.extend(super::virtio_mem::rules()?);
     // An OnDemand restore's loader starts under this filter.
     rules.extend(super::memory_loader::rules()?);
+    // So does a live migration's thread.
+    rules.extend(super::migration::rules()?);
     let mut ioctls = kvm_ioctls();
     // An OnDemand restore sets up its userfaultfd here.
     ioctls.extend(crate::snapshot::on_demand::setup_ioctls());
@@ -131,6 +133,10 @@ pub(super) fn rules() -> Result<Rules> {
         // Removing the API socket file at exit, and a failed snapshot.
         any(libc::SYS_unlink),
         any(libc::SYS_unlinkat),
+        // A migration's destination binds its socket here (the thread accepts on it);
+        // migrating turns dirty logging on and off on the memslots (above).
+        any(libc::SYS_bind),
+        any(libc::SYS_listen),
         // The end of the process.
         any(libc::SYS_exit_group),
     ]);

@@ -48,6 +48,17 @@ pub struct VmSnapshot {
     pub memory: Vec<SavedRange>,
 }
 
+/// A paused machine apart from its memory and configuration: what a snapshot's state file
+/// and a migration's `State` carry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MachineState {
+    /// The in-kernel PIC, IOAPIC and PIT, and the guest clock.
+    pub vm: hypervisor::VmState,
+    /// Every vCPU, in id order.
+    pub vcpus: Vec<hypervisor::VcpuState>,
+    pub devices: DevicesState,
+}
+
 /// The devices the VMM emulates.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DevicesState {
