@@ -11,7 +11,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::parse::{self, Head, Parsed};
 use crate::response::Persistence;
-use crate::{Request, Response, ServerConfig, StatusCode};
+use crate::{Deferred, Reply, Request, Response, ServerConfig, StatusCode};
 
 /// While this much of the output is unsent, the connection takes no further requests.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
@@ -100,6 +100,8 @@ pub(crate) struct Connection<S = UnixStream> {
     lingering_until: Option<Instant>,
     /// The events the connection is registered for.
     pub(crate) registered: EventSet,
+    /// A request whose response comes later, with how to write it.
+    waiting: Option<(Deferred, bool, Persistence)>,
 }
 
 impl<S: Stream> Connection<S> {
@@ -119,6 +121,7 @@ impl<S: Stream> Connection<S> {
             closing: false,
             lingering_until: None,
             registered: EventSet::IN,
+            waiting: None,
         }
     }
 
@@ -156,11 +159,11 @@ impl<S: Stream> Connection<S> {
     pub(crate) fn serve(
         &mut self,
         config: &ServerConfig,
-        handler: &mut dyn FnMut(Request) -> Response,
+        handler: &mut dyn FnMut(Request) -> Reply,
         now: Instant,
     ) -> io::Result<()> {
         let mut consumed = 0;
-        while !self.closing {
+        while !self.closing && self.waiting.is_none() {
             if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
                 self.flush(now)?;
                 if self.output.len() - self.sent >= OUTPUT_HIGH_WATER {
@@ -169,10 +172,12 @@ impl<S: Stream> Connection<S> {
             }
             match self.next_request(&mut consumed, config) {
                 Next::Request(request, head_only, persistence) => {
-                    let response = handler(request);
-                    response.write_to(&mut self.output, head_only, persistence);
-                    self.answered += 1;
-                    self.closing = persistence == Persistence::Close;
+                    match handler(request) {
+                        Reply::Now(response) => self.answer(response, head_only, persistence),
+                        Reply::Later(deferred) => {
+                            self.waiting = Some((deferred, head_only, persistence));
+                        }
+                    }
                     self.request_started = (consumed < self.input.len()).then_some(now);
                 }
                 Next::Rejected(response) => {
@@ -194,6 +199,42 @@ impl<S: Stream> Connection<S> {
             self.request_started = None;
         }
         self.flush(now)
+    }
+
+    fn answer(&mut self, response: Response, head_only: bool, persistence: Persistence) {
+        response.write_to(&mut self.output, head_only, persistence);
+        self.answered += 1;
+        self.closing = persistence == Persistence::Close;
+    }
+
+    /// Whether a request waits for its deferred response.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Asks a deferred response whether it is there; if so, queues it (and serves what came
+    /// in behind it). Returns whether it was.
+    pub(crate) fn poll_deferred(
+        &mut self,
+        config: &ServerConfig,
+        handler: &mut dyn FnMut(Request) -> Reply,
+        now: Instant,
+    ) -> io::Result<bool> {
+        let Some((deferred, _, _)) = self.waiting.as_mut() else {
+            return Ok(false);
+        };
+        let Some(response) = deferred.poll() else {
+            return Ok(false);
+        };
+        if let Some((_, head_only, persistence)) = self.waiting.take() {
+            self.answer(response, head_only, persistence);
+        }
+        self.last_activity = now;
+        if !self.input.is_empty() {
+            self.request_started.get_or_insert(now);
+        }
+        self.serve(config, handler, now)?;
+        Ok(true)
     }
 
     /// The next complete request from `input[*consumed..]`, moving `consumed` past it.
@@ -278,6 +319,7 @@ impl<S: Stream> Connection<S> {
         let unsent = self.output.len() - self.sent;
         let mut events = EventSet::empty();
         if !self.closing
+            && self.waiting.is_none()
             && !self.peer_done
             && unsent < OUTPUT_HIGH_WATER
             && self.input.len() < input_capacity(config)
@@ -320,7 +362,10 @@ impl<S: Stream> Connection<S> {
     /// send. That is a kept-alive connection between requests, or a new one that has sent
     /// nothing yet.
     pub(crate) fn is_idle(&self) -> bool {
-        self.request_started.is_none() && self.output.is_empty() && !self.closing
+        self.request_started.is_none()
+            && self.output.is_empty()
+            && !self.closing
+            && self.waiting.is_none()
     }
 
     /// Whether the connection can be closed to make room for a newcomer: nothing under way

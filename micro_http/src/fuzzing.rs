@@ -21,7 +21,7 @@ use vmm_sys_util::epoll::EventSet;
 use crate::connection::{Connection, Stream, Wait};
 use crate::parse::MAX_HEADERS;
 use crate::server::READ_CHUNK;
-use crate::{Method, Request, Response, ServerConfig, StatusCode};
+use crate::{Method, Reply, Request, Response, ServerConfig, StatusCode};
 
 /// Most steps one conversation may take: far more than any input needs, so reaching it
 /// means the connection stopped making progress.
@@ -215,7 +215,7 @@ impl Pump<'_> {
                 return;
             }
             self.connection
-                .serve(self.config, handler, now)
+                .serve(self.config, &mut |r| Reply::Now(handler(r)), now)
                 .expect("in-memory writes do not fail");
         }
     }
@@ -238,7 +238,7 @@ impl Pump<'_> {
             .receive(&mut self.scratch, self.config, now)
             .expect("in-memory reads do not fail");
         self.connection
-            .serve(self.config, handler, now)
+            .serve(self.config, &mut |r| Reply::Now(handler(r)), now)
             .expect("in-memory writes do not fail");
         if !self.connection.finished() && self.connection.deadline(self.config).1 == Wait::Request {
             // The server closes the connection right after this one try to send the 408.

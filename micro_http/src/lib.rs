@@ -31,6 +31,7 @@ pub mod fuzzing;
 mod json;
 mod method;
 mod parse;
+mod reply;
 mod request;
 mod response;
 mod server;
@@ -38,6 +39,7 @@ mod status;
 
 pub use config::ServerConfig;
 pub use method::Method;
+pub use reply::{Deferred, Reply};
 pub use request::Request;
 pub use response::Response;
 pub use server::{HttpServer, ServerError};

@@ -11,14 +11,16 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::connection::{self, Connection, Wait};
 use crate::response::Persistence;
-use crate::{Request, Response, ServerConfig, StatusCode};
+use crate::{Reply, Request, Response, ServerConfig, StatusCode};
 
 /// Epoll token of the listening socket.
 const LISTENER: u64 = 0;
 /// Epoll token of the stop event.
 const STOP: u64 = 1;
+/// Epoll token of the waker: a deferred response may be there.
+const WAKE: u64 = 2;
 /// The first connection token.
-const FIRST_CONNECTION: u64 = 2;
+const FIRST_CONNECTION: u64 = 3;
 /// Most connections accepted per wakeup, so a flood cannot starve served clients.
 const ACCEPTS_PER_WAKEUP: usize = 32;
 /// How long accepting pauses when the process is out of file descriptors or memory.
@@ -53,6 +55,8 @@ pub struct HttpServer {
     /// Set while accepting is paused (no file descriptors): when to resume.
     accept_paused_until: Option<Instant>,
     scratch: Vec<u8>,
+    /// Written when a deferred response may be there.
+    wake: EventFd,
 }
 
 impl HttpServer {
@@ -64,6 +68,8 @@ impl HttpServer {
         let epoll = Epoll::new().map_err(epoll_error("creating the instance"))?;
         add_readable(&epoll, listener.as_raw_fd(), LISTENER)
             .map_err(epoll_error("adding the listener"))?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK).map_err(epoll_error("creating the waker"))?;
+        add_readable(&epoll, wake.as_raw_fd(), WAKE).map_err(epoll_error("adding the waker"))?;
         Ok(HttpServer {
             listener,
             config,
@@ -72,7 +78,13 @@ impl HttpServer {
             next_token: FIRST_CONNECTION,
             accept_paused_until: None,
             scratch: vec![0; READ_CHUNK],
+            wake,
         })
+    }
+
+    /// The eventfd to write once a [`crate::Deferred`] response may be there.
+    pub fn waker(&self) -> io::Result<EventFd> {
+        self.wake.try_clone()
     }
 
     /// Serves until `stop` (an EventFd) becomes readable; calls `handler` once per complete
@@ -82,6 +94,15 @@ impl HttpServer {
         &mut self,
         stop: &EventFd,
         handler: &mut dyn FnMut(Request) -> Response,
+    ) -> Result<(), ServerError> {
+        self.run_replying(stop, &mut |request| Reply::Now(handler(request)))
+    }
+
+    /// As [`run`](Self::run), with a handler that may answer later ([`Reply::Later`]).
+    pub fn run_replying(
+        &mut self,
+        stop: &EventFd,
+        handler: &mut dyn FnMut(Request) -> Reply,
     ) -> Result<(), ServerError> {
         add_readable(&self.epoll, stop.as_raw_fd(), STOP)
             .map_err(epoll_error("adding the stop event"))?;
@@ -97,7 +118,7 @@ impl HttpServer {
         self.connections.len()
     }
 
-    fn serve(&mut self, handler: &mut dyn FnMut(Request) -> Response) -> Result<(), ServerError> {
+    fn serve(&mut self, handler: &mut dyn FnMut(Request) -> Reply) -> Result<(), ServerError> {
         let mut events = vec![EpollEvent::default(); 64];
         loop {
             let timeout = self.wait_timeout(Instant::now());
@@ -113,6 +134,7 @@ impl HttpServer {
             for event in ready {
                 match event.data() {
                     LISTENER => self.accept_all(),
+                    WAKE => self.poll_deferred(handler),
                     token => {
                         let events = EventSet::from_bits_truncate(event.events());
                         self.on_event(token, events, handler);
@@ -128,6 +150,7 @@ impl HttpServer {
         let nearest = self
             .connections
             .values()
+            .filter(|connection| !connection.is_waiting())
             .map(|connection| connection.deadline(&self.config).0)
             .chain(self.accept_paused_until)
             .min();
@@ -137,6 +160,26 @@ impl HttpServer {
                 let wait = deadline.saturating_duration_since(now);
                 let millis = wait.as_nanos().div_ceil(1_000_000);
                 i32::try_from(millis).unwrap_or(i32::MAX)
+            }
+        }
+    }
+
+    /// Answers the connections whose deferred response is there.
+    fn poll_deferred(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
+        let _ = self.wake.read();
+        let waiting: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| connection.is_waiting())
+            .map(|(token, _)| *token)
+            .collect();
+        for token in waiting {
+            let Some(connection) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            match connection.poll_deferred(&self.config, handler, Instant::now()) {
+                Ok(false) => {}
+                result => self.settle(token, result.map(|_| ())),
             }
         }
     }
@@ -228,7 +271,7 @@ impl HttpServer {
         &mut self,
         token: u64,
         events: EventSet,
-        handler: &mut dyn FnMut(Request) -> Response,
+        handler: &mut dyn FnMut(Request) -> Reply,
     ) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
@@ -281,7 +324,7 @@ impl HttpServer {
     }
 
     /// Handles connections whose deadline has passed, and resumes accepting when due.
-    fn enforce_deadlines(&mut self, handler: &mut dyn FnMut(Request) -> Response) {
+    fn enforce_deadlines(&mut self, handler: &mut dyn FnMut(Request) -> Reply) {
         let now = Instant::now();
         if self.accept_paused_until.is_some_and(|until| until <= now) {
             self.resume_accepting();
@@ -289,7 +332,9 @@ impl HttpServer {
         let expired: Vec<u64> = self
             .connections
             .iter()
-            .filter(|(_, connection)| connection.deadline(&self.config).0 <= now)
+            .filter(|(_, connection)| {
+                !connection.is_waiting() && connection.deadline(&self.config).0 <= now
+            })
             .map(|(token, _)| *token)
             .collect();
         for token in expired {
@@ -302,7 +347,7 @@ impl HttpServer {
     /// of a request, or the first request of a connection that looked silent). If it is
     /// still past its deadline then, an idle one is closed, and one with an incomplete
     /// request is answered 408 and closed.
-    fn expire(&mut self, token: u64, handler: &mut dyn FnMut(Request) -> Response) {
+    fn expire(&mut self, token: u64, handler: &mut dyn FnMut(Request) -> Reply) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };

@@ -110,7 +110,8 @@ const ENDPOINTS: &[Endpoint] = &[
         command: "send-migration",
         endpoint: "vm.send-migration",
         method: "PUT",
-        about: "Migrate the VM to another VMM (returns at once; the events and vm.info tell the end)",
+        about:
+            "Migrate the VM to another VMM (returns at once; the events and vm.info tell the end)",
     },
     Endpoint {
         command: "receive-migration",

@@ -55,7 +55,10 @@ impl Vm {
                     mem,
                 }),
                 Err(e) => {
-                    self.memory.devices().take(frozen.len()).for_each(|d| d.thaw());
+                    self.memory
+                        .devices()
+                        .take(frozen.len())
+                        .for_each(|d| d.thaw());
                     return Err(e);
                 }
             }
@@ -193,12 +196,15 @@ impl Vm {
     pub fn restore_incoming(&mut self, payload: &[u8]) -> Result<(), String> {
         let state: StatePayload = serde_json::from_slice(payload)
             .map_err(|e| format!("the state cannot be read: {e}"))?;
-        for (d, saved) in self.memory.devices().zip(&state.machine.devices.memory_devices) {
+        for (d, saved) in self
+            .memory
+            .devices()
+            .zip(&state.machine.devices.memory_devices)
+        {
             let here = d.handle.status();
-            let plugged: u64 = saved.mem.plugged.iter().map(|r| r[1]).sum::<u64>()
-                * saved.mem.block_size;
-            if here.plugged_size != plugged || here.requested_size != saved.mem.requested_size
-            {
+            let plugged: u64 =
+                saved.mem.plugged.iter().map(|r| r[1]).sum::<u64>() * saved.mem.block_size;
+            if here.plugged_size != plugged || here.requested_size != saved.mem.requested_size {
                 return Err(format!(
                     "virtio-mem {}: the state has {plugged:#x} plugged and {:#x} requested, the \
                      configuration {:#x} and {:#x}: the device changed during the migration",

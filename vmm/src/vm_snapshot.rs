@@ -16,8 +16,8 @@ use crate::seccomp::{ThreadFilter, ThreadKind};
 use crate::snapshot::memory_file::{self, HostRange};
 use crate::snapshot::on_demand::{self, LazyRange};
 use crate::snapshot::{
-    DevicesState, MachineState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE, STATE_FILE,
-    VERSION,
+    DevicesState, MachineState, MemoryDeviceState, SnapshotError, VmSnapshot, FORMAT, MEMORY_FILE,
+    STATE_FILE, VERSION,
 };
 use crate::vm_event::VmEventSignal;
 use hypervisor::Hypervisor;
@@ -289,7 +289,11 @@ impl Vm {
             .set_pending(devices.ged_pending);
         self.pci.set_config_address(devices.pci_config_address);
         let ids: Vec<&str> = self.memory.devices().map(|d| d.id.as_str()).collect();
-        let saved_ids: Vec<&str> = devices.memory_devices.iter().map(|d| d.id.as_str()).collect();
+        let saved_ids: Vec<&str> = devices
+            .memory_devices
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect();
         if ids != saved_ids {
             return Err(SnapshotError::Invalid(format!(
                 "the state has virtio-mem devices {saved_ids:?}, the VM {ids:?}"

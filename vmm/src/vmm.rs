@@ -139,6 +139,7 @@ impl ApiThread {
         let api_channel = ApiChannel {
             requests: tx,
             notify: notify.try_clone().map_err(io_err("eventfd"))?,
+            wake: None,
         };
         let thread = crate::api::server::start(
             listener,
@@ -404,17 +405,19 @@ impl Vmm {
                 event("vm", "paused");
                 Ok(None)
             }),
-            ApiAction::VmResume => self.running_vm().and_then(|vm| {
-                event("vm", "resuming");
-                vm.resume().map_err(vm_api_error)?;
-                event("vm", "resumed");
-                Ok(())
-            })
-            .map(|()| {
-                // The operator decided: this copy is the one that runs.
-                self.migration_unknown = None;
-                None
-            }),
+            ApiAction::VmResume => self
+                .running_vm()
+                .and_then(|vm| {
+                    event("vm", "resuming");
+                    vm.resume().map_err(vm_api_error)?;
+                    event("vm", "resumed");
+                    Ok(())
+                })
+                .map(|()| {
+                    // The operator decided: this copy is the one that runs.
+                    self.migration_unknown = None;
+                    None
+                }),
             ApiAction::VmShutdown => match self.running_vm() {
                 Ok(_) => {
                     self.shutdown_vm();
@@ -835,13 +838,13 @@ fn control_loop(
                             if let Some((reply, result)) =
                                 vmm.receive_migration(body, request.reply)
                             {
-                                let _ = reply.send(result);
+                                reply.send(result);
                             }
                             continue;
                         }
                         let (result, exit) = vmm.handle(request.action);
                         // The client may have gone; the action stands either way.
-                        let _ = request.reply.send(result);
+                        request.reply.send(result);
                         if exit {
                             return Ok(ExitStatus::VmmShutdown);
                         }

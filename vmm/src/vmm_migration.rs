@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver};
 use std::thread::JoinHandle;
 
 use hypervisor::MemoryRegion;
 use serde_json::json;
 
 use super::{serial_output, Vmm};
-use crate::api::{ApiError, ApiResult};
+use crate::api::{ApiError, ApiResult, Replier};
 use crate::event_monitor::event_with;
 use crate::migration::destination::{self, DestinationMessage};
 use crate::migration::request::{ReceiveMigrationConfig, SendMigrationConfig};
@@ -41,7 +41,7 @@ pub(super) struct Incoming {
     thread: Option<JoinHandle<()>>,
     messages: Receiver<DestinationMessage>,
     /// The `vm.receive-migration` call, answered when the migration ends.
-    reply: Option<Sender<ApiResult>>,
+    reply: Option<Replier>,
     /// The VM being built.
     vm: Option<Vm>,
     /// The listening socket, shut down to stop a thread still waiting for the sender.
@@ -165,8 +165,8 @@ impl Vmm {
     pub(super) fn receive_migration(
         &mut self,
         body: &ReceiveMigrationConfig,
-        reply: Sender<ApiResult>,
-    ) -> Option<(Sender<ApiResult>, ApiResult)> {
+        reply: Replier,
+    ) -> Option<(Replier, ApiResult)> {
         let started = (|| {
             let url = body
                 .validate()
@@ -199,9 +199,8 @@ impl Vmm {
             let (link, messages) = self.link()?;
             let filter = ThreadFilter::new(ThreadKind::Migration, self.seccomp)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            let thread = destination::start(listener, link, filter).map_err(|e| {
-                ApiError::internal(format!("starting the migration thread: {e}"))
-            })?;
+            let thread = destination::start(listener, link, filter)
+                .map_err(|e| ApiError::internal(format!("starting the migration thread: {e}")))?;
             Ok((thread, messages, listening))
         })();
         match started {
@@ -457,7 +456,7 @@ impl Vmm {
                     }
                 };
                 if let Some(reply) = i.reply.take() {
-                    let _ = reply.send(answer);
+                    reply.send(answer);
                 }
             }
         }
@@ -484,7 +483,7 @@ impl Vmm {
                     vm.shutdown();
                 }
                 if let Some(reply) = i.reply.take() {
-                    let _ = reply.send(Err(ApiError::internal(
+                    reply.send(Err(ApiError::internal(
                         "vm.receive-migration: the VMM is shutting down",
                     )));
                 }

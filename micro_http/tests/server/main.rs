@@ -2,5 +2,6 @@
 
 mod common;
 mod connections;
+mod deferred;
 mod framing;
 mod timeouts;

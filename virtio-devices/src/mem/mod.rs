@@ -31,8 +31,8 @@ pub mod request;
 mod saved;
 mod shared;
 pub mod state;
-pub mod write_log;
 mod worker;
+pub mod write_log;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod harness;
@@ -55,9 +55,9 @@ pub use request::{
     RESPONSE_SIZE,
 };
 pub use saved::{MemDeviceState, SavedStateError};
-pub use write_log::WriteLog;
 pub use shared::{PluggedSizeChange, PluggedSizeListener, VirtioMemStatus};
 pub use state::{
     BlockBackend, Counters, Discarded, MemGeometry, NoopBackend, ResizeError, SetupError,
     VirtioMemState, USABLE_REGION_MARGIN,
 };
+pub use write_log::WriteLog;

@@ -9,6 +9,9 @@ pub mod server;
 pub mod socket;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::VmConfig;
 
@@ -82,5 +85,28 @@ pub type ApiResult = Result<Option<serde_json::Value>, ApiError>;
 /// One request on its way to the VMM thread, with the channel for its answer.
 pub struct ApiRequest {
     pub action: ApiAction,
-    pub reply: Sender<ApiResult>,
+    pub reply: Replier,
+}
+
+/// Where the VMM thread sends a request's answer; for an answer the `api` thread does not
+/// wait for (`vm.receive-migration`), the answer also wakes the HTTP server.
+pub struct Replier {
+    answer: Sender<ApiResult>,
+    wake: Option<Arc<EventFd>>,
+}
+
+impl Replier {
+    pub fn new(answer: Sender<ApiResult>, wake: Option<Arc<EventFd>>) -> Self {
+        Replier { answer, wake }
+    }
+
+    /// Sends the answer; the client may have gone, and the action stands either way.
+    pub fn send(self, result: ApiResult) {
+        let _ = self.answer.send(result);
+        if let Some(wake) = &self.wake {
+            if let Err(e) = wake.write(1) {
+                log::error!("cannot wake the api thread for a late answer: {e}");
+            }
+        }
+    }
 }

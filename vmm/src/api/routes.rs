@@ -111,9 +111,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiAction, RouteEr
             let config: crate::migration::request::ReceiveMigrationConfig =
                 parse_body("vm.receive-migration", body).map_err(RouteError::BadRequest)?;
             config.validate().map_err(|e| {
-                RouteError::BadRequest(ApiError::bad_request(format!(
-                    "vm.receive-migration: {e}"
-                )))
+                RouteError::BadRequest(ApiError::bad_request(format!("vm.receive-migration: {e}")))
             })?;
             ApiAction::VmReceiveMigration(Box::new(config))
         }

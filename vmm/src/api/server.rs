@@ -3,14 +3,15 @@
 //! here, without bothering the VMM thread.
 
 use std::os::unix::net::UnixListener;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use micro_http::{HttpServer, Request, Response, ServerConfig, StatusCode};
+use micro_http::{Deferred, HttpServer, Reply, Request, Response, ServerConfig, StatusCode};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::routes::{self, RouteError};
-use super::{ApiAction, ApiRequest, ApiResult};
+use super::{ApiAction, ApiRequest, ApiResult, Replier};
 use crate::seccomp::ThreadFilter;
 
 /// The VMM thread's end of the API: requests arrive on the channel, and `notify` is
@@ -18,21 +19,54 @@ use crate::seccomp::ThreadFilter;
 pub struct ApiChannel {
     pub requests: Sender<ApiRequest>,
     pub notify: EventFd,
+    /// The HTTP server's waker, for answers that come later (set by [`start`]).
+    pub wake: Option<Arc<EventFd>>,
+}
+
+fn gone() -> super::ApiError {
+    super::ApiError {
+        status: 503,
+        message: "the VMM is shutting down".into(),
+    }
 }
 
 impl ApiChannel {
-    /// Sends `action` to the VMM thread and waits for its answer.
-    fn call(&self, action: ApiAction) -> ApiResult {
+    /// Hands `action` to the VMM thread; its answer comes on the returned channel.
+    fn send(
+        &self,
+        action: ApiAction,
+        wake: Option<Arc<EventFd>>,
+    ) -> Result<Receiver<ApiResult>, super::ApiError> {
         let (reply, answer) = channel();
-        let gone = || super::ApiError {
-            status: 503,
-            message: "the VMM is shutting down".into(),
-        };
         self.requests
-            .send(ApiRequest { action, reply })
+            .send(ApiRequest {
+                action,
+                reply: Replier::new(reply, wake),
+            })
             .map_err(|_| gone())?;
         self.notify.write(1).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        Ok(answer)
+    }
+
+    /// Sends `action` to the VMM thread and waits for its answer.
+    fn call(&self, action: ApiAction) -> ApiResult {
+        self.send(action, None)?.recv().map_err(|_| gone())?
+    }
+
+    /// Sends `action` to the VMM thread; the answer is written when it comes, while the
+    /// server goes on with other connections.
+    fn call_later(&self, action: ApiAction) -> Reply {
+        let Some(wake) = self.wake.clone() else {
+            return Reply::Now(respond(self.call(action)));
+        };
+        match self.send(action, Some(wake)) {
+            Ok(answer) => Reply::Later(Deferred::new(move || match answer.try_recv() {
+                Ok(result) => Some(respond(result)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(respond(Err(gone()))),
+            })),
+            Err(e) => Reply::Now(respond(Err(e))),
+        }
     }
 }
 
@@ -67,12 +101,14 @@ pub(crate) fn refuse(method: &str, error: RouteError) -> Response {
     }
 }
 
-fn handle(channel: &ApiChannel, request: Request) -> Response {
+fn handle(channel: &ApiChannel, request: Request) -> Reply {
     let method = request.method.to_string();
     log::debug!("API {method} {}", request.path);
     match routes::parse(&method, &request.path, &request.body) {
-        Ok(action) => respond(channel.call(action)),
-        Err(e) => refuse(&method, e),
+        // Answered when the migration ends; vmm.ping and vm.info go on meanwhile.
+        Ok(action @ ApiAction::VmReceiveMigration(_)) => channel.call_later(action),
+        Ok(action) => Reply::Now(respond(channel.call(action))),
+        Err(e) => Reply::Now(refuse(&method, e)),
     }
 }
 
@@ -85,12 +121,13 @@ fn server_config() -> ServerConfig {
 /// it accepts a connection.
 pub fn start(
     listener: UnixListener,
-    channel: ApiChannel,
+    mut channel: ApiChannel,
     stop: EventFd,
     seccomp: ThreadFilter,
 ) -> std::io::Result<JoinHandle<()>> {
     let mut server = HttpServer::new(listener, server_config())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    channel.wake = Some(Arc::new(server.waker()?));
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -99,7 +136,7 @@ pub fn start(
                 return;
             }
             let mut handler = |request: Request| handle(&channel, request);
-            if let Err(e) = server.run(&stop, &mut handler) {
+            if let Err(e) = server.run_replying(&stop, &mut handler) {
                 log::error!("API server stopped: {e}");
             }
         })

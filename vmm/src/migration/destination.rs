@@ -28,7 +28,10 @@ pub enum DestinationMessage {
     /// Restore the machine from this `State` payload.
     State(Vec<u8>, Reply<()>),
     /// Start the VM (or leave it paused).
-    Complete { paused: bool, reply: Reply<()> },
+    Complete {
+        paused: bool,
+        reply: Reply<()>,
+    },
     Finished(Result<MigrationReport, String>),
 }
 
@@ -63,7 +66,10 @@ fn ask<T>(
         .map_err(|_| "the VMM is going away".to_string())?
 }
 
-fn receive(listener: &Listener, link: &Link<DestinationMessage>) -> Result<MigrationReport, String> {
+fn receive(
+    listener: &Listener,
+    link: &Link<DestinationMessage>,
+) -> Result<MigrationReport, String> {
     let stream = listener
         .accept()
         .map_err(|e| format!("accepting the sender: {e}"))?;
@@ -230,13 +236,16 @@ impl Receiver {
         let ranges = protocol::read_ranges(&mut self.stream, table_len).map_err(broken)?;
         let mut targets = Vec::with_capacity(ranges.len());
         for r in &ranges {
-            let place = places.iter().find(|p| p.holds(r.gpa, r.length)).ok_or_else(|| {
-                refuse(format!(
-                    "memory range {:#x}+{:#x} is neither boot RAM nor a plugged virtio-mem \
+            let place = places
+                .iter()
+                .find(|p| p.holds(r.gpa, r.length))
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "memory range {:#x}+{:#x} is neither boot RAM nor a plugged virtio-mem \
                      block",
-                    r.gpa, r.length
-                ))
-            })?;
+                        r.gpa, r.length
+                    ))
+                })?;
             targets.push((place.host + (r.gpa - place.gpa), r.length));
         }
         for (host, len) in targets {
@@ -277,4 +286,3 @@ unsafe fn read_into(fd: RawFd, host: u64, len: u64) -> std::io::Result<()> {
     }
     Ok(())
 }
-

@@ -70,7 +70,10 @@ pub struct Place {
 impl Place {
     /// Whether `[gpa, gpa + len)` lies inside this place.
     pub fn holds(&self, gpa: u64, len: u64) -> bool {
-        gpa >= self.gpa && gpa.checked_add(len).is_some_and(|end| end <= self.gpa + self.len)
+        gpa >= self.gpa
+            && gpa
+                .checked_add(len)
+                .is_some_and(|end| end <= self.gpa + self.len)
     }
 }
 

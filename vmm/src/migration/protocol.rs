@@ -144,8 +144,7 @@ impl Request {
 /// Reads one request header.
 pub fn read_request(r: &mut impl Read) -> Result<Request, ProtocolError> {
     let mut bytes = [0u8; HEADER_LEN];
-    r.read_exact(&mut bytes)
-        .map_err(io("reading a request"))?;
+    r.read_exact(&mut bytes).map_err(io("reading a request"))?;
     Request::from_bytes(&bytes)
 }
 
@@ -255,8 +254,7 @@ pub fn write_error(w: &mut impl Write, reason: &str) -> Result<(), ProtocolError
 /// Error.
 pub fn read_response(r: &mut impl Read) -> Result<(), ProtocolError> {
     let mut bytes = [0u8; HEADER_LEN];
-    r.read_exact(&mut bytes)
-        .map_err(io("reading the answer"))?;
+    r.read_exact(&mut bytes).map_err(io("reading the answer"))?;
     let status = u16::from_le_bytes([bytes[0], bytes[1]]);
     let mut length = [0u8; 8];
     length.copy_from_slice(&bytes[8..]);
@@ -304,7 +302,10 @@ mod tests {
     fn a_start_without_our_tag_is_refused_by_name() {
         let mut bytes = Request::new(Command::Start, 0).to_bytes();
         bytes[2..8].copy_from_slice(&[0; 6]);
-        let e = Request::from_bytes(&bytes).unwrap().check_start().unwrap_err();
+        let e = Request::from_bytes(&bytes)
+            .unwrap()
+            .check_start()
+            .unwrap_err();
         assert!(e.to_string().contains("not an Accordion"), "{e}");
         bytes[0] = 42;
         assert!(matches!(
@@ -354,7 +355,9 @@ mod tests {
         }
         // Cloud Hypervisor's Error has no reason.
         let ch = response_header(STATUS_ERROR, 0);
-        assert!(matches!(read_response(&mut &ch[..]), Err(ProtocolError::Refused(r)) if r == "no reason given"));
+        assert!(
+            matches!(read_response(&mut &ch[..]), Err(ProtocolError::Refused(r)) if r == "no reason given")
+        );
         let odd = response_header(7, 0);
         assert!(matches!(
             read_response(&mut &odd[..]),

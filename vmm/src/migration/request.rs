@@ -84,7 +84,9 @@ impl SendMigrationConfig {
             ));
         }
         if self.memory_mode == MemoryMode::Postcopy {
-            return Err("memory_mode: Postcopy is not supported by Accordion (only Precopy)".into());
+            return Err(
+                "memory_mode: Postcopy is not supported by Accordion (only Precopy)".into(),
+            );
         }
         if self.preserve_source {
             return Err("preserve_source: not supported by Accordion (only false)".into());
@@ -120,7 +122,9 @@ impl ReceiveMigrationConfig {
     pub fn validate(&self) -> Result<MigrationUrl, String> {
         let url = MigrationUrl::parse(&self.receiver_url, "receiver_url")?;
         if self.memory_mode == MemoryMode::Postcopy {
-            return Err("memory_mode: Postcopy is not supported by Accordion (only Precopy)".into());
+            return Err(
+                "memory_mode: Postcopy is not supported by Accordion (only Precopy)".into(),
+            );
         }
         for (name, value) in [
             ("tls_dir", &self.tls_dir),
@@ -162,13 +166,31 @@ mod tests {
     #[test]
     fn unsupported_send_fields_are_refused_by_name() {
         for (body, field) in [
-            (r#"{"destination_url":"tcp:h:1","tls_dir":"/etc/tls"}"#, "tls_dir"),
-            (r#"{"destination_url":"tcp:h:1","connections":2}"#, "connections"),
-            (r#"{"destination_url":"tcp:h:1","memory_mode":"Postcopy"}"#, "memory_mode"),
-            (r#"{"destination_url":"unix:/m","preserve_source":true}"#, "preserve_source"),
+            (
+                r#"{"destination_url":"tcp:h:1","tls_dir":"/etc/tls"}"#,
+                "tls_dir",
+            ),
+            (
+                r#"{"destination_url":"tcp:h:1","connections":2}"#,
+                "connections",
+            ),
+            (
+                r#"{"destination_url":"tcp:h:1","memory_mode":"Postcopy"}"#,
+                "memory_mode",
+            ),
+            (
+                r#"{"destination_url":"unix:/m","preserve_source":true}"#,
+                "preserve_source",
+            ),
             (r#"{"destination_url":"tcp:h:1","local":true}"#, "local"),
-            (r#"{"destination_url":"tcp:h:1","downtime_ms":0}"#, "downtime_ms"),
-            (r#"{"destination_url":"tcp:h:1","timeout_s":0}"#, "timeout_s"),
+            (
+                r#"{"destination_url":"tcp:h:1","downtime_ms":0}"#,
+                "downtime_ms",
+            ),
+            (
+                r#"{"destination_url":"tcp:h:1","timeout_s":0}"#,
+                "timeout_s",
+            ),
             (r#"{"destination_url":"ftp:h"}"#, "destination_url"),
         ] {
             let e = send(body).unwrap_err();
@@ -207,7 +229,12 @@ pub mod cli {
         }
     }
 
-    fn number(option: &str, p: &OptionParser<'_>, key: &str, default: u64) -> Result<u64, ConfigError> {
+    fn number(
+        option: &str,
+        p: &OptionParser<'_>,
+        key: &str,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
         p.get(key).map_or(Ok(default), |v| {
             v.parse()
                 .map_err(|_| ConfigError::new(option, format!("{key}={v}: expected a number")))
@@ -293,12 +320,15 @@ pub mod cli {
 
         #[test]
         fn option_strings_become_ch_remotes_bodies() {
-            let body = send_body("destination_url=unix:/tmp/m,downtime_ms=50,timeout_strategy=ignore")
-                .unwrap();
-            let config: super::super::SendMigrationConfig =
-                serde_json::from_value(body).unwrap();
+            let body =
+                send_body("destination_url=unix:/tmp/m,downtime_ms=50,timeout_strategy=ignore")
+                    .unwrap();
+            let config: super::super::SendMigrationConfig = serde_json::from_value(body).unwrap();
             assert_eq!(config.downtime_ms, 50);
-            assert_eq!(config.timeout_strategy, super::super::TimeoutStrategy::Ignore);
+            assert_eq!(
+                config.timeout_strategy,
+                super::super::TimeoutStrategy::Ignore
+            );
             assert!(config.validate().is_ok());
             let e = send_body("destination_url=unix:/m,bogus=1").unwrap_err();
             assert!(e.to_string().contains("bogus"), "{e}");

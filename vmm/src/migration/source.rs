@@ -124,9 +124,8 @@ struct Copier<'a> {
 
 impl<'a> Copier<'a> {
     fn new(plan: &'a SourcePlan, link: &'a Link<SourceMessage>) -> Result<Self, SourceFailure> {
-        let stream = Stream::connect(&plan.url).map_err(|e| {
-            failed(format!("cannot reach the destination {:?}: {e}", plan.url))
-        })?;
+        let stream = Stream::connect(&plan.url)
+            .map_err(|e| failed(format!("cannot reach the destination {:?}: {e}", plan.url)))?;
         stream
             .set_timeout(Some(STREAM_TIMEOUT))
             .map_err(|e| failed(format!("setting the stream's timeout: {e}")))?;
@@ -227,11 +226,10 @@ impl<'a> Copier<'a> {
     fn harvest(&self) -> Result<Vec<(u64, u64)>, SourceFailure> {
         let mut runs = Vec::new();
         for slot in &self.plan.slots {
-            let bitmap = self
-                .plan
-                .vm
-                .dirty_log(slot.slot, slot.size)
-                .map_err(|e| failed(format!("reading the dirty log of slot {}: {e}", slot.slot)))?;
+            let bitmap =
+                self.plan.vm.dirty_log(slot.slot, slot.size).map_err(|e| {
+                    failed(format!("reading the dirty log of slot {}: {e}", slot.slot))
+                })?;
             runs.extend(dirty_runs(slot.guest_addr, &bitmap));
         }
         for device in &self.plan.devices {
@@ -422,7 +420,11 @@ mod tests {
         ]);
         assert_eq!(
             clip(&dirty, &places),
-            vec![(0x1000, 0x3000), (0xf_f000, 0x1000), (0x1_001f_f000, 0x1000)]
+            vec![
+                (0x1000, 0x3000),
+                (0xf_f000, 0x1000),
+                (0x1_001f_f000, 0x1000)
+            ]
         );
     }
 

@@ -23,7 +23,9 @@ impl MigrationUrl {
     pub fn parse(url: &str, field: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(format!("{field}: unix: needs a socket path, as in unix:/run/vm.sock"));
+                return Err(format!(
+                    "{field}: unix: needs a socket path, as in unix:/run/vm.sock"
+                ));
             }
             return Ok(MigrationUrl::Unix(PathBuf::from(path)));
         }
@@ -186,7 +188,13 @@ mod tests {
             MigrationUrl::parse("tcp:0.0.0.0:6000", "receiver_url"),
             Ok(MigrationUrl::Tcp("0.0.0.0:6000".into()))
         );
-        for bad in ["unix:", "tcp:host", "tcp:host:port", "file:///x", "/run/m.sock"] {
+        for bad in [
+            "unix:",
+            "tcp:host",
+            "tcp:host:port",
+            "file:///x",
+            "/run/m.sock",
+        ] {
             let e = MigrationUrl::parse(bad, "destination_url").unwrap_err();
             assert!(e.starts_with("destination_url: "), "{e}");
         }
