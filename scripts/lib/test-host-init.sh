@@ -41,6 +41,9 @@ while read -r mod; do
   [ -n "$mod" ] && { insmod "/lib/modules/$mod.ko" || say "insmod $mod failed"; }
 done < /etc/modules.load
 
+# Loopback, for tests that talk TCP to 127.0.0.1 (a live migration over tcp:).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up 2>/dev/null || say "cannot bring up lo"
+
 NINEP=trans=virtio,version=9p2000.L,msize=524288
 mkdir -p /share
 mount -t 9p -o "$NINEP" accshare /share || fail "cannot mount the shared directory (9p)"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod migration_tap;
 pub mod process;
 
 use std::io::{BufRead, BufReader, Read, Write};

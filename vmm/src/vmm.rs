@@ -297,7 +297,17 @@ impl Vmm {
     }
 
     fn info(&self) -> ApiResult {
-        let config = self.config.as_ref().ok_or_else(no_vm)?;
+        let config = self
+            .config
+            .as_ref()
+            .ok_or_else(|| match self.migration_info() {
+                Some(m) => ApiError::not_found(format!(
+                    "no VM yet: a migration is being received (phase: {}, {} bytes so far)",
+                    m["phase"].as_str().unwrap_or(""),
+                    m["bytes"]
+                )),
+                None => no_vm(),
+            })?;
         let memory_actual_size = self
             .vm
             .as_ref()

@@ -380,6 +380,12 @@ impl Vmm {
                 }
                 event_with("vm", "migration-receive-started", None);
             }
+            DestinationMessage::Progress { requests, bytes } => {
+                if let Some(i) = self.incoming() {
+                    i.progress.pass = requests;
+                    i.progress.bytes = bytes;
+                }
+            }
             DestinationMessage::Config(payload, reply) => {
                 let built = ConfigPayload::parse(&payload).and_then(|payload| {
                     // An event a previous VM raised as it was being stopped is not this one's.

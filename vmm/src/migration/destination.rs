@@ -23,6 +23,11 @@ pub type Reply<T> = Sender<Result<T, String>>;
 pub enum DestinationMessage {
     /// The sender connected.
     Connected,
+    /// A `Memory` request was written into guest memory: requests and bytes so far.
+    Progress {
+        requests: u64,
+        bytes: u64,
+    },
     /// Build the VM from this `Config` payload; answer where its memory may go.
     Config(Vec<u8>, Reply<Vec<Place>>),
     /// Restore the machine from this `State` payload.
@@ -151,6 +156,7 @@ struct Receiver {
     /// Where memory may go, once the VM is built.
     places: Option<Vec<Place>>,
     started: bool,
+    /// `Memory` requests taken.
     passes: u64,
     memory_bytes: u64,
 }
@@ -192,6 +198,10 @@ impl Receiver {
                 self.memory(request.length)?;
                 self.passes += 1;
                 self.ok()?;
+                link.send(DestinationMessage::Progress {
+                    requests: self.passes,
+                    bytes: self.memory_bytes,
+                });
             }
             Command::State => {
                 if self.places.is_none() {

@@ -82,7 +82,8 @@ impl Place {
 pub struct MigrationReport {
     /// Bytes written to the stream (headers and payloads included).
     pub bytes: u64,
-    /// Memory passes, the first and the last included.
+    /// On the source, memory passes (the first and the last included); on the destination,
+    /// `Memory` requests taken.
     pub passes: u64,
     /// From the pause to the destination's answer to Complete, in ms.
     pub downtime_ms: u64,
