@@ -264,7 +264,11 @@ run_schemathesis() {
 }
 
 START=$(date +%s)
-run_schemathesis "no VM" --exclude-operation-id vmm.shutdown
+# The migration endpoints are probed below rather than fuzzed: a valid receive waits for a
+# sender (its answer comes when the migration ends), and a valid send starts a migration
+# that holds the VM for as long as connecting to a made-up address takes.
+NO_MIGRATION=(--exclude-operation-id vm.receive-migration --exclude-operation-id vm.send-migration)
+run_schemathesis "no VM" --exclude-operation-id vmm.shutdown "${NO_MIGRATION[@]}"
 
 # Bodies the server must accept (CH's full one among them): valid VmConfig, 204, vm.info a
 # valid VmInfo whose config vm.create takes back. Their "kernel" is this binary, a readable
@@ -278,7 +282,12 @@ expect 204 PUT vm.create "$CREATE_BODY" >/dev/null
 expect 200 GET vm.info >"$WORK/vm-info.json"
 "$PY" "$ROOT/scripts/lib/validate-against-openapi.py" VmInfo "$WORK/vm-info.json" >&2 || FAILED=1
 run_schemathesis "created VM" --exclude-operation-id vmm.shutdown \
-  --exclude-operation-id vm.boot --exclude-operation-id vm.delete
+  --exclude-operation-id vm.boot --exclude-operation-id vm.delete "${NO_MIGRATION[@]}"
+# A receive on a VMM with a VM, and bodies that name what cannot work.
+expect 409 PUT vm.receive-migration "{\"receiver_url\": \"unix:$WORK/migration.sock\"}" >/dev/null
+expect 400 PUT vm.receive-migration '{"receiver_url": "tcp:localhost:6000"}' >/dev/null
+expect 400 PUT vm.send-migration '{"destination_url": "unix:/x", "connections": 2}' >/dev/null
+expect 409 PUT vm.send-migration "{\"destination_url\": \"unix:$WORK/nobody.sock\"}" >/dev/null
 
 # The fuzzing changed nothing: still the same created VM.
 expect 200 GET vm.info >"$WORK/vm-info-after.json"
@@ -305,7 +314,7 @@ expect 200 GET vm.counters >"$WORK/vm-counters.json"
 # vm.snapshot is kept out: a paused VM would be saved wherever a made-up URL points. It is
 # probed below, into this run's directory.
 run_schemathesis "booted VM" --exclude-operation-id vmm.shutdown --exclude-operation-id vm.delete \
-  --exclude-operation-id vm.snapshot
+  --exclude-operation-id vm.snapshot "${NO_MIGRATION[@]}"
 expect 200 GET vm.info >"$WORK/vm-info-end.json"
 "$PY" "$ROOT/scripts/lib/validate-against-openapi.py" VmInfo "$WORK/vm-info-end.json" >&2 || FAILED=1
 
@@ -316,6 +325,19 @@ case "$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["state"]
   Created) expect 204 PUT vm.boot >/dev/null ;;
   Paused) expect 204 PUT vm.resume >/dev/null ;;
 esac
+# A migration to nobody: started (204), then failed, and the VM runs on as before.
+expect 204 PUT vm.send-migration "{\"destination_url\": \"unix:$WORK/nobody.sock\"}" >/dev/null
+for _ in $(seq 1 100); do
+  expect 200 GET vm.info >"$WORK/vm-info-migrated.json"
+  grep -q '"migration":' "$WORK/vm-info-migrated.json" || break
+  sleep 0.1
+done
+"$PY" "$ROOT/scripts/lib/validate-against-openapi.py" VmInfo "$WORK/vm-info-migrated.json" >&2 || FAILED=1
+if ! grep -q '"state":"Running"' "$WORK/vm-info-migrated.json" \
+    || grep -q '"migration":' "$WORK/vm-info-migrated.json"; then
+  log "FAIL: after a failed migration the VM is not running as before: $(cat "$WORK/vm-info-migrated.json")"
+  FAILED=1
+fi
 SNAP_BODY=$(printf '{"destination_url": "file://%s/snap"}' "$WORK")
 expect 409 PUT vm.snapshot "$SNAP_BODY" >/dev/null
 expect 204 PUT vm.pause >/dev/null

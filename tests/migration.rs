@@ -458,6 +458,10 @@ fn hostile(listen: &Path, requests: &[Vec<u8>], then: &[u8]) -> String {
     }
 }
 
+/// What a hostile sender does: its name, the requests it sends first (answered OK), the
+/// last one, and what the refusal must say.
+type HostileCase = (&'static str, Vec<Vec<u8>>, Vec<u8>, &'static str);
+
 fn request(command: u16, headers: [u8; 6], payload: &[u8]) -> Vec<u8> {
     let mut out = command.to_le_bytes().to_vec();
     out.extend_from_slice(&headers);
@@ -632,7 +636,7 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
     let start = request(migration_tap::START, [0, 0, b'A', b'C', b'C', 1], &[]);
     let config_request = request(migration_tap::CONFIG, [0; 6], &config);
     let region_end = 4 * GIB + 64 * GIB;
-    let mut cases: Vec<(&str, Vec<Vec<u8>>, Vec<u8>, &str)> = vec![
+    let mut cases: Vec<HostileCase> = vec![
         (
             "a Start without Accordion's tag",
             vec![],
@@ -665,7 +669,8 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
         for (what, before, last, says) in cases {
             let received = receive(&hsocket, &format!("unix:{}", listen.display()));
             wait_exists(&listen);
-            let reason = if what == "a truncated stream" {
+            if what == "a truncated stream" {
+                // Nobody is left to answer: the receiver's reason is in its call's answer.
                 let mut s = UnixStream::connect(&listen).unwrap();
                 for r in &before {
                     s.write_all(r).unwrap();
@@ -673,12 +678,10 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
                     s.read_exact(&mut answer).unwrap();
                 }
                 s.write_all(&last).unwrap();
-                drop(s);
-                String::new()
             } else {
-                hostile(&listen, &before, &last)
-            };
-            assert!(reason.contains(says), "{what}: {reason}");
+                let reason = hostile(&listen, &before, &last);
+                assert!(reason.contains(says), "{what}: {reason}");
+            }
             let answer = join_within(received, MIGRATION_TIMEOUT, || None);
             let error = String::from_utf8_lossy(&answer.stderr).to_string();
             assert!(!answer.status.success(), "{what}");

@@ -16,7 +16,7 @@ use crate::event_monitor::event_with;
 use crate::migration::destination::{self, DestinationMessage};
 use crate::migration::request::{ReceiveMigrationConfig, SendMigrationConfig};
 use crate::migration::source::{self, Link, SourceMessage, SourcePlan};
-use crate::migration::transport::{Listener, MigrationUrl};
+use crate::migration::transport::Listener;
 use crate::migration::{ConfigPayload, MigrationReport};
 use crate::seccomp::{ThreadFilter, ThreadKind};
 use crate::vm::Vm;
@@ -176,14 +176,6 @@ impl Vmm {
                 return Err(ApiError::conflict(
                     "vm.receive-migration needs a VMM without a VM (PUT /api/v1/vm.delete first)",
                 ));
-            }
-            if let MigrationUrl::Tcp(address) = &url {
-                address.parse::<std::net::SocketAddr>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "vm.receive-migration: receiver_url: tcp: needs an IP address and a \
-                         port, as in tcp:0.0.0.0:6000 (got {address:?})"
-                    ))
-                })?;
             }
             let listener = Listener::bind(&url).map_err(|e| {
                 ApiError::bad_request(format!(

@@ -3,13 +3,13 @@
 //! start the VM. The first error is answered with its reason and ends the migration; the
 //! VMM thread then drops the half-built VM.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{Read, Write};
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Command, ProtocolError};
 use super::source::Link;
-use super::transport::{Counting, Listener, Stream};
+use super::transport::Listener;
 use super::{MigrationReport, Place};
 use crate::seccomp::ThreadFilter;
 
@@ -71,6 +71,34 @@ fn ask<T>(
         .map_err(|_| "the VMM is going away".to_string())?
 }
 
+/// What the receiver needs from the VMM: a VM built from the configuration (and where its
+/// memory may go), restored from the state, started.
+pub trait Builder {
+    fn config(&mut self, payload: Vec<u8>) -> Result<Vec<Place>, String>;
+    fn state(&mut self, payload: Vec<u8>) -> Result<(), String>;
+    fn complete(&mut self, paused: bool) -> Result<(), String>;
+    /// A `Memory` request is in: requests and bytes so far.
+    fn progress(&mut self, _requests: u64, _bytes: u64) {}
+}
+
+impl Builder for &Link<DestinationMessage> {
+    fn config(&mut self, payload: Vec<u8>) -> Result<Vec<Place>, String> {
+        ask(self, |reply| DestinationMessage::Config(payload, reply))
+    }
+
+    fn state(&mut self, payload: Vec<u8>) -> Result<(), String> {
+        ask(self, |reply| DestinationMessage::State(payload, reply))
+    }
+
+    fn complete(&mut self, paused: bool) -> Result<(), String> {
+        ask(self, |reply| DestinationMessage::Complete { paused, reply })
+    }
+
+    fn progress(&mut self, requests: u64, bytes: u64) {
+        self.send(DestinationMessage::Progress { requests, bytes });
+    }
+}
+
 fn receive(
     listener: &Listener,
     link: &Link<DestinationMessage>,
@@ -82,16 +110,18 @@ fn receive(
     stream
         .set_timeout(Some(STREAM_TIMEOUT))
         .map_err(|e| format!("setting the stream's timeout: {e}"))?;
-    let fd = match &stream {
-        Stream::Unix(s) => s.as_raw_fd(),
-        Stream::Tcp(s) => s.as_raw_fd(),
-    };
+    run(stream, link)
+}
+
+/// Takes a whole migration from `stream`, with `builder` making the VM: the report, or why
+/// it failed (the sender was told, if it can be).
+///
+/// # Safety of guest memory
+/// The places `builder.config` returns must be host memory the receiver may write, and
+/// nothing else may touch them until the migration ends.
+pub fn run<S: Read + Write>(stream: S, mut builder: impl Builder) -> Result<MigrationReport, String> {
     let mut receiver = Receiver {
-        stream: Counting {
-            inner: stream,
-            bytes: 0,
-        },
-        fd,
+        stream,
         places: None,
         started: false,
         passes: 0,
@@ -100,7 +130,7 @@ fn receive(
     let started = Instant::now();
     let mut state_at = None;
     loop {
-        match receiver.step(link) {
+        match receiver.step(&mut builder) {
             Ok(Step::More) => {}
             Ok(Step::StateReceived) => state_at = Some(Instant::now()),
             Ok(Step::Done) => {
@@ -150,9 +180,8 @@ enum Step {
     Done,
 }
 
-struct Receiver {
-    stream: Counting<Stream>,
-    fd: RawFd,
+struct Receiver<S> {
+    stream: S,
     /// Where memory may go, once the VM is built.
     places: Option<Vec<Place>>,
     started: bool,
@@ -161,12 +190,12 @@ struct Receiver {
     memory_bytes: u64,
 }
 
-impl Receiver {
+impl<S: Read + Write> Receiver<S> {
     fn ok(&mut self) -> Result<(), Refusal> {
         protocol::write_ok(&mut self.stream).map_err(broken)
     }
 
-    fn step(&mut self, link: &Link<DestinationMessage>) -> Result<Step, Refusal> {
+    fn step(&mut self, builder: &mut impl Builder) -> Result<Step, Refusal> {
         let request = protocol::read_request(&mut self.stream).map_err(broken)?;
         if request.command != Command::Start && !self.started {
             return Err(refuse(format!(
@@ -189,7 +218,8 @@ impl Receiver {
                 }
                 let payload = protocol::read_payload(&mut self.stream, "Config", request.length)
                     .map_err(broken)?;
-                let places = ask(link, |reply| DestinationMessage::Config(payload, reply))
+                let places = builder
+                    .config(payload)
                     .map_err(|e| refuse(format!("the configuration is refused: {e}")))?;
                 self.places = Some(places);
                 self.ok()?;
@@ -198,10 +228,7 @@ impl Receiver {
                 self.memory(request.length)?;
                 self.passes += 1;
                 self.ok()?;
-                link.send(DestinationMessage::Progress {
-                    requests: self.passes,
-                    bytes: self.memory_bytes,
-                });
+                builder.progress(self.passes, self.memory_bytes);
             }
             Command::State => {
                 if self.places.is_none() {
@@ -209,14 +236,16 @@ impl Receiver {
                 }
                 let payload = protocol::read_payload(&mut self.stream, "State", request.length)
                     .map_err(broken)?;
-                ask(link, |reply| DestinationMessage::State(payload, reply))
+                builder
+                    .state(payload)
                     .map_err(|e| refuse(format!("the state is refused: {e}")))?;
                 self.ok()?;
                 return Ok(Step::StateReceived);
             }
             Command::Complete | Command::CompletePaused => {
                 let paused = request.command == Command::CompletePaused;
-                ask(link, |reply| DestinationMessage::Complete { paused, reply })
+                builder
+                    .complete(paused)
                     .map_err(|e| refuse(format!("the VM cannot start: {e}")))?;
                 self.ok()?;
                 return Ok(Step::Done);
@@ -260,9 +289,11 @@ impl Receiver {
         }
         for (host, len) in targets {
             // SAFETY: [host, host + len) lies in boot RAM or a plugged block of the VM being
-            // built (`holds` above), mapped writable; no vCPU runs in it yet and no device
-            // thread touches it, so nothing else reads or writes it meanwhile.
-            unsafe { read_into(self.fd, host, len) }.map_err(|e| Refusal {
+            // built (`holds` above: the builder's places), mapped writable; no vCPU runs in
+            // it yet and no device thread touches it, so nothing else reads or writes it
+            // while this slice lives.
+            let memory = unsafe { std::slice::from_raw_parts_mut(host as *mut u8, len as usize) };
+            self.stream.read_exact(memory).map_err(|e| Refusal {
                 reason: format!("reading memory from the sender: {e}"),
                 answer: false,
             })?;
@@ -270,29 +301,4 @@ impl Receiver {
         }
         Ok(())
     }
-}
-
-/// Reads exactly `len` bytes from `fd` to host address `host`.
-///
-/// # Safety
-/// `[host, host + len)` must be mapped writable and touched by nothing else meanwhile.
-unsafe fn read_into(fd: RawFd, host: u64, len: u64) -> std::io::Result<()> {
-    let mut done = 0u64;
-    while done < len {
-        let chunk = (len - done).min(1 << 30) as usize;
-        // SAFETY: see the function's contract; `fd` is the open stream.
-        let n = unsafe { libc::read(fd, (host + done) as *mut libc::c_void, chunk) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        done += n as u64;
-    }
-    Ok(())
 }

@@ -11,6 +11,8 @@
 //! boot RAM and plugged blocks, and a range anywhere else fails the migration.
 
 pub mod destination;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod protocol;
 pub mod request;
 pub mod source;

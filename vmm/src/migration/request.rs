@@ -167,31 +167,32 @@ mod tests {
     fn unsupported_send_fields_are_refused_by_name() {
         for (body, field) in [
             (
-                r#"{"destination_url":"tcp:h:1","tls_dir":"/etc/tls"}"#,
+                r#"{"destination_url":"tcp:10.0.0.1:1","tls_dir":"/etc/tls"}"#,
                 "tls_dir",
             ),
             (
-                r#"{"destination_url":"tcp:h:1","connections":2}"#,
+                r#"{"destination_url":"tcp:10.0.0.1:1","connections":2}"#,
                 "connections",
             ),
             (
-                r#"{"destination_url":"tcp:h:1","memory_mode":"Postcopy"}"#,
+                r#"{"destination_url":"tcp:10.0.0.1:1","memory_mode":"Postcopy"}"#,
                 "memory_mode",
             ),
             (
                 r#"{"destination_url":"unix:/m","preserve_source":true}"#,
                 "preserve_source",
             ),
-            (r#"{"destination_url":"tcp:h:1","local":true}"#, "local"),
+            (r#"{"destination_url":"tcp:10.0.0.1:1","local":true}"#, "local"),
             (
-                r#"{"destination_url":"tcp:h:1","downtime_ms":0}"#,
+                r#"{"destination_url":"tcp:10.0.0.1:1","downtime_ms":0}"#,
                 "downtime_ms",
             ),
             (
-                r#"{"destination_url":"tcp:h:1","timeout_s":0}"#,
+                r#"{"destination_url":"tcp:10.0.0.1:1","timeout_s":0}"#,
                 "timeout_s",
             ),
             (r#"{"destination_url":"ftp:h"}"#, "destination_url"),
+            (r#"{"destination_url":"tcp:example.com:1"}"#, "destination_url"),
         ] {
             let e = send(body).unwrap_err();
             assert!(e.starts_with(field), "{body}: {e}");

@@ -30,10 +30,12 @@ impl MigrationUrl {
             return Ok(MigrationUrl::Unix(PathBuf::from(path)));
         }
         if let Some(address) = url.strip_prefix("tcp:") {
-            let port = address.rsplit_once(':').map(|(_, port)| port);
-            if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+            // An IP address: the migration thread looks up no names (its filter has no
+            // files to read for it).
+            if address.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(
-                    "{field}: tcp: needs host:port, as in tcp:0.0.0.0:6000 (got {address:?})"
+                    "{field}: tcp: needs an IP address and a port, as in tcp:192.0.2.7:6000 \
+                     or tcp:[::1]:6000 (got {address:?})"
                 ));
             }
             return Ok(MigrationUrl::Tcp(address.to_string()));
