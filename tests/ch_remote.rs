@@ -1,7 +1,8 @@
 //! Cloud Hypervisor's own `ch-remote`, unmodified, drives Accordion through every command
 //! the two share, against a booted Linux guest: ping, create, info, boot, counters, pause,
-//! resume, resize (up and down) and resize-zone, reboot, power-button, shutdown, delete and
-//! shutdown-vmm, with the exit status and the messages a Cloud Hypervisor user sees.
+//! resume, resize (up and down) and resize-zone, reboot, power-button, shutdown, delete,
+//! shutdown-vmm, snapshot and restore, send-migration and receive-migration, with the exit
+//! status and the messages a Cloud Hypervisor user sees.
 //!
 //! `ch-remote` comes from `ACCORDION_CH_REMOTE` (scripts/run-tests.sh and .ci/run set it
 //! where a prebuilt one is available); without it these tests say they were skipped.
@@ -299,6 +300,82 @@ fn ch_remote_snapshots_and_restores() {
         ch.ok(&["resize", "--memory", &size_arg(512 * MIB)]);
         wait_memtotal(vmm, base_kb);
         ch.ok(&["shutdown-vmm"]);
+        assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
+    });
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn ch_remote_migrates_a_guest() {
+    let Some(binary) = ch_remote() else { return };
+    let dir = TempDir::new("ch-remote-migration-source");
+    let to = TempDir::new("ch-remote-migration-destination");
+    let listen = to.path("migration.sock");
+    let (mut source, ch) = api_only("ch-remote-migration-source", &dir, binary.clone());
+    let (mut destination, ch_to) = api_only("ch-remote-migration-destination", &to, binary);
+    let base_kb = source.explain_failure(|vmm| {
+        let config = vm_json(
+            &dir,
+            serde_json::json!({
+                "size": 256 * MIB,
+                "hotplug_method": "VirtioMem",
+                "hotplug_size": 1024 * MIB,
+            }),
+        );
+        ch.ok(&["create", config.to_str().unwrap()]);
+        ch.ok(&["boot"]);
+        let base_kb = memtotal_at_ready(vmm);
+        ch.ok(&["resize", "--memory", &size_arg(512 * MIB)]);
+        wait_memtotal(vmm, base_kb + 256 * 1024);
+        base_kb
+    });
+    // ch-remote receive-migration returns when the migration has ended.
+    let receiver = {
+        let binary = ch_to.binary.clone();
+        let socket = ch_to.socket.clone();
+        let arg = format!("receiver_url=unix:{}", listen.display());
+        std::thread::spawn(move || {
+            Command::new(binary)
+                .arg("--api-socket")
+                .arg(socket)
+                .args(["receive-migration", &arg])
+                .output()
+                .expect("cannot run ch-remote")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !listen.exists() {
+        assert!(std::time::Instant::now() < deadline, "the destination does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Unsupported options are refused by name, and nothing starts.
+    ch.refused(
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{},connections=2", listen.display()),
+        ],
+        "BadRequest",
+        "connections",
+    );
+    ch.ok(&[
+        "send-migration",
+        &format!("destination_url=unix:{}", listen.display()),
+    ]);
+    assert!(source.wait_exit(Duration::from_secs(300)).success());
+    let received = receiver.join().expect("the receiving ch-remote");
+    assert!(
+        received.status.success(),
+        "ch-remote receive-migration: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    destination.explain_failure(|vmm| {
+        assert_eq!(ch_to.state(), "Running");
+        assert_eq!(plugged(&ch_to), 256 * MIB);
+        let done = vmm.run_command("grep MemTotal /proc/meminfo");
+        assert_eq!(field(&done, "rc"), Some(0), "{done}");
+        ch_to.ok(&["resize", "--memory", &size_arg(256 * MIB)]);
+        wait_memtotal(vmm, base_kb);
+        ch_to.ok(&["shutdown-vmm"]);
         assert!(vmm.wait_exit(EXIT_TIMEOUT).success());
     });
 }
