@@ -345,14 +345,17 @@ fn ch_remote_migrates_a_guest() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !listen.exists() {
-        assert!(std::time::Instant::now() < deadline, "the destination does not listen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the destination does not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Unsupported options are refused by name, and nothing starts.
     ch.refused(
         &[
             "send-migration",
-            &format!("destination_url=unix:{},connections=2", listen.display()),
+            "destination_url=tcp:127.0.0.1:9,connections=2",
         ],
         "BadRequest",
         "connections",

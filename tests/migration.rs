@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::api::{memory_device, remote, remote_err, remote_json, remote_ok, socket_in};
 use common::api::{spawn_with_api, wait_for_socket, SOCKET_TIMEOUT};
 use common::migration_tap::{self, Act, Tap};
-use common::process::thread_seccomp_modes;
+use common::process::{resources, thread_seccomp_modes};
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT, READY};
 
 const MIB: u64 = 1 << 20;
@@ -517,6 +517,7 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
             .map(|r| r.payload.clone()),
     );
     source.explain_failure(|vmm| check_source_goes_on(vmm, &socket, &checksum, PLUGGED));
+    let after_one = resources(source.pid());
 
     // The destination refuses the configuration (here: not the format it reads).
     let (_dest, d2, answer, _) = attempt("migration-refused", &socket, "", |r, _, _| {
@@ -586,6 +587,13 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
     failure_reason(&dir.0, failures);
     assert!(!dest.wait_exit(EXIT_TIMEOUT).success());
     source.explain_failure(|vmm| check_source_goes_on(vmm, &socket, &checksum, PLUGGED));
+    // Four more failed migrations left nothing behind: no descriptor, no thread.
+    let after_five = resources(source.pid());
+    assert_eq!(
+        (after_one.fds, after_one.threads),
+        (after_five.fds, after_five.threads),
+        "{after_one:?} then {after_five:?}"
+    );
 
     // The answer to Complete is lost: the source cannot know the outcome, so it stays
     // paused and says so, while the destination runs the VM.

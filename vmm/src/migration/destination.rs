@@ -119,7 +119,10 @@ fn receive(
 /// # Safety of guest memory
 /// The places `builder.config` returns must be host memory the receiver may write, and
 /// nothing else may touch them until the migration ends.
-pub fn run<S: Read + Write>(stream: S, mut builder: impl Builder) -> Result<MigrationReport, String> {
+pub fn run<S: Read + Write>(
+    stream: S,
+    mut builder: impl Builder,
+) -> Result<MigrationReport, String> {
     let mut receiver = Receiver {
         stream,
         places: None,

@@ -208,7 +208,11 @@ mod tests {
             input.extend(start());
             input.extend(request(2, [0; 6], b"{}"));
             for _ in 0..(next() % 4) {
-                let gpa = if next() % 2 == 0 { next() % (2 * PLACE as u64) } else { (1 << 32) + next() % (2 * PLACE as u64) };
+                let gpa = if next() % 2 == 0 {
+                    next() % (2 * PLACE as u64)
+                } else {
+                    (1 << 32) + next() % (2 * PLACE as u64)
+                };
                 let len = next() % 512;
                 input.extend(memory(&[(gpa, len)], &vec![3u8; len as usize]));
             }

@@ -182,7 +182,10 @@ mod tests {
                 r#"{"destination_url":"unix:/m","preserve_source":true}"#,
                 "preserve_source",
             ),
-            (r#"{"destination_url":"tcp:10.0.0.1:1","local":true}"#, "local"),
+            (
+                r#"{"destination_url":"tcp:10.0.0.1:1","local":true}"#,
+                "local",
+            ),
             (
                 r#"{"destination_url":"tcp:10.0.0.1:1","downtime_ms":0}"#,
                 "downtime_ms",
@@ -192,7 +195,10 @@ mod tests {
                 "timeout_s",
             ),
             (r#"{"destination_url":"ftp:h"}"#, "destination_url"),
-            (r#"{"destination_url":"tcp:example.com:1"}"#, "destination_url"),
+            (
+                r#"{"destination_url":"tcp:example.com:1"}"#,
+                "destination_url",
+            ),
         ] {
             let e = send(body).unwrap_err();
             assert!(e.starts_with(field), "{body}: {e}");
