@@ -129,14 +129,15 @@ fn receive(socket: &Path, url: &str) -> JoinHandle<std::process::Output> {
     std::thread::spawn(move || remote(&socket, &["receive-migration", &arg]))
 }
 
-/// Waits for a file (a unix socket being bound).
-fn wait_exists(path: &Path) {
+/// Waits until the VMM behind `socket` listens for its `n`th migration (its socket file
+/// appears at bind(2), a moment before listen(2); the event comes after both).
+fn wait_receiving(socket: &Path, n: usize) {
     let deadline = Instant::now() + SOCKET_TIMEOUT;
-    while !path.exists() {
+    while events_of(socket, "migration-receive-ready") < n {
         assert!(
             Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
+            "{} does not listen",
+            socket.display()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -147,11 +148,7 @@ fn wait_exists(path: &Path) {
 fn migrate(source: &mut Vmm, from: &Path, to: &Path, send_url: &str, receive_url: &str) {
     let received = receive(to, receive_url);
     // The destination listens before the call is answered: wait until it does.
-    let deadline = Instant::now() + SOCKET_TIMEOUT;
-    while events_of(to, "migration-receive-ready") == 0 {
-        assert!(Instant::now() < deadline, "the destination does not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_receiving(to, 1);
     source.explain_failure(|source| {
         remote_ok(
             from,
@@ -236,7 +233,7 @@ fn a_guest_migrates_over_unix_and_tcp_and_only_plugged_memory_crosses() {
     let listen = first.path("migration.sock");
     let proxy_path = dir.path("proxy.sock");
     let received = receive(&first_socket, &format!("unix:{}", listen.display()));
-    wait_exists(&listen);
+    wait_receiving(&first_socket, 1);
     let proxy = Tap::start(&proxy_path, listen.clone(), Box::new(|_, _| Act::Forward));
     source.explain_failure(|vmm| {
         remote_ok(
@@ -400,7 +397,7 @@ fn attempt(
     let pid = dest.pid();
     let listen = dir.path("migration.sock");
     let received = receive(&socket_in(&dir.0), &format!("unix:{}", listen.display()));
-    wait_exists(&listen);
+    wait_receiving(&socket_in(&dir.0), 1);
     let tap_path = dir.path("tap.sock");
     let mut policy = policy;
     let tap = Tap::start(
@@ -674,9 +671,9 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
         "reading memory from the sender",
     ));
     receiver.explain_failure(|_| {
-        for (what, before, last, says) in cases {
+        for (n, (what, before, last, says)) in cases.into_iter().enumerate() {
             let received = receive(&hsocket, &format!("unix:{}", listen.display()));
-            wait_exists(&listen);
+            wait_receiving(&hsocket, n + 1);
             if what == "a truncated stream" {
                 // Nobody is left to answer: the receiver's reason is in its call's answer.
                 let mut s = UnixStream::connect(&listen).unwrap();
@@ -702,4 +699,130 @@ fn failed_migrations_leave_the_source_running_and_hostile_senders_are_refused() 
     });
     assert!(receiver.wait_exit(EXIT_TIMEOUT).success());
     drop(d2);
+}
+
+/// Waits until zone `id`'s device has `plugged` bytes.
+fn wait_zone_plugged(socket: &Path, id: &str, plugged: u64) {
+    let deadline = Instant::now() + RESIZE_TIMEOUT;
+    while memory_device(socket, id)["plugged_size"] != plugged {
+        assert!(
+            Instant::now() < deadline,
+            "zone {id} did not reach {plugged}: {}",
+            memory_device(socket, id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "boots Linux: needs real KVM, run through scripts/run-tests.sh"]
+fn two_zones_on_two_nodes_migrate_locally_by_passing_their_memory() {
+    // Private memory cannot be passed: refused by name, the VM runs on.
+    let dir = TempDir::new("migration-private");
+    let socket = socket_in(&dir.0);
+    let mut private = boot("migration-private", &dir);
+    private.explain_failure(|vmm| {
+        let e = remote_err(
+            &socket,
+            &[
+                "send-migration",
+                "destination_url=unix:/nonexistent,local=on",
+            ],
+        );
+        assert!(e.contains("local") && e.contains("shared=on"), "{e}");
+        let done = vmm.run_command("true");
+        assert_eq!(field(&done, "rc"), Some(0), "{done}");
+        remote_ok(&socket, &["shutdown-vmm"]);
+    });
+    assert!(private.wait_exit(EXIT_TIMEOUT).success());
+
+    let dir = TempDir::new("migration-local");
+    let socket = socket_in(&dir.0);
+    let api = format!("path={}", socket.display());
+    let monitor = format!("path={}", dir.path("events.jsonl").display());
+    let mut source = Vmm::boot_guest(
+        "migration-local",
+        &guest().vmlinux,
+        "",
+        &[
+            "--api-socket",
+            &api,
+            "--event-monitor",
+            &monitor,
+            "--cpus",
+            "boot=2",
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=256M,shared=on,hotplug_size=4G",
+            "--memory-zone",
+            "id=mem1,size=256M,shared=on,hotplug_size=4G",
+            "--numa",
+            "guest_numa_id=0,cpus=0,memory_zones=mem0",
+            "--numa",
+            "guest_numa_id=1,cpus=1,memory_zones=mem1",
+        ],
+    );
+    source.wait_for(READY, BOOT_TIMEOUT);
+    wait_for_socket(&socket, SOCKET_TIMEOUT);
+    let checksum = source.explain_failure(|vmm| {
+        remote_ok(&socket, &["resize-zone", "--id", "mem1", "--size", "768M"]);
+        wait_zone_plugged(&socket, "mem1", 512 * MIB);
+        let done = vmm.run_command(
+            "mkdir -p /p && mount -t tmpfs -o size=1G p /p && \
+             dd if=/dev/urandom of=/p/pattern bs=1M count=200",
+        );
+        assert_eq!(field(&done, "rc"), Some(0), "{done}");
+        guest_line(vmm, "PATTERN", "md5sum /p/pattern")
+    });
+    // Directly, not through the tap: the memory files travel as SCM_RIGHTS, which the tap
+    // does not pass on.
+    let d = TempDir::new("migration-local-dest");
+    let d_socket = socket_in(&d.0);
+    let mut dest = destination("migration-local-dest", &d);
+    let listen = d.path("migration.sock");
+    let received = receive(&d_socket, &format!("unix:{}", listen.display()));
+    wait_receiving(&d_socket, 1);
+    remote_ok(
+        &socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{},local=on", listen.display()),
+        ],
+    );
+    let answer = join_within(received, MIGRATION_TIMEOUT, || {
+        let failed = events(&dir.0, "migration-failed");
+        (!failed.is_empty()).then(|| format!("the source failed: {failed:?}"))
+    });
+    assert!(
+        answer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    assert!(source.wait_exit(MIGRATION_TIMEOUT).success());
+    // The memory went as file descriptors: no pass, no byte of memory.
+    let counters = remote_json(&d_socket, &["counters"]);
+    assert_eq!(counters["migration"]["bytes"], 0, "{counters}");
+    assert_eq!(counters["migration"]["passes"], 0, "{counters}");
+    dest.explain_failure(|vmm| {
+        assert_eq!(remote_json(&d_socket, &["info"])["state"], "Running");
+        assert_eq!(memory_device(&d_socket, "mem1")["plugged_size"], 512 * MIB);
+        assert_eq!(memory_device(&d_socket, "mem1")["node"], 1);
+        assert_eq!(memory_device(&d_socket, "mem0")["plugged_size"], 0);
+        assert_eq!(guest_line(vmm, "PATTERN", "md5sum /p/pattern"), checksum);
+        // Each zone resizes on its own, on its node.
+        remote_ok(
+            &d_socket,
+            &["resize-zone", "--id", "mem0", "--size", "512M"],
+        );
+        wait_zone_plugged(&d_socket, "mem0", 256 * MIB);
+        remote_ok(
+            &d_socket,
+            &["resize-zone", "--id", "mem1", "--size", "512M"],
+        );
+        wait_zone_plugged(&d_socket, "mem1", 256 * MIB);
+        assert_eq!(guest_line(vmm, "PATTERN", "md5sum /p/pattern"), checksum);
+        remote_ok(&d_socket, &["shutdown-vmm"]);
+    });
+    assert!(dest.wait_exit(EXIT_TIMEOUT).success());
 }

@@ -121,12 +121,22 @@ impl Vm {
         serial_output: SerialOutput,
         seccomp: SeccompMode,
     ) -> Result<Self, VmError> {
-        Self::build(hypervisor, config, events, serial_output, seccomp, None)
+        Self::build(
+            hypervisor,
+            config,
+            events,
+            serial_output,
+            seccomp,
+            None,
+            Vec::new(),
+        )
     }
 
     /// A VM built from `config`, its virtio-mem devices in the states `saved` gives (a
-    /// snapshot's or a migration's) or fresh. Nothing runs yet; the other devices' state
-    /// comes with [`Vm::restore_machine`].
+    /// snapshot's or a migration's) or fresh, its memory in new memfds or in `files` (a
+    /// local migration's, in `MemoryManager::backing_files` order). Nothing runs yet; the
+    /// other devices' state comes with [`Vm::restore_machine`].
+    #[allow(clippy::too_many_arguments)]
     fn build(
         hypervisor: &dyn Hypervisor,
         config: &VmConfig,
@@ -134,6 +144,7 @@ impl Vm {
         serial_output: SerialOutput,
         seccomp: SeccompMode,
         saved: Option<&[crate::snapshot::MemoryDeviceState]>,
+        files: Vec<std::fs::File>,
     ) -> Result<Self, VmError> {
         // Compiled here, on the VMM thread, so that a bad filter fails the VM's creation.
         let vcpu_filter = ThreadFilter::new(ThreadKind::Vcpu, seccomp)?;
@@ -146,6 +157,7 @@ impl Vm {
             config,
             hypervisor.max_memslots(),
             physical_address_bits(&supported_cpuid),
+            files,
         )?;
         let buses = Arc::new(Buses::default());
         let mut pci = PciHost::new(&buses, memory.mmio64_start())?;

@@ -42,10 +42,15 @@ fn places(ranges: Vec<HostRange>) -> Vec<Place> {
 }
 
 impl Vm {
+    /// The files behind guest memory, for a local migration (all must be shared).
+    pub fn memory_files(&self) -> Result<Vec<std::fs::File>, String> {
+        self.memory.backing_files()
+    }
+
     /// Freezes the virtio-mem devices (BUSY), turns on dirty logging on every mapped slot
-    /// and the devices' write logs, and describes the memory to send. On failure
-    /// everything is as it was.
-    pub fn start_outgoing_migration(&mut self) -> Result<OutgoingMemory, String> {
+    /// (not for a `local` migration, which copies no memory) and the devices' write logs,
+    /// and describes the memory to send. On failure everything is as it was.
+    pub fn start_outgoing_migration(&mut self, local: bool) -> Result<OutgoingMemory, String> {
         let mut frozen = Vec::new();
         for d in self.memory.devices() {
             match d.freeze() {
@@ -68,6 +73,9 @@ impl Vm {
         for (d, saved) in self.memory.devices().zip(&frozen) {
             ranges.extend(d.plugged_host_ranges(&saved.mem));
             slots.extend(d.mapped_slots(&saved.mem));
+        }
+        if local {
+            slots.clear();
         }
         let payload = ConfigPayload {
             format: FORMAT.to_string(),
@@ -169,6 +177,7 @@ impl Vm {
         events: Arc<VmEventSignal>,
         serial_output: SerialOutput,
         seccomp: SeccompMode,
+        files: Vec<std::fs::File>,
     ) -> Result<(Vm, Vec<Place>), String> {
         let config: &VmConfig = &payload.config;
         config
@@ -181,6 +190,7 @@ impl Vm {
             serial_output,
             seccomp,
             Some(&payload.memory_devices),
+            files,
         )
         .map_err(|e| e.to_string())?;
         let mut ranges = vm.boot_ram_ranges();

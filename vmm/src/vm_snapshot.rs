@@ -224,6 +224,7 @@ impl Vm {
             output,
             seccomp,
             Some(&snapshot.devices.memory_devices),
+            Vec::new(),
         )
         .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
         let places = vm.restore_places(&snapshot)?;

@@ -105,20 +105,23 @@ impl Vmm {
         let url = body
             .validate()
             .map_err(|e| ApiError::bad_request(format!("vm.send-migration: {e}")))?;
-        if body.local {
-            return Err(ApiError::bad_request(
-                "vm.send-migration: local: passing memory by file descriptor is not supported \
-                 yet (only false)",
-            ));
-        }
         self.migration_conflict("vm.send-migration")?;
         let (link, messages) = self.link()?;
         let filter = ThreadFilter::new(ThreadKind::Migration, self.seccomp)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let vm = self.running_vm()?;
+        let local = if body.local {
+            vm.memory_files().map_err(|e| {
+                ApiError::bad_request(format!(
+                    "vm.send-migration: local: the memory must be shared to pass it: {e}"
+                ))
+            })?
+        } else {
+            Vec::new()
+        };
         let was_running = !vm.is_paused();
         let memory = vm
-            .start_outgoing_migration()
+            .start_outgoing_migration(body.local)
             .map_err(|e| ApiError::internal(format!("vm.send-migration: {e}")))?;
         let slots = memory.slots.clone();
         let plan = SourcePlan {
@@ -132,6 +135,7 @@ impl Vmm {
             places: memory.places,
             devices: memory.devices,
             complete_paused: !was_running,
+            local,
         };
         let thread = match source::start(plan, link, filter) {
             Ok(t) => t,
@@ -378,7 +382,7 @@ impl Vmm {
                     i.progress.bytes = bytes;
                 }
             }
-            DestinationMessage::Config(payload, reply) => {
+            DestinationMessage::Config(payload, files, reply) => {
                 let built = ConfigPayload::parse(&payload).and_then(|payload| {
                     // An event a previous VM raised as it was being stopped is not this one's.
                     let _ = self.events.take();
@@ -389,6 +393,7 @@ impl Vmm {
                         self.events.clone(),
                         output,
                         self.seccomp,
+                        files,
                     )
                 });
                 let answer = match built {

@@ -246,12 +246,15 @@ struct Backed {
 /// Maps `size` bytes: private anonymous, or a memfd (hugetlb with `hugepages`) mapped shared.
 /// `extra_flags`: `MAP_NORESERVE` for device regions, `MAP_POPULATE` for prefaulted boot RAM.
 /// `prot`: read-write, or `PROT_NONE` for a protected device region.
+/// `given`: the memfd to map instead of a new one (a local migration's, which holds the
+/// guest's memory already); it must be shared memory of exactly `size` bytes.
 fn map(
     name: &std::ffi::CStr,
     size: u64,
     backed: Backed,
     extra_flags: i32,
     prot: i32,
+    given: Option<File>,
 ) -> Result<(vm_memory::mmap::MmapRegion, Backing), MemoryError> {
     let Backed {
         shared, hugepages, ..
@@ -259,47 +262,75 @@ fn map(
     let fail = |reason: String| MemoryError::Allocate { size, reason };
     let len = usize::try_from(size).map_err(|_| fail("too large for this host".into()))?;
     let mut flags = extra_flags;
-    let (file, backing) = if shared || hugepages {
-        let mut memfd_flags = libc::MFD_CLOEXEC;
-        if hugepages {
-            memfd_flags |= libc::MFD_HUGETLB;
-        }
-        // SAFETY: `name` is a NUL-terminated C string; memfd_create returns a new descriptor
-        // or -1.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), memfd_flags) };
-        if fd < 0 {
-            return Err(fail(format!(
-                "memfd_create: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `fd` is the new descriptor from memfd_create, owned from here on.
-        let file = Arc::new(unsafe { File::from_raw_fd(fd) });
-        file.set_len(size)
-            .map_err(|e| fail(format!("sizing the memfd: {e}")))?;
-        if shared {
-            flags |= libc::MAP_SHARED;
-            (
-                Some(file.clone()),
-                Backing::SharedFile {
-                    file,
-                    file_offset: 0,
-                },
-            )
+    let (file, backing) =
+        if shared || hugepages {
+            let file =
+                match given {
+                    Some(file) => {
+                        let given_len = file
+                            .metadata()
+                            .map_err(|e| fail(format!("the memory file passed: {e}")))?
+                            .len();
+                        if !shared || given_len != size {
+                            return Err(fail(format!(
+                        "the memory file passed is {given_len} bytes{}; this mapping needs \
+                         {size} bytes of shared memory",
+                        if shared { "" } else { " and the zone is private" }
+                    )));
+                        }
+                        // The memory is in it already: no MAP_POPULATE, no new pages.
+                        flags &= !libc::MAP_POPULATE;
+                        Arc::new(file)
+                    }
+                    None => {
+                        let mut memfd_flags = libc::MFD_CLOEXEC;
+                        if hugepages {
+                            memfd_flags |= libc::MFD_HUGETLB;
+                        }
+                        // SAFETY: `name` is a NUL-terminated C string; memfd_create returns a new
+                        // descriptor or -1.
+                        let fd = unsafe { libc::memfd_create(name.as_ptr(), memfd_flags) };
+                        if fd < 0 {
+                            return Err(fail(format!(
+                                "memfd_create: {}",
+                                std::io::Error::last_os_error()
+                            )));
+                        }
+                        // SAFETY: `fd` is the new descriptor from memfd_create, owned from here on.
+                        let file = Arc::new(unsafe { File::from_raw_fd(fd) });
+                        file.set_len(size)
+                            .map_err(|e| fail(format!("sizing the memfd: {e}")))?;
+                        file
+                    }
+                };
+            if shared {
+                flags |= libc::MAP_SHARED;
+                (
+                    Some(file.clone()),
+                    Backing::SharedFile {
+                        file,
+                        file_offset: 0,
+                    },
+                )
+            } else {
+                flags |= libc::MAP_PRIVATE;
+                (
+                    Some(file.clone()),
+                    Backing::PrivateFile {
+                        file,
+                        file_offset: 0,
+                    },
+                )
+            }
         } else {
-            flags |= libc::MAP_PRIVATE;
-            (
-                Some(file.clone()),
-                Backing::PrivateFile {
-                    file,
-                    file_offset: 0,
-                },
-            )
-        }
-    } else {
-        flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        (None, Backing::PrivateAnonymous)
-    };
+            if given.is_some() {
+                return Err(fail(
+                    "a memory file was passed for private anonymous memory".to_string(),
+                ));
+            }
+            flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            (None, Backing::PrivateAnonymous)
+        };
     let mut builder = MmapRegionBuilder::new(len)
         .with_mmap_prot(prot)
         .with_mmap_flags(flags);
@@ -439,6 +470,7 @@ impl MemoryManager {
         config: &VmConfig,
         max_memslots: u32,
         phys_bits: u32,
+        files: Vec<File>,
     ) -> Result<Self, MemoryError> {
         let requests = zone_requests(config);
         let ram_size = config.memory.boot_ram();
@@ -466,13 +498,23 @@ impl MemoryManager {
             0
         };
         let read_write = libc::PROT_READ | libc::PROT_WRITE;
+        // A local migration's memory files, in `backing_files` order.
+        let passed = files.len();
+        let mut files = files.into_iter();
         for (start, size) in arch::layout::ram_ranges(ram_size) {
             let backed = Backed {
                 shared: any(|z| z.shared),
                 hugepages: any(|z| z.hugepages),
                 thp: config.memory.thp,
             };
-            let (mapping, _) = map(c"accordion-boot-ram", size, backed, populate, read_write)?;
+            let (mapping, _) = map(
+                c"accordion-boot-ram",
+                size,
+                backed,
+                populate,
+                read_write,
+                files.next(),
+            )?;
             regions.push(Arc::new(
                 GuestRegionMmap::new(mapping, GuestAddress(start)).ok_or(MemoryError::Layout)?,
             ));
@@ -497,8 +539,14 @@ impl MemoryManager {
                     hugepages: request.hugepages,
                     thp: config.memory.thp,
                 };
-                let (mapping, backing) =
-                    map(&name, device.size, backed, libc::MAP_NORESERVE, prot)?;
+                let (mapping, backing) = map(
+                    &name,
+                    device.size,
+                    backed,
+                    libc::MAP_NORESERVE,
+                    prot,
+                    files.next(),
+                )?;
                 device.host_addr = mapping.as_ptr() as u64;
                 device.backing = backing;
                 device.mmap_flags = mapping.flags();
@@ -510,6 +558,12 @@ impl MemoryManager {
                 });
                 owners.push(Arc::new(mapping));
             }
+        }
+        if files.next().is_some() {
+            return Err(MemoryError::Allocate {
+                size: ram_size,
+                reason: format!("{passed} memory files were passed, more than this VM maps"),
+            });
         }
         let guest_memory = GuestMemoryMmap::from_arc_regions(regions.clone()).map_err(|e| {
             MemoryError::Allocate {
@@ -571,6 +625,47 @@ impl MemoryManager {
             index += 1;
         }
         Ok(())
+    }
+
+    /// The files behind guest memory, for a local migration to pass: each boot RAM range,
+    /// then each zone's virtio-mem region (the order [`MemoryManager::new`] takes them
+    /// in). Every one must be shared memory; the error names the first that is not.
+    pub fn backing_files(&self) -> Result<Vec<File>, String> {
+        let mut files = Vec::new();
+        for region in self.guest_memory.iter() {
+            let shared = region.flags() & libc::MAP_SHARED != 0;
+            match region.file_offset() {
+                Some(file) if shared => files.push(
+                    file.file()
+                        .try_clone()
+                        .map_err(|e| format!("the boot RAM's memory file: {e}"))?,
+                ),
+                _ => {
+                    return Err(
+                        "boot RAM is private memory (start the VM with shared=on)".to_string()
+                    )
+                }
+            }
+        }
+        for zone in &self.zones {
+            let Some(region) = &zone.layout.region else {
+                continue;
+            };
+            match &region.backing {
+                Backing::SharedFile { file, .. } => files.push(
+                    file.try_clone()
+                        .map_err(|e| format!("zone {}'s memory file: {e}", zone.layout.id))?,
+                ),
+                _ => {
+                    return Err(format!(
+                        "zone {}'s virtio-mem region is private memory (start it with \
+                         shared=on)",
+                        zone.layout.id
+                    ))
+                }
+            }
+        }
+        Ok(files)
     }
 
     /// Boot RAM's KVM memslots, as mapped.

@@ -3,13 +3,13 @@
 //! start the VM. The first error is answered with its reason and ends the migration; the
 //! VMM thread then drops the half-built VM.
 
-use std::io::{Read, Write};
+use std::fs::File;
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Command, ProtocolError};
 use super::source::Link;
-use super::transport::Listener;
+use super::transport::{FdStream, Listener};
 use super::{MigrationReport, Place};
 use crate::seccomp::ThreadFilter;
 
@@ -28,8 +28,9 @@ pub enum DestinationMessage {
         requests: u64,
         bytes: u64,
     },
-    /// Build the VM from this `Config` payload; answer where its memory may go.
-    Config(Vec<u8>, Reply<Vec<Place>>),
+    /// Build the VM from this `Config` payload (with a local migration's memory files);
+    /// answer where its memory may go.
+    Config(Vec<u8>, Vec<File>, Reply<Vec<Place>>),
     /// Restore the machine from this `State` payload.
     State(Vec<u8>, Reply<()>),
     /// Start the VM (or leave it paused).
@@ -74,7 +75,8 @@ fn ask<T>(
 /// What the receiver needs from the VMM: a VM built from the configuration (and where its
 /// memory may go), restored from the state, started.
 pub trait Builder {
-    fn config(&mut self, payload: Vec<u8>) -> Result<Vec<Place>, String>;
+    /// `files`: a local migration's memory files, in the order the sender numbered them.
+    fn config(&mut self, payload: Vec<u8>, files: Vec<File>) -> Result<Vec<Place>, String>;
     fn state(&mut self, payload: Vec<u8>) -> Result<(), String>;
     fn complete(&mut self, paused: bool) -> Result<(), String>;
     /// A `Memory` request is in: requests and bytes so far.
@@ -82,8 +84,10 @@ pub trait Builder {
 }
 
 impl Builder for &Link<DestinationMessage> {
-    fn config(&mut self, payload: Vec<u8>) -> Result<Vec<Place>, String> {
-        ask(self, |reply| DestinationMessage::Config(payload, reply))
+    fn config(&mut self, payload: Vec<u8>, files: Vec<File>) -> Result<Vec<Place>, String> {
+        ask(self, |reply| {
+            DestinationMessage::Config(payload, files, reply)
+        })
     }
 
     fn state(&mut self, payload: Vec<u8>) -> Result<(), String> {
@@ -119,12 +123,10 @@ fn receive(
 /// # Safety of guest memory
 /// The places `builder.config` returns must be host memory the receiver may write, and
 /// nothing else may touch them until the migration ends.
-pub fn run<S: Read + Write>(
-    stream: S,
-    mut builder: impl Builder,
-) -> Result<MigrationReport, String> {
+pub fn run<S: FdStream>(stream: S, mut builder: impl Builder) -> Result<MigrationReport, String> {
     let mut receiver = Receiver {
         stream,
+        files: Vec::new(),
         places: None,
         started: false,
         passes: 0,
@@ -185,6 +187,8 @@ enum Step {
 
 struct Receiver<S> {
     stream: S,
+    /// A local migration's memory files, before Config.
+    files: Vec<File>,
     /// Where memory may go, once the VM is built.
     places: Option<Vec<Place>>,
     started: bool,
@@ -193,7 +197,7 @@ struct Receiver<S> {
     memory_bytes: u64,
 }
 
-impl<S: Read + Write> Receiver<S> {
+impl<S: FdStream> Receiver<S> {
     fn ok(&mut self) -> Result<(), Refusal> {
         protocol::write_ok(&mut self.stream).map_err(broken)
     }
@@ -222,7 +226,7 @@ impl<S: Read + Write> Receiver<S> {
                 let payload = protocol::read_payload(&mut self.stream, "Config", request.length)
                     .map_err(broken)?;
                 let places = builder
-                    .config(payload)
+                    .config(payload, std::mem::take(&mut self.files))
                     .map_err(|e| refuse(format!("the configuration is refused: {e}")))?;
                 self.places = Some(places);
                 self.ok()?;
@@ -261,9 +265,30 @@ impl<S: Read + Write> Receiver<S> {
                 });
             }
             Command::MemoryFd => {
-                return Err(refuse(
-                    "MemoryFd: Accordion does not take memory by file descriptor",
-                ))
+                if self.places.is_some() {
+                    return Err(refuse("MemoryFd after Config"));
+                }
+                if request.length != 4 {
+                    return Err(refuse(format!(
+                        "MemoryFd of {} bytes; it carries a 4-byte index",
+                        request.length
+                    )));
+                }
+                let mut index = [0u8; 4];
+                let file = self
+                    .stream
+                    .read_with_fd(&mut index)
+                    .map_err(|e| refuse(format!("MemoryFd: {e}")))?
+                    .ok_or_else(|| refuse("MemoryFd without a file descriptor"))?;
+                let index = u32::from_le_bytes(index);
+                if index as usize != self.files.len() {
+                    return Err(refuse(format!(
+                        "MemoryFd {index} out of order (expected {})",
+                        self.files.len()
+                    )));
+                }
+                self.files.push(file);
+                self.ok()?;
             }
         }
         Ok(Step::More)

@@ -13,6 +13,7 @@
 use std::io::{Cursor, Read, Write};
 
 use super::destination::{self, Builder};
+use super::transport::FdStream;
 use super::{protocol, ConfigPayload, Place, StatePayload};
 
 const PLACE: usize = 64 << 10;
@@ -49,8 +50,23 @@ struct Fake {
     completed: bool,
 }
 
+impl FdStream for &mut Wire {
+    fn read_with_fd(&mut self, buf: &mut [u8]) -> std::io::Result<Option<std::fs::File>> {
+        self.input.read_exact(buf)?;
+        Ok(None)
+    }
+
+    fn write_with_fd(&mut self, buf: &[u8], _fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.write_all(buf)
+    }
+}
+
 impl Builder for &mut Fake {
-    fn config(&mut self, payload: Vec<u8>) -> Result<Vec<Place>, String> {
+    fn config(
+        &mut self,
+        payload: Vec<u8>,
+        _files: Vec<std::fs::File>,
+    ) -> Result<Vec<Place>, String> {
         if payload.first() == Some(&b'!') {
             return Err("refused".into());
         }

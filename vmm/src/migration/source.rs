@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::protocol::{self, Command, MemoryRange, ProtocolError};
 use super::request::TimeoutStrategy;
-use super::transport::{Counting, MigrationUrl, Stream};
+use super::transport::{Counting, FdStream, MigrationUrl, Stream};
 use super::{MigrationReport, Place};
 use crate::seccomp::ThreadFilter;
 
@@ -45,6 +45,8 @@ pub struct SourcePlan {
     pub devices: Vec<VirtioMemHandle>,
     /// The VM was paused when the migration started: it stays paused on the destination.
     pub complete_paused: bool,
+    /// A local migration: these memory files go instead of the memory (unix sockets only).
+    pub local: Vec<std::fs::File>,
 }
 
 /// Why a migration failed, and whether the destination may be running the VM anyway (the
@@ -153,11 +155,35 @@ impl<'a> Copier<'a> {
 
     fn run(&mut self) -> Result<MigrationReport, SourceFailure> {
         self.request(Command::Start, &[])?;
+        for (index, file) in self.plan.local.iter().enumerate() {
+            // The header, then the index with the descriptor attached.
+            let header = protocol::Request::new(Command::MemoryFd, 4).to_bytes();
+            self.stream
+                .write_all(&header)
+                .and_then(|()| {
+                    self.stream
+                        .write_with_fd(&(index as u32).to_le_bytes(), file.as_raw_fd())
+                })
+                .map_err(|e| failed(format!("passing memory file {index}: {e}")))?;
+            protocol::read_response(&mut self.stream).map_err(wire)?;
+        }
         self.request(Command::Config, &self.plan.config)?;
+        let pending = if self.plan.local.is_empty() {
+            self.precopy()?
+        } else {
+            // The destination maps the same memory: nothing to copy.
+            Vec::new()
+        };
+        self.finish(pending)
+    }
+
+    /// Copies memory in passes until what is dirty fits the downtime (or the timeout
+    /// says to stop); returns what is still dirty.
+    fn precopy(&mut self) -> Result<Vec<(u64, u64)>, SourceFailure> {
         // The first pass: everything that may be sent.
         let all: Vec<(u64, u64)> = self.plan.places.iter().map(|p| (p.gpa, p.len)).collect();
         let mut bandwidth = self.send_pass(&all)?;
-        let pending = loop {
+        loop {
             let dirty = self.harvest()?;
             let bytes: u64 = dirty.iter().map(|r| r.1).sum();
             let estimate = Duration::from_secs_f64(bytes as f64 / bandwidth);
@@ -168,11 +194,11 @@ impl<'a> Copier<'a> {
                 estimated_downtime_ms: estimate.as_millis() as u64,
             });
             if bytes == 0 || estimate <= self.plan.downtime {
-                break dirty;
+                return Ok(dirty);
             }
             if self.started.elapsed() >= self.plan.timeout {
                 match self.plan.strategy {
-                    TimeoutStrategy::Ignore => break dirty,
+                    TimeoutStrategy::Ignore => return Ok(dirty),
                     TimeoutStrategy::Cancel => {
                         return Err(failed(format!(
                             "timeout_s ({} s) passed before the memory converged: {bytes} \
@@ -185,7 +211,12 @@ impl<'a> Copier<'a> {
                 }
             }
             bandwidth = self.send_pass(&dirty)?;
-        };
+        }
+    }
+
+    /// Pauses the VM (the VMM thread does), sends the last pass with `pending`, the state
+    /// and Complete.
+    fn finish(&mut self, pending: Vec<(u64, u64)>) -> Result<MigrationReport, SourceFailure> {
         // The VMM thread pauses the vCPUs and devices and gives the state.
         let (reply, answer) = channel();
         if !self.link.send(SourceMessage::Pause(reply)) {
@@ -196,9 +227,11 @@ impl<'a> Copier<'a> {
             .map_err(|_| failed("the VMM is going away"))?
             .map_err(failed)?;
         let paused_at = Instant::now();
-        let mut last = self.harvest()?;
-        last.extend(pending);
-        self.send_pass(&merge(last))?;
+        if self.plan.local.is_empty() {
+            let mut last = self.harvest()?;
+            last.extend(pending);
+            self.send_pass(&merge(last))?;
+        }
         self.request(Command::State, &state)?;
         let complete = if self.plan.complete_paused {
             Command::CompletePaused

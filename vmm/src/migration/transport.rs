@@ -112,6 +112,70 @@ impl Write for Stream {
     }
 }
 
+/// A stream that may carry file descriptors along (a unix socket; a local migration's
+/// memory files).
+pub trait FdStream: Read + Write {
+    /// Reads exactly `buf.len()` bytes, and the descriptor sent with them, if any.
+    fn read_with_fd(&mut self, buf: &mut [u8]) -> io::Result<Option<std::fs::File>>;
+    /// Writes `buf` with `fd` attached.
+    fn write_with_fd(&mut self, buf: &[u8], fd: std::os::fd::RawFd) -> io::Result<()>;
+}
+
+impl FdStream for Stream {
+    fn read_with_fd(&mut self, buf: &mut [u8]) -> io::Result<Option<std::fs::File>> {
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        let Stream::Unix(s) = self else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "file descriptors travel over unix sockets only",
+            ));
+        };
+        let mut got = 0;
+        let mut file = None;
+        while got < buf.len() {
+            let (n, fd) = s
+                .recv_with_fd(&mut buf[got..])
+                .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+            file = file.or(fd);
+        }
+        Ok(file)
+    }
+
+    fn write_with_fd(&mut self, buf: &[u8], fd: std::os::fd::RawFd) -> io::Result<()> {
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        let Stream::Unix(s) = self else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "file descriptors travel over unix sockets only",
+            ));
+        };
+        let n = s
+            .send_with_fd(buf, fd)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        if n != buf.len() {
+            // The descriptor went with the first bytes; the rest follow plainly.
+            s.write_all(&buf[n..])?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: FdStream> FdStream for Counting<S> {
+    fn read_with_fd(&mut self, buf: &mut [u8]) -> io::Result<Option<std::fs::File>> {
+        self.inner.read_with_fd(buf)
+    }
+
+    fn write_with_fd(&mut self, buf: &[u8], fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.inner.write_with_fd(buf, fd)?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+}
+
 /// The receiver's socket, bound on the VMM thread (so a bad address fails the API call) and
 /// accepted on by the migration thread. A unix socket's file is removed when it is dropped.
 pub enum Listener {

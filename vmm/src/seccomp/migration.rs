@@ -28,6 +28,9 @@ pub(super) fn rules() -> Result<Rules> {
         any(libc::SYS_read),
         any(libc::SYS_recvfrom),
         any(libc::SYS_sendto),
+        // A local migration's memory files, passed with SCM_RIGHTS.
+        any(libc::SYS_sendmsg),
+        any(libc::SYS_recvmsg),
         ioctl_in(&[libc::FIONBIO, kvm::KVM_GET_DIRTY_LOG()])?,
         // The destination's unix socket file, once accepted.
         any(libc::SYS_unlink),
