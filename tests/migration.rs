@@ -13,43 +13,13 @@ use common::api::{memory_device, remote, remote_err, remote_json, remote_ok, soc
 use common::api::{spawn_with_api, wait_for_socket, SOCKET_TIMEOUT};
 use common::migration_tap::{self, Act, Tap};
 use common::process::{resources, thread_seccomp_modes};
+use common::vmem::RESIZE_TIMEOUT;
+use common::vmem::{boot, guest_facts, guest_line, plug_write_unplug, resize, wait_plugged};
+use common::vmem::{BOOT_RAM, GIB, MIB};
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT, READY};
 
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
-const BOOT_RAM: u64 = 256 * MIB;
-/// Plugging is quick; unplugging makes the guest migrate pages (about 1.5 s per 128 MiB in
-/// the nested test host).
-const RESIZE_TIMEOUT: Duration = Duration::from_secs(240);
 /// A migration of an idle guest with 1.25 GiB of memory, in the nested test host.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The test guest with a 64 GiB virtio-mem region, an API socket and an event log in `dir`.
-fn boot(tag: &str, dir: &TempDir) -> Vmm {
-    let socket = socket_in(&dir.0);
-    let api = format!("path={}", socket.display());
-    let events = format!("path={}", dir.path("events.jsonl").display());
-    let memory = format!(
-        "size={}M,hotplug_method=virtio-mem,hotplug_size=64G",
-        BOOT_RAM / MIB
-    );
-    let mut vmm = Vmm::boot_guest(
-        tag,
-        &guest().vmlinux,
-        "",
-        &[
-            "--api-socket",
-            &api,
-            "--event-monitor",
-            &events,
-            "--memory",
-            &memory,
-        ],
-    );
-    vmm.wait_for(READY, BOOT_TIMEOUT);
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
-    vmm
-}
 
 /// A VMM with only an API socket (and an event log), to receive a migration.
 fn destination(tag: &str, dir: &TempDir) -> Vmm {
@@ -57,68 +27,14 @@ fn destination(tag: &str, dir: &TempDir) -> Vmm {
     spawn_with_api(tag, dir, &["--event-monitor", &events])
 }
 
-/// Waits until the device of zone `default` has `plugged` bytes.
-fn wait_plugged(socket: &Path, plugged: u64, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    while memory_device(socket, "default")["plugged_size"] != plugged {
-        assert!(
-            started.elapsed() < timeout,
-            "the guest did not reach {plugged} plugged bytes within {timeout:?}: {}",
-            memory_device(socket, "default")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
-}
-
-/// Asks for `plugged` bytes of virtio-mem memory and waits until the guest has them.
-fn resize(socket: &Path, plugged: u64) {
-    remote_ok(
-        socket,
-        &[
-            "resize",
-            "--memory",
-            &format!("{}M", (BOOT_RAM + plugged) / MIB),
-        ],
-    );
-    wait_plugged(socket, plugged, RESIZE_TIMEOUT);
-}
-
-/// The output line of a guest command that prints `TAG value...`, as `value...`.
-fn guest_line(vmm: &mut Vmm, tag: &str, command: &str) -> String {
-    let done = vmm.run_command(&format!("echo {tag} $({command})"));
-    assert_eq!(field(&done, "rc"), Some(0), "{command}: {done}");
-    let prefix = format!("{tag} ");
-    vmm.serial_lines()
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {tag} line after {command}"))
-        .trim()
-        .to_string()
-}
-
-/// The checksum of the pattern file and the guest's MemTotal line.
-fn guest_facts(vmm: &mut Vmm) -> (String, String) {
-    (
-        guest_line(vmm, "PATTERN", "md5sum /p/pattern"),
-        guest_line(vmm, "MEMINFO", "grep MemTotal /proc/meminfo"),
-    )
-}
-
-/// The events of `event` in the event log in `dir`.
-fn events(dir: &Path, event: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["source"] == "vm" && e["event"] == event)
-        .collect()
-}
-
 /// How many `event` lines the VMM behind `socket` (whose event log is next to it) wrote.
 fn events_of(socket: &Path, event: &str) -> usize {
     events(socket.parent().expect("a socket in a directory"), event).len()
+}
+
+/// The `vm` events named `event` in the event log in `dir`.
+fn events(dir: &Path, event: &str) -> Vec<serde_json::Value> {
+    common::vmem::events(dir, "events.jsonl", event)
 }
 
 /// `accordion-remote receive-migration` on `socket`, in the background: it returns when
@@ -213,18 +129,7 @@ fn a_guest_migrates_over_unix_and_tcp_and_only_plugged_memory_crosses() {
     let dir = TempDir::new("migration-source");
     let socket = socket_in(&dir.0);
     let mut source = boot("migration-source", &dir);
-    let facts = source.explain_failure(|vmm| {
-        // Plugged, written (a pattern larger than boot RAM, so that part of it lives in
-        // plugged memory), then partly unplugged: the guest moved those pages out.
-        resize(&socket, GIB + 256 * MIB);
-        let done = vmm.run_command(
-            "mkdir -p /p && mount -t tmpfs -o size=2G p /p && \
-             dd if=/dev/urandom of=/p/pattern bs=1M count=320",
-        );
-        assert_eq!(field(&done, "rc"), Some(0), "{done}");
-        resize(&socket, GIB);
-        guest_facts(vmm)
-    });
+    let facts = source.explain_failure(|vmm| plug_write_unplug(vmm, &socket));
 
     // Over a unix socket, through the test's counting proxy.
     let first = TempDir::new("migration-first");

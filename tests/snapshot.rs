@@ -10,84 +10,10 @@ use std::time::Duration;
 use common::api::{memory_device, remote, remote_err, remote_json, remote_ok, socket_in};
 use common::api::{spawn_with_api, wait_for_socket, SOCKET_TIMEOUT};
 use common::process::thread_seccomp_modes;
+use common::vmem::RESIZE_TIMEOUT;
+use common::vmem::{boot, events, guest_facts, guest_line, plug_write_unplug, resize};
+use common::vmem::{BOOT_RAM, GIB, MIB};
 use common::{field, guest, TempDir, Vmm, BOOT_TIMEOUT, EXIT_TIMEOUT, READY};
-
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
-const BOOT_RAM: u64 = 256 * MIB;
-/// Plugging is quick; unplugging makes the guest migrate pages (about 1.5 s per 128 MiB in
-/// the nested test host).
-const RESIZE_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The test guest with a 64 GiB virtio-mem region, an API socket and an event log in `dir`.
-fn boot(tag: &str, dir: &TempDir) -> Vmm {
-    let socket = socket_in(&dir.0);
-    let api = format!("path={}", socket.display());
-    let events = format!("path={}", dir.path("events.jsonl").display());
-    let memory = format!(
-        "size={}M,hotplug_method=virtio-mem,hotplug_size=64G",
-        BOOT_RAM / MIB
-    );
-    let mut vmm = Vmm::boot_guest(
-        tag,
-        &guest().vmlinux,
-        "",
-        &[
-            "--api-socket",
-            &api,
-            "--event-monitor",
-            &events,
-            "--memory",
-            &memory,
-        ],
-    );
-    vmm.wait_for(READY, BOOT_TIMEOUT);
-    wait_for_socket(&socket, SOCKET_TIMEOUT);
-    vmm
-}
-
-/// Asks for `plugged` bytes of virtio-mem memory and waits until the guest has them.
-fn resize(socket: &Path, plugged: u64) {
-    remote_ok(
-        socket,
-        &[
-            "resize",
-            "--memory",
-            &format!("{}M", (BOOT_RAM + plugged) / MIB),
-        ],
-    );
-    let deadline = std::time::Instant::now() + RESIZE_TIMEOUT;
-    while memory_device(socket, "default")["plugged_size"] != plugged {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the guest did not reach {plugged} plugged bytes: {}",
-            memory_device(socket, "default")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The output line of a guest command that prints `TAG value...`, as `value...`.
-fn guest_line(vmm: &mut Vmm, tag: &str, command: &str) -> String {
-    let done = vmm.run_command(&format!("echo {tag} $({command})"));
-    assert_eq!(field(&done, "rc"), Some(0), "{command}: {done}");
-    let prefix = format!("{tag} ");
-    vmm.serial_lines()
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {tag} line after {command}"))
-        .trim()
-        .to_string()
-}
-
-/// The checksum of the pattern file and the guest's MemTotal line.
-fn guest_facts(vmm: &mut Vmm) -> (String, String) {
-    (
-        guest_line(vmm, "PATTERN", "md5sum /p/pattern"),
-        guest_line(vmm, "MEMINFO", "grep MemTotal /proc/meminfo"),
-    )
-}
 
 /// What a restored guest must still have.
 struct Facts {
@@ -95,16 +21,6 @@ struct Facts {
     guest: (String, String),
     /// The device's memslots in KVM at the snapshot.
     slots_mapped: serde_json::Value,
-}
-
-/// The events of `event` in the event log `file` of `dir`.
-fn events(dir: &TempDir, file: &str, event: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.path(file))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["source"] == "vm" && e["event"] == event)
-        .collect()
 }
 
 /// A restored guest: it answers on its console, has what it had (in the memslots too:
@@ -144,17 +60,7 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
     let url = format!("file://{}", snap.display());
     let mut source = boot("snapshot-source", &dir);
     let facts = source.explain_failure(|vmm| {
-        // Plugged, written (a pattern larger than boot RAM, so that part of it lives in
-        // plugged memory), then partly unplugged: the guest moved those pages out.
-        resize(&socket, GIB + 256 * MIB);
-        // The initramfs root is limited to half the boot RAM: a tmpfs of its own.
-        let done = vmm.run_command(
-            "mkdir -p /p && mount -t tmpfs -o size=2G p /p && \
-             dd if=/dev/urandom of=/p/pattern bs=1M count=320",
-        );
-        assert_eq!(field(&done, "rc"), Some(0), "{done}");
-        resize(&socket, GIB);
-        let guest = guest_facts(vmm);
+        let guest = plug_write_unplug(vmm, &socket);
 
         // Not while it runs.
         let refused = remote_err(&socket, &["snapshot", &url]);
@@ -186,7 +92,7 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
         BOOT_RAM + GIB
     );
     assert!(snap.join("state.json").exists());
-    let snapshotted = events(&dir, "events.jsonl", "snapshotted");
+    let snapshotted = events(&dir.0, "events.jsonl", "snapshotted");
     assert_eq!(snapshotted.len(), 1, "{snapshotted:?}");
     let written: u64 = snapshotted[0]["properties"]["memory_bytes"]
         .as_str()
@@ -243,7 +149,7 @@ fn a_snapshot_comes_back_in_a_new_process_and_holds_only_plugged_memory() {
     });
     assert!(lazy.wait_exit(EXIT_TIMEOUT).success());
     // Nothing was read before the guest ran.
-    let restored = events(&dir, "restore-events.jsonl", "restored");
+    let restored = events(&dir.0, "restore-events.jsonl", "restored");
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert_eq!(restored[0]["properties"]["memory_bytes"], "0");
 

@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from importlib import import_module  # noqa: E402
 
 rb = import_module("resize-bench")
-http_put = rb.http_put
+sb = import_module("snapshot-bench")
+http_put, wait_path = rb.http_put, sb.wait_socket
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -44,8 +45,9 @@ def say(*args):
     print("migration-bench:", *args, file=sys.stderr, flush=True)
 
 
-class PtyGuest:
-    """A VMM whose serial console is a pty; every line is kept with its arrival time."""
+class PtyGuest(sb.SocketGuest):
+    """A VMM whose serial console is a pty; tick lines are kept with their arrival time,
+    the others go to `wait_for`."""
 
     def __init__(self, cmd, log_path):
         self.master, slave = pty.openpty()
@@ -56,6 +58,7 @@ class PtyGuest:
                                      stderr=open(log_path + ".stderr", "w"))
         os.close(slave)
         self.lines = queue.Queue()
+        self.memtotal = None
         self.ticks = []
         self.log = open(log_path, "w")
         threading.Thread(target=self._read, daemon=True).start()
@@ -82,27 +85,6 @@ class PtyGuest:
 
     def send(self, text):
         os.write(self.master, text.encode() + b"\r")
-
-    def wait_for(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("timed out")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                raise TimeoutError("timed out")
-            if pred(line):
-                return line
-
-    def stop(self):
-        try:
-            self.send("poweroff -f")
-            self.proc.wait(60)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class CountingProxy:
@@ -144,14 +126,6 @@ class CountingProxy:
         back.start()
         self._pump(conn, out, True)
         back.join(60)
-
-
-def wait_path(path, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.005)
 
 
 def main():

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod migration_tap;
 pub mod process;
+pub mod vmem;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

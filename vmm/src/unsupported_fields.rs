@@ -245,6 +245,20 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
+/// The first of `fields` (Cloud Hypervisor's, for what Accordion does not have) set to
+/// anything but null or an empty list, as `"NAME: not supported by Accordion (...)"`.
+pub fn first_not_neutral(fields: &[(&str, &Value)]) -> Result<(), String> {
+    for (name, value) in fields {
+        let neutral = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+        if !neutral {
+            return Err(format!(
+                "{name}: not supported by Accordion (only null or [] is accepted)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

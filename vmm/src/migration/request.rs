@@ -126,20 +126,13 @@ impl ReceiveMigrationConfig {
                 "memory_mode: Postcopy is not supported by Accordion (only Precopy)".into(),
             );
         }
-        for (name, value) in [
+        crate::unsupported_fields::first_not_neutral(&[
             ("tls_dir", &self.tls_dir),
             ("vfio_fds", &self.vfio_fds),
             ("iommufd_fd", &self.iommufd_fd),
             ("zone_updates", &self.zone_updates),
             ("net_fds", &self.net_fds),
-        ] {
-            let neutral = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
-            if !neutral {
-                return Err(format!(
-                    "{name}: not supported by Accordion (only null or [] is accepted)"
-                ));
-            }
-        }
+        ])?;
         Ok(url)
     }
 }

@@ -41,20 +41,13 @@ impl RestoreConfig {
     /// Refuses, by name, a field Accordion does not implement set to anything but null or
     /// an empty list.
     pub fn check_unsupported(&self) -> Result<(), String> {
-        for (name, value) in [
+        crate::unsupported_fields::first_not_neutral(&[
             ("net_fds", &self.net_fds),
             ("vfio_fds", &self.vfio_fds),
             ("iommufd_fd", &self.iommufd_fd),
             ("zone_updates", &self.zone_updates),
-        ] {
-            let neutral = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
-            if !neutral {
-                return Err(format!(
-                    "vm.restore: {name}: not supported by Accordion (only null or [] is accepted)"
-                ));
-            }
-        }
-        Ok(())
+        ])
+        .map_err(|e| format!("vm.restore: {e}"))
     }
 
     /// What the VM is restored with.
