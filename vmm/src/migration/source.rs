@@ -183,6 +183,7 @@ impl<'a> Copier<'a> {
         // The first pass: everything that may be sent.
         let all: Vec<(u64, u64)> = self.plan.places.iter().map(|p| (p.gpa, p.len)).collect();
         let mut bandwidth = self.send_pass(&all)?;
+        let mut previous = None;
         loop {
             let dirty = self.harvest()?;
             let bytes: u64 = dirty.iter().map(|r| r.1).sum();
@@ -193,9 +194,10 @@ impl<'a> Copier<'a> {
                 dirty_bytes: bytes,
                 estimated_downtime_ms: estimate.as_millis() as u64,
             });
-            if bytes == 0 || estimate <= self.plan.downtime {
+            if converged(bytes, previous, estimate, self.plan.downtime) {
                 return Ok(dirty);
             }
+            previous = Some(bytes);
             if self.started.elapsed() >= self.plan.timeout {
                 match self.plan.strategy {
                     TimeoutStrategy::Ignore => return Ok(dirty),
@@ -313,6 +315,24 @@ impl<'a> Copier<'a> {
     }
 }
 
+/// Whether to pause now, with `bytes` dirty (an estimated `estimate` to send paused),
+/// `previous` dirty after the pass before (none after the first): when nothing is dirty;
+/// or when the estimate fits `downtime` and another pass would not halve it (the guest
+/// dirties about as fast as a pass sends) or it is a tenth of `downtime` already. An idle
+/// guest's first pass leaves what it dirtied while the whole memory went (on a slow link,
+/// a good part of `downtime`); a second, short pass leaves next to nothing, so the pause
+/// is far below the limit rather than just under it.
+fn converged(bytes: u64, previous: Option<u64>, estimate: Duration, downtime: Duration) -> bool {
+    if bytes == 0 {
+        return true;
+    }
+    if estimate > downtime {
+        return false;
+    }
+    let halving = previous.is_none_or(|p| bytes.saturating_mul(2) <= p);
+    !halving || estimate <= downtime / 10
+}
+
 /// Writes `len` bytes from host address `host` to `fd`.
 ///
 /// # Safety
@@ -414,6 +434,23 @@ fn batches(ranges: &[(u64, u64)]) -> Vec<Vec<(u64, u64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_go_on_while_they_halve_what_is_dirty() {
+        let ms = Duration::from_millis;
+        let limit = ms(300);
+        assert!(converged(0, None, ms(0), limit));
+        // Over the limit: another pass.
+        assert!(!converged(10 << 20, None, ms(500), limit));
+        // Under it after the first pass: once more, it may shrink a lot.
+        assert!(!converged(6 << 20, None, ms(280), limit));
+        // It did: a tenth of the limit is good enough.
+        assert!(converged(100 << 10, Some(6 << 20), ms(5), limit));
+        // It did not halve: the guest keeps writing; pause now.
+        assert!(converged(4 << 20, Some(6 << 20), ms(200), limit));
+        // It halved but is still large: once more.
+        assert!(!converged(2 << 20, Some(6 << 20), ms(100), limit));
+    }
 
     #[test]
     fn dirty_bits_become_runs_of_pages() {
