@@ -56,6 +56,7 @@ struct Progress {
     pass: u64,
     bytes: u64,
     dirty_bytes: u64,
+    dirty_rate: u64,
     estimated_downtime_ms: u64,
 }
 
@@ -235,6 +236,7 @@ impl Vmm {
             "pass": progress.pass,
             "bytes": progress.bytes,
             "dirty_bytes": progress.dirty_bytes,
+            "dirty_rate": progress.dirty_rate,
             "estimated_downtime_ms": progress.estimated_downtime_ms,
         }))
     }
@@ -277,6 +279,7 @@ impl Vmm {
                 pass,
                 bytes,
                 dirty_bytes,
+                dirty_rate,
                 estimated_downtime_ms,
             } => {
                 if let Some(o) = self.outgoing() {
@@ -285,6 +288,7 @@ impl Vmm {
                         pass,
                         bytes,
                         dirty_bytes,
+                        dirty_rate,
                         estimated_downtime_ms,
                     };
                 }
@@ -295,6 +299,7 @@ impl Vmm {
                         ("pass", pass.to_string()),
                         ("bytes", bytes.to_string()),
                         ("dirty_bytes", dirty_bytes.to_string()),
+                        ("dirty_rate", dirty_rate.to_string()),
                         ("estimated_downtime_ms", estimated_downtime_ms.to_string()),
                     ]),
                 );

@@ -66,6 +66,8 @@ pub enum SourceMessage {
         pass: u64,
         bytes: u64,
         dirty_bytes: u64,
+        /// How fast the guest wrote memory since the harvest before, in bytes per second.
+        dirty_rate: u64,
         estimated_downtime_ms: u64,
     },
     Finished(Result<MigrationReport, SourceFailure>),
@@ -182,16 +184,21 @@ impl<'a> Copier<'a> {
     fn precopy(&mut self) -> Result<Vec<(u64, u64)>, SourceFailure> {
         // The first pass: everything that may be sent.
         let all: Vec<(u64, u64)> = self.plan.places.iter().map(|p| (p.gpa, p.len)).collect();
+        let pass_started = Instant::now();
         let mut bandwidth = self.send_pass(&all)?;
         let mut previous = None;
+        let mut harvested = pass_started;
         loop {
             let dirty = self.harvest()?;
             let bytes: u64 = dirty.iter().map(|r| r.1).sum();
+            let dirty_rate = (bytes as f64 / harvested.elapsed().as_secs_f64().max(1e-6)) as u64;
+            harvested = Instant::now();
             let estimate = Duration::from_secs_f64(bytes as f64 / bandwidth);
             self.link.send(SourceMessage::Progress {
                 pass: self.passes,
                 bytes: self.stream.bytes,
                 dirty_bytes: bytes,
+                dirty_rate,
                 estimated_downtime_ms: estimate.as_millis() as u64,
             });
             if converged(bytes, previous, estimate, self.plan.downtime) {
