@@ -149,9 +149,11 @@ def main():
                 if os.path.exists(p):
                     os.unlink(p)
             extra = ["--serial", "tty", "--console", "off"] if name == "cloud-hypervisor" else []
+            # Accordion's source logs where its pause went (-v: info).
+            verbose = ["-v"] if name == "accordion" else []
             src = PtyGuest([binary, "--kernel", kernel, "--initramfs", initrd, "--cmdline",
                             cmdline, "--cpus", "boot=1", "--memory", memory,
-                            "--api-socket", "path=" + src_sock] + extra,
+                            "--api-socket", "path=" + src_sock] + extra + verbose,
                            os.path.join(work, "%s-source-%d.log" % (name, run)))
             dst = None
             try:
@@ -164,7 +166,7 @@ def main():
                     if time.monotonic() > deadline:
                         raise TimeoutError("no ticks on the source's console")
                     time.sleep(0.05)
-                dst = PtyGuest([binary, "--api-socket", "path=" + dst_sock],
+                dst = PtyGuest([binary, "--api-socket", "path=" + dst_sock] + verbose,
                                os.path.join(work, "%s-destination-%d.log" % (name, run)))
                 wait_path(dst_sock)
                 received = {}

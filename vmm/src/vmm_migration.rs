@@ -413,17 +413,28 @@ impl Vmm {
                 let _ = reply.send(answer);
             }
             DestinationMessage::State(payload, reply) => {
+                let started = std::time::Instant::now();
                 let answer = match self.incoming().and_then(|i| i.vm.as_mut()) {
                     Some(vm) => vm.restore_incoming(&payload),
                     None => Err("no VM was built (Config first)".into()),
                 };
+                log::info!(
+                    "migration: the state ({} bytes) restored in {} ms",
+                    payload.len(),
+                    started.elapsed().as_millis()
+                );
                 let _ = reply.send(answer);
             }
             DestinationMessage::Complete { paused, reply } => {
+                let started = std::time::Instant::now();
                 let answer = match self.incoming().and_then(|i| i.vm.as_mut()) {
                     Some(vm) => vm.complete_incoming(paused),
                     None => Err("no VM was built (Config first)".into()),
                 };
+                log::info!(
+                    "migration: the VM started in {} ms",
+                    started.elapsed().as_millis()
+                );
                 let _ = reply.send(answer);
             }
             DestinationMessage::Finished(result) => {

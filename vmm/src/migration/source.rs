@@ -228,6 +228,7 @@ impl<'a> Copier<'a> {
     fn finish(&mut self, pending: Vec<(u64, u64)>) -> Result<MigrationReport, SourceFailure> {
         // The VMM thread pauses the vCPUs and devices and gives the state.
         let (reply, answer) = channel();
+        let paused_at = Instant::now();
         if !self.link.send(SourceMessage::Pause(reply)) {
             return Err(failed("the VMM is going away"));
         }
@@ -235,13 +236,16 @@ impl<'a> Copier<'a> {
             .recv()
             .map_err(|_| failed("the VMM is going away"))?
             .map_err(failed)?;
-        let paused_at = Instant::now();
+        let state_at = paused_at.elapsed();
+        let before = self.stream.bytes;
         if self.plan.local.is_empty() {
             let mut last = self.harvest()?;
             last.extend(pending);
             self.send_pass(&merge(last))?;
         }
+        let last_pass = (self.stream.bytes - before, paused_at.elapsed() - state_at);
         self.request(Command::State, &state)?;
+        let state_sent = paused_at.elapsed();
         let complete = if self.plan.complete_paused {
             Command::CompletePaused
         } else {
@@ -256,6 +260,16 @@ impl<'a> Copier<'a> {
             ),
             outcome_unknown: true,
         })?;
+        log::info!(
+            "migration: paused with the state after {} ms, the last pass ({} bytes) took {} \
+             ms, the state ({} bytes) was restored after {} ms, Complete answered after {} ms",
+            state_at.as_millis(),
+            last_pass.0,
+            last_pass.1.as_millis(),
+            state.len(),
+            state_sent.as_millis(),
+            paused_at.elapsed().as_millis()
+        );
         Ok(MigrationReport {
             bytes: self.stream.bytes,
             passes: self.passes,
