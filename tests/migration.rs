@@ -184,8 +184,9 @@ fn a_guest_migrates_over_unix_and_tcp_and_only_plugged_memory_crosses() {
     let seen = proxy.seen();
     let sent = proxy.finish();
     // Every range of every pass lies in boot RAM or in the first 1.25 GiB of the region,
-    // where the blocks plugged before the unplug were; the region's plugged part is sent
-    // once in the first pass.
+    // where the blocks plugged before the unplug were; the first pass sends at most the
+    // plugged GiB of the region (its all-zero pages stay behind), and at least the part of
+    // the pattern that did not fit in boot RAM.
     let region = 4 * GIB;
     for request in seen.iter().filter(|r| r.command == migration_tap::MEMORY) {
         for &(gpa, len) in &request.ranges {
@@ -203,7 +204,10 @@ fn a_guest_migrates_over_unix_and_tcp_and_only_plugged_memory_crosses() {
         .filter(|r| r.0 >= region)
         .map(|r| r.1)
         .sum();
-    assert_eq!(first_pass_in_region, GIB, "plugged bytes in the first pass");
+    assert!(
+        (320 * MIB - BOOT_RAM..=GIB).contains(&first_pass_in_region),
+        "{first_pass_in_region} bytes of the region in the first pass"
+    );
     assert!(
         sent <= (BOOT_RAM + GIB) * 101 / 100,
         "{sent} bytes crossed for {} of boot RAM and plugged memory",
