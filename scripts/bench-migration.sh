@@ -4,7 +4,7 @@
 # (scripts/test-host.sh; directly where /dev/kvm boots Linux): an idle guest with 1 GiB of
 # boot RAM and a 16 GiB virtio-mem region with 1 GiB plugged, over a unix socket. Prints a
 # markdown table of the medians of BENCH_RUNS alternating runs: the total time, the
-# downtime the guest's console shows (the gap in a tick it prints every 5 ms), and the
+# downtime the guest's console shows (the gap in a tick it prints about every millisecond), and the
 # bytes the source wrote; with the ratios of Accordion to Cloud Hypervisor.
 #
 # Usage: scripts/bench-migration.sh
