@@ -185,14 +185,27 @@ impl<'a> Copier<'a> {
         // The first pass: everything that may be sent but the pages that are all zeros,
         // which the destination's fresh memory holds already. A page the guest writes after
         // it was looked at is in the dirty log (on since before), and goes in a later pass.
+        // Looked at and sent a chunk at a time, so the stream never goes quiet for long (a
+        // chunk with nothing to send goes as an empty Memory request).
         let pass_started = Instant::now();
-        let mut first = Vec::new();
-        for place in &self.plan.places {
-            // SAFETY: each place is boot RAM or a plugged block, mapped readable for the
-            // whole migration (the devices are frozen).
-            first.extend(unsafe { nonzero_runs(place) });
+        let before = self.stream.bytes;
+        for place in self.plan.places.clone() {
+            let mut offset = 0;
+            while offset < place.len {
+                let chunk = Place {
+                    gpa: place.gpa + offset,
+                    host: place.host + offset,
+                    len: REQUEST_BYTES.min(place.len - offset),
+                };
+                // SAFETY: the chunk lies in a place: boot RAM or a plugged block, mapped
+                // readable for the whole migration (the devices are frozen).
+                let runs = unsafe { nonzero_runs(&chunk) };
+                self.send_ranges(&runs)?;
+                offset += chunk.len;
+            }
         }
-        let mut bandwidth = self.send_pass(&first)?;
+        self.passes += 1;
+        let mut bandwidth = bytes_per_second(self.stream.bytes - before, pass_started);
         let mut previous = None;
         let mut harvested = pass_started;
         loop {
@@ -305,11 +318,23 @@ impl<'a> Copier<'a> {
         Ok(clip(&merge(runs), &self.plan.places))
     }
 
-    /// Sends `ranges` (within the places); returns the bandwidth seen, in bytes per second.
+    /// Sends `ranges` (within the places) as one pass; returns the bandwidth seen, in bytes
+    /// per second.
     fn send_pass(&mut self, ranges: &[(u64, u64)]) -> Result<f64, SourceFailure> {
         let started = Instant::now();
         let before = self.stream.bytes;
-        for batch in batches(ranges) {
+        self.send_ranges(ranges)?;
+        self.passes += 1;
+        Ok(bytes_per_second(self.stream.bytes - before, started))
+    }
+
+    /// Sends `ranges` (within the places) in Memory requests; none, an empty one.
+    fn send_ranges(&mut self, ranges: &[(u64, u64)]) -> Result<(), SourceFailure> {
+        let mut batches = batches(ranges);
+        if batches.is_empty() {
+            batches.push(Vec::new());
+        }
+        for batch in batches {
             let table: Vec<MemoryRange> = batch
                 .iter()
                 .map(|&(gpa, length)| MemoryRange { gpa, length })
@@ -336,11 +361,14 @@ impl<'a> Copier<'a> {
             }
             protocol::read_response(&mut self.stream).map_err(wire)?;
         }
-        self.passes += 1;
-        let bytes = (self.stream.bytes - before) as f64;
-        // At least a byte per µs, so that one fast pass does not promise the impossible.
-        Ok((bytes / started.elapsed().as_secs_f64().max(1e-6)).max(1e6))
+        Ok(())
     }
+}
+
+/// `bytes` sent since `started`, in bytes per second; at least a byte per µs, so that one
+/// fast pass does not promise the impossible.
+fn bytes_per_second(bytes: u64, started: Instant) -> f64 {
+    (bytes as f64 / started.elapsed().as_secs_f64().max(1e-6)).max(1e6)
 }
 
 /// Whether to pause now, with `bytes` dirty (an estimated `estimate` to send paused),
