@@ -339,6 +339,11 @@ impl Vm {
         self.vm
             .set_state(&state.vm)
             .map_err(|e| SnapshotError::Invalid(format!("the irqchip, PIT and clock: {e}")))?;
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .raise_pending_interrupt()
+            .map_err(|e| SnapshotError::Vm(format!("the serial port's interrupt: {e}")))?;
         self.start_vcpus(vcpus, paused).map_err(vm_error)?;
         self.paused = paused;
         Ok(())
