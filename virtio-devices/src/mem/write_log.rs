@@ -2,35 +2,45 @@
 //! recorded while a live migration needs to know it. KVM's dirty log sees only the vCPUs'
 //! writes; the device's own go through the VMM's mapping.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Guest-physical ranges `(address, length)` written since the log was last taken; `None`
-/// while nobody records.
+/// while nobody records. `recording` lets the device thread skip the lock on every request
+/// outside a migration.
 #[derive(Debug, Default)]
-pub struct WriteLog(Mutex<Option<Vec<(u64, u64)>>>);
+pub struct WriteLog {
+    recording: AtomicBool,
+    log: Mutex<Option<Vec<(u64, u64)>>>,
+}
 
 impl WriteLog {
     fn lock(&self) -> MutexGuard<'_, Option<Vec<(u64, u64)>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts recording (afresh).
     pub fn start(&self) {
         *self.lock() = Some(Vec::new());
+        self.recording.store(true, Ordering::SeqCst);
     }
 
     /// Stops recording and forgets what was recorded.
     pub fn stop(&self) {
+        self.recording.store(false, Ordering::SeqCst);
         *self.lock() = None;
     }
 
     /// Whether writes are being recorded.
     pub fn is_recording(&self) -> bool {
-        self.lock().is_some()
+        self.recording.load(Ordering::SeqCst)
     }
 
     /// Records a write, if recording.
     pub fn record(&self, addr: u64, len: u64) {
+        if !self.is_recording() {
+            return;
+        }
         if let Some(log) = self.lock().as_mut() {
             log.push((addr, len));
         }
