@@ -380,7 +380,7 @@ impl Vmm {
             action,
             ApiAction::VmmPing | ApiAction::VmmShutdown | ApiAction::VmInfo | ApiAction::VmCounters
         ) {
-            if let Err(e) = self.migration_conflict(&action_name(&action)) {
+            if let Err(e) = self.migration_conflict(action.endpoint()) {
                 return (Err(e), false);
             }
         }
@@ -632,27 +632,6 @@ fn snapshot_api_error(e: &crate::snapshot::SnapshotError, message: String) -> Ap
         SnapshotError::Vm(_) => ApiError::internal(message),
         _ => ApiError::bad_request(message),
     }
-}
-
-/// The endpoint an action came from, for messages.
-fn action_name(action: &ApiAction) -> String {
-    let debug = format!("{action:?}");
-    let name = debug.split(['(', ' ']).next().unwrap_or("");
-    // VmSendMigration -> vm.send-migration
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            match i {
-                0 => {}
-                2 => out.push('.'),
-                _ => out.push('-'),
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// 404, as Cloud Hypervisor's API documents for every VM action before `vm.create`.

@@ -39,6 +39,32 @@ pub enum ApiAction {
     VmReceiveMigration(Box<crate::migration::request::ReceiveMigrationConfig>),
 }
 
+impl ApiAction {
+    /// The endpoint the action came from, for messages.
+    pub fn endpoint(&self) -> &'static str {
+        match self {
+            ApiAction::VmmPing => "vmm.ping",
+            ApiAction::VmmShutdown => "vmm.shutdown",
+            ApiAction::VmCreate(_) => "vm.create",
+            ApiAction::VmBoot => "vm.boot",
+            ApiAction::VmDelete => "vm.delete",
+            ApiAction::VmInfo => "vm.info",
+            ApiAction::VmCounters => "vm.counters",
+            ApiAction::VmPause => "vm.pause",
+            ApiAction::VmResume => "vm.resume",
+            ApiAction::VmShutdown => "vm.shutdown",
+            ApiAction::VmReboot => "vm.reboot",
+            ApiAction::VmPowerButton => "vm.power-button",
+            ApiAction::VmResize(_) => "vm.resize",
+            ApiAction::VmResizeZone(_) => "vm.resize-zone",
+            ApiAction::VmSnapshot(_) => "vm.snapshot",
+            ApiAction::VmRestore(_) => "vm.restore",
+            ApiAction::VmSendMigration(_) => "vm.send-migration",
+            ApiAction::VmReceiveMigration(_) => "vm.receive-migration",
+        }
+    }
+}
+
 /// An API failure: the HTTP status and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

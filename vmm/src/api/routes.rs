@@ -240,6 +240,8 @@ mod tests {
             let path = format!("{API_PREFIX}{}", r.path);
             let action =
                 parse(r.method, &path, body.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+            // The action names the endpoint it came from (in messages such as a 409).
+            assert_eq!(format!("/{}", action.endpoint()), r.path);
             let action = format!("{action:?}");
             let exact = !expected.ends_with('(');
             assert!(
